@@ -1,0 +1,5 @@
+"""`python -m pgolf` is the `pgolf` command."""
+
+from pgolf.cli import main
+
+raise SystemExit(main())

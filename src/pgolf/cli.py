@@ -1,0 +1,243 @@
+"""The `pgolf` command: thin argparse subcommands that parse, call one library function, and print.
+
+Every error caused by input (`PgolfError`, or an OS error on a named file) becomes one line on stderr and a
+non-zero exit code; a traceback means a bug in pgolf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pgolf.errors import PgolfError
+
+DEFAULT_DEMO_DATA = Path("data/demo")
+
+
+def _cmd_data_demo(args: argparse.Namespace) -> int:
+    from pgolf.data.build import build_demo
+
+    manifest = build_demo(args.out, vocab_size=args.vocab_size, progress=not args.quiet)
+    _print_manifest(args.out, manifest)
+    return 0
+
+
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from pgolf.data.build import build_dataset
+
+    if (args.tokenizer is None) == (args.vocab_size is None):
+        raise PgolfError("data build: give exactly one of --tokenizer MODEL or --vocab-size N")
+    manifest = build_dataset(args.docs, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                             val_docs=args.val_docs, workers=args.workers, shard_size=args.shard_size,
+                             progress=not args.quiet)
+    _print_manifest(args.out, manifest)
+    return 0
+
+
+def _cmd_data_fineweb(args: argparse.Namespace) -> int:
+    from pgolf.data.build import manifest_from_shards
+    from pgolf.data.hub import download_fineweb
+    from pgolf.fileio import atomic_write_json
+
+    result = download_fineweb(args.out, variant=args.variant, train_shards=args.train_shards, repo_id=args.repo_id,
+                              remote_root=args.remote_root, with_docs=args.with_docs, progress=not args.quiet,
+                              hub_dir=args.hub_dir)
+    manifest = manifest_from_shards(result.dataset_dir, result.tokenizer_path)
+    atomic_write_json(Path(result.dataset_dir) / "manifest.json", manifest)
+    print(f"downloaded {len(result.files)} files ({result.skipped} already present)")
+    _print_manifest(result.dataset_dir, manifest)
+    return 0
+
+
+def _print_manifest(out: str | Path, manifest: dict) -> None:
+    tok = manifest["tokenizer"]
+    print(f"data: {out} (tokenizer {tok['file']}, vocab {tok['vocab_size']})")
+    for split in ("train", "val"):
+        s = manifest["splits"][split]
+        print(f"  {split}: {s['docs']} docs, {s['tokens']} tokens, {s['bytes']} bytes, {len(s['files'])} shard(s)")
+
+
+def _resolve(args: argparse.Namespace):
+    from pgolf.config import resolve_config
+
+    sets = list(args.set or [])
+    if args.max_steps is not None:
+        sets.append(f"train.iterations={args.max_steps}")
+    if args.max_seconds is not None:
+        sets.append(f"train.max_wallclock_seconds={args.max_seconds}")
+    if args.seed is not None:
+        sets.append(f"train.seed={args.seed}")
+    return resolve_config(args.preset, sets)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pgolf.train.trainer import train
+
+    cfg = _resolve(args)
+    run_dir = args.run_dir or Path("runs") / f"{cfg.preset}-seed{cfg.train.seed}"
+    result = train(cfg, args.data, run_dir)
+    if result is not None:
+        _print_result(run_dir, result)
+    return 0
+
+
+def _print_result(run_dir: str | Path, result: dict) -> None:
+    print(f"val_bpb: {result['val_bpb']:.8f}  val_loss: {result['val_loss']:.8f}")
+    print(f"total_bytes: {result['total_bytes']} (artifact {result['artifact_bytes']} + code {result['code_bytes']}; "
+          f"cap {result['cap_bytes']})")
+    print(f"run directory: {run_dir}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pgolf.data.build import build_demo, check_data_dir
+    from pgolf.train.trainer import train
+
+    data_dir = Path(args.data_dir)
+    try:
+        check_data_dir(data_dir)
+        print(f"using demo data in {data_dir}")
+    except PgolfError:
+        print(f"building the offline demo corpus in {data_dir}")
+        build_demo(data_dir, progress=not args.quiet)
+    cfg = _resolve(args)
+    run_dir = args.run_dir or Path("runs") / "demo"
+    result = train(cfg, data_dir, run_dir)
+    if result is not None:
+        _print_result(run_dir, result)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from pgolf.config import launch_env
+    from pgolf.eval.evaluate import score_artifact
+    from pgolf.train.dist import init_distributed
+
+    ctx = init_distributed(launch_env(), args.device)
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len,
+                                batch_tokens=args.batch_tokens, device=ctx.device, ctx=ctx)
+    finally:
+        ctx.shutdown()
+    if ctx.is_main:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} "
+                  f"tokens:{result['val_tokens']} bytes:{result['val_bytes']}")
+            print(f"total_bytes: {result['total_bytes']} (artifact {result['artifact_bytes']} + "
+                  f"code {result['code_bytes']})")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pgolf.artifact.format import describe_artifact, format_inspect_table, load_artifact
+
+    rows = describe_artifact(args.artifact)
+    if args.json:
+        header = load_artifact(args.artifact).header
+        print(json.dumps({"tensors": rows, "config": header.get("config"), "tokenizer": header.get("tokenizer"),
+                          "meta": header.get("meta")}, indent=2))
+    else:
+        print(format_inspect_table(rows))
+    return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser, default_preset: str) -> None:
+    p.add_argument("--preset", default=default_preset, help=f"preset name or TOML path (default {default_preset})")
+    p.add_argument("--max-steps", type=int, help="stop after N steps (sets train.iterations)")
+    p.add_argument("--max-seconds", type=float, help="wall-clock training cap in seconds")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", type=Path, help="where config.json, logs, artifact and result.json go")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pgolf import __version__
+
+    parser = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf: data, training, artifacts, scores.")
+    parser.add_argument("--version", action="version", version=f"pgolf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="prepare challenge-format data").add_subparsers(dest="data_command",
+                                                                                       required=True)
+    p = data.add_parser("demo", help="offline English corpus (Python's own docs) -> tokenizer + shards + manifest")
+    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_DATA)
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_data_demo)
+
+    p = data.add_parser("build", help="documents -> tokenizer + shards + manifest")
+    p.add_argument("--docs", type=Path, action="append", required=True, help=".jsonl[.gz|.xz], .txt or .parquet")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--tokenizer", type=Path, help="an existing SentencePiece .model")
+    p.add_argument("--vocab-size", type=int, help="train a tokenizer with the official settings")
+    p.add_argument("--val-docs", type=int, default=50_000, help="the first N documents are the val split")
+    p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: all cores)")
+    p.add_argument("--shard-size", type=int, default=10**8, help="tokens per shard (official: 10^8)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_data_build)
+
+    p = data.add_parser("fineweb", help="download the official cached export from the Hugging Face Hub")
+    p.add_argument("--variant", default="sp1024")
+    p.add_argument("--train-shards", type=int, default=80)
+    p.add_argument("--out", type=Path, default=Path("data"))
+    p.add_argument("--repo-id", default="willdepueoai/parameter-golf")
+    p.add_argument("--remote-root", default="datasets")
+    p.add_argument("--with-docs", action="store_true", help="also fetch docs_selected.jsonl and its sidecar")
+    p.add_argument("--hub-dir", type=Path, help="a local mirror of the hub repository instead of the network")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_data_fineweb)
+
+    p = sub.add_parser("train", help="train a preset under the wall clock, write the artifact and its score")
+    p.add_argument("--data", type=Path, required=True)
+    _add_train_options(p, "baseline")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="the whole pipeline on the offline demo corpus, CPU-sized")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DEMO_DATA)
+    p.add_argument("--quiet", action="store_true")
+    _add_train_options(p, "cpu-smoke")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("eval", help="score an artifact file on a data directory's val split")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--mode", default="flat")
+    p.add_argument("--seq-len", type=int, default=0, help="default: the artifact's eval/train sequence length")
+    p.add_argument("--batch-tokens", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("inspect", help="list an artifact's tensors, schemes and bytes")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "workers", None) == 0:
+        args.workers = os.cpu_count() or 1
+    try:
+        return args.func(args)
+    except PgolfError as exc:
+        print(f"pgolf: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pgolf: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pgolf: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""pgolf.submit: what a submission counts and ships."""

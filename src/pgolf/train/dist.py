@@ -1,0 +1,80 @@
+"""Distributed context that also works with world size 1 and no process group.
+
+Under `torchrun` every process gets RANK/WORLD_SIZE/LOCAL_RANK; we start NCCL on CUDA and gloo on CPU. Without
+torchrun nothing is initialised and the collectives below become no-ops, so the trainer has one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from pgolf.config import LaunchEnv
+
+
+@dataclass
+class DistContext:
+    """Rank, world size and device of this process."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` across ranks in place (identity with one process)."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if `flag` is true on any rank (the wall-clock stop decision)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        return bool(self.all_reduce_max(t).item() > 0)
+
+    def shutdown(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def choose_device(preference: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA when present, else CPU."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from pgolf.errors import PgolfError
+            raise PgolfError("train.device=cuda but CUDA is not available on this machine")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(env: LaunchEnv, device_preference: str = "auto") -> DistContext:
+    """Start the process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    device = choose_device(device_preference, env.local_rank)
+    if env.distributed and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
+    return DistContext(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank, device=device)

@@ -1,0 +1,45 @@
+"""Run logs: an official-style human log (log.txt) and structured metrics (metrics.jsonl), written by rank 0.
+
+The human log keeps the line formats reviewers grep for (`step:S/N train_loss:... step_avg:...ms`,
+`final_int8_zlib_roundtrip_exact val_loss:... val_bpb:...`); metrics.jsonl has one JSON object per record.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class RunLog:
+    """Writes log lines and metric records; silent on ranks other than 0."""
+
+    def __init__(self, run_dir: Path | None, enabled: bool = True, echo: TextIO | None = sys.stdout) -> None:
+        self.enabled = enabled
+        self.echo = echo
+        self._log = self._metrics = None
+        if enabled and run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._log = open(run_dir / "log.txt", "w", encoding="utf-8")
+            self._metrics = open(run_dir / "metrics.jsonl", "w", encoding="utf-8")
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.echo is not None:
+            print(text, file=self.echo, flush=True)
+        if self._log is not None:
+            self._log.write(text + "\n")
+            self._log.flush()
+
+    def metric(self, **record: Any) -> None:
+        if self.enabled and self._metrics is not None:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+
+    def close(self) -> None:
+        for f in (self._log, self._metrics):
+            if f is not None:
+                f.close()
+        self._log = self._metrics = None

@@ -1,0 +1,299 @@
+"""The wall-clock trainer: one process, one GPU, or many under torchrun, with the official semantics.
+
+What it does, in order (CHALLENGE.md section 4):
+1. startup: validate the data directory against the model's vocabulary, build the ONE model, optimizers, loader;
+2. warm-up: `warmup_steps` real steps to trigger compilation, then weights, optimizer state and loader position are
+   restored, so the warm-up changes nothing but is excluded from the clock (as the baseline does);
+3. training until `iterations` or the wall-clock cap, whichever first; the LR warmdown is time-based; validation
+   pauses the clock; every rank agrees on the stop step through an all-reduce;
+4. export: quantize, compress and write the artifact (rank 0), then every rank re-reads the artifact FILE and scores
+   it: the reported number is the decompressed artifact's score, never the in-memory model's.
+
+Gradient accumulation keeps the global batch at `train_batch_tokens` for every world size (see TrainConfig).
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import pgolf
+from pgolf.config import Config, LaunchEnv, launch_env
+from pgolf.errors import PgolfError
+from pgolf.fileio import atomic_write_json
+from pgolf.train.clock import PhaseClock
+from pgolf.train.dist import DistContext, init_distributed
+from pgolf.train.runlog import RunLog
+
+ARTIFACT_NAME = "artifact.pgolf"
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _should_compile(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
+
+
+class Trainer:
+    """Holds the model, optimizers and loader of one run; `run()` does steps 2-4 of the module docstring."""
+
+    def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
+                 echo: TextIO | None = sys.stdout) -> None:
+        from pgolf.data.build import check_data_dir
+        from pgolf.data.loader import DistributedTokenLoader
+        from pgolf.eval.evaluate import ValidationData
+        from pgolf.model.gpt import GPT
+        from pgolf.optim.groups import build_optimizers
+
+        self.start_time = time.perf_counter()
+        self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.ctx: DistContext = init_distributed(env or launch_env(), cfg.train.device)
+        device = self.ctx.device
+        self.clock = PhaseClock(sync=torch.cuda.synchronize if device.type == "cuda" else None)
+        self.accum = cfg.grad_accum_steps(self.ctx.world_size)
+        self.manifest, self.tokenizer_path = check_data_dir(self.data_dir, expected_vocab=cfg.model.vocab_size)
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
+        self.log = RunLog(self.run_dir, enabled=self.ctx.is_main, echo=echo)
+
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.base_model = GPT(cfg.model).to(device)
+        model: torch.nn.Module = self.base_model
+        if _should_compile(cfg, device):
+            model = torch.compile(model, dynamic=False)
+        if self.ctx.distributed:
+            ids = [self.ctx.local_rank] if device.type == "cuda" else None
+            model = DDP(model, device_ids=ids, broadcast_buffers=False)
+        self.model = model
+        self.optimizers = build_optimizers(self.base_model, cfg.optim)
+        self.loader = DistributedTokenLoader(self.data_dir, "train", rank=self.ctx.rank,
+                                             world_size=self.ctx.world_size)
+        self.val = None
+        if cfg.train.val_loss_every > 0:
+            self.val = ValidationData(self.data_dir, cfg.model.vocab_size, max_tokens=cfg.train.val_max_tokens)
+        self.clock.add("startup", time.perf_counter() - self.start_time)
+        n_params = sum(p.numel() for p in self.base_model.parameters())
+        self.log.line(f"pgolf {pgolf.__version__} preset:{cfg.preset} params:{n_params} world_size:{self.ctx.world_size} "
+                      f"grad_accum_steps:{self.accum} device:{device.type} seed:{cfg.train.seed}")
+        self.log.line(f"data:{self.data_dir} train_tokens:{self.manifest['splits']['train']['tokens']} "
+                      f"val_tokens:{self.manifest['splits']['val']['tokens']}")
+        self.n_params = n_params
+
+    # ------------------------------------------------------------------ one optimizer step
+    def _step(self, step: int, lr_mul: float) -> torch.Tensor:
+        from pgolf.optim.muon import Muon
+        from pgolf.optim.schedule import muon_momentum
+
+        cfg, device = self.cfg, self.ctx.device
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=device)
+        for micro in range(self.accum):
+            x, y = self.loader.next_batch(cfg.train.train_batch_tokens, cfg.train.train_seq_len, self.accum)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            last = micro == self.accum - 1
+            sync = self.model.no_sync() if isinstance(self.model, DDP) and not last else nullcontext()
+            with sync:
+                with _autocast(device):
+                    loss = self.model(x, y)
+                (loss / self.accum).backward()
+            total += loss.detach()
+        momentum = muon_momentum(step, cfg.optim)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_mul
+                if isinstance(opt, Muon):
+                    group["momentum"] = momentum
+        if cfg.optim.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), cfg.optim.grad_clip_norm)
+        for opt in self.optimizers:
+            opt.step()
+        return total / self.accum
+
+    def _warmup(self) -> None:
+        """Run `warmup_steps` steps (compiling the graphs), then restore weights, optimizers and loader."""
+        n = self.cfg.train.warmup_steps
+        if n <= 0:
+            return
+        with self.clock.phase("warmup"):
+            model_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
+            opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
+            loader_state = self.loader.state_dict()
+            for step in range(n):
+                self._step(step, 1.0)
+            self.base_model.load_state_dict(model_state, strict=True)
+            for opt, state in zip(self.optimizers, opt_states):
+                opt.load_state_dict(state)
+            self.loader.load_state_dict(loader_state)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+        self.log.line(f"warmup_steps:{n} restored weights, optimizer state and loader "
+                      f"({self.clock.seconds['warmup']:.1f}s, not counted)")
+
+    def _validate(self, step: int, train_ms: float) -> dict:
+        cfg = self.cfg
+        res = self.val.score(self.base_model, seq_len=cfg.train.train_seq_len, batch_tokens=cfg.train.val_batch_tokens,
+                             device=self.ctx.device, ctx=self.ctx)
+        avg = train_ms / max(step, 1)
+        self.log.line(f"step:{step}/{cfg.train.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+                      f"train_time:{train_ms:.0f}ms step_avg:{avg:.2f}ms")
+        self.log.metric(step=step, val_loss=res.val_loss, val_bpb=res.val_bpb, time_s=train_ms / 1000,
+                        val_tokens=res.tokens, full_val=self.val.full)
+        return res.to_dict()
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict | None:
+        """Train, export, score the artifact; returns result.json's content on rank 0 (None elsewhere)."""
+        from pgolf.optim.schedule import warmdown_multiplier
+
+        cfg, ctx = self.cfg, self.ctx
+        sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+        self._warmup()
+        t = cfg.train
+        train_ms = 0.0
+        stop_after: int | None = None
+        pre_quant: dict | None = None
+        step = 0
+        sync()
+        t0 = time.perf_counter()
+        while True:
+            last = step == t.iterations or (stop_after is not None and step >= stop_after)
+            if self.val is not None and (last or (t.val_loss_every > 0 and step % t.val_loss_every == 0)):
+                sync()
+                train_ms += 1000 * (time.perf_counter() - t0)
+                with self.clock.phase("validation"):
+                    pre_quant = self._validate(step, train_ms)
+                sync()
+                t0 = time.perf_counter()
+            if last:
+                break
+            elapsed_s = (train_ms + 1000 * (time.perf_counter() - t0)) / 1000
+            lr_mul = warmdown_multiplier(step, elapsed_s, t.max_wallclock_seconds, t.warmdown_iters, t.iterations)
+            loss = self._step(step, lr_mul)
+            step += 1
+            log_now = t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0)
+            if log_now:
+                mean_loss = ctx.all_reduce_sum(loss.detach().clone()) / ctx.world_size
+                approx_ms = train_ms + 1000 * (time.perf_counter() - t0)
+                loss_value = float(mean_loss.item())
+                self.log.line(f"step:{step}/{t.iterations} train_loss:{loss_value:.4f} "
+                              f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+                self.log.metric(step=step, train_loss=loss_value, time_s=approx_ms / 1000, lr_mul=lr_mul)
+            approx_ms = train_ms + 1000 * (time.perf_counter() - t0)
+            reached = t.max_wallclock_seconds > 0 and approx_ms >= 1000 * t.max_wallclock_seconds
+            if stop_after is None and ctx.any(reached):
+                stop_after = step
+        sync()
+        self.clock.add("training", train_ms / 1000)
+        if stop_after is not None and stop_after < t.iterations:
+            self.log.line(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{t.iterations}")
+        if ctx.device.type == "cuda":
+            mib = torch.cuda.max_memory_allocated() // 2**20
+            self.log.line(f"peak memory allocated: {mib} MiB")
+        return self._export_and_score(step, train_ms, pre_quant)
+
+    def _export_and_score(self, steps: int, train_ms: float, pre_quant: dict | None) -> dict | None:
+        from pgolf.artifact.format import CAP_BYTES, save_artifact
+        from pgolf.eval.evaluate import score_artifact
+        from pgolf.quant.schemes import quantize_state_dict
+        from pgolf.submit.code_bytes import METHOD, package_code_bytes
+
+        cfg, ctx = self.cfg, self.ctx
+        path = self.run_dir / ARTIFACT_NAME
+        code_bytes = package_code_bytes()
+        tok = self.manifest["tokenizer"]
+        if ctx.is_main:
+            with self.clock.phase("quantization"):
+                state = {k: v.detach().float().cpu() for k, v in self.base_model.state_dict().items()}
+                qm = quantize_state_dict(state, cfg.quant.scheme)
+            with self.clock.phase("compression"):
+                meta = {"code_bytes": code_bytes, "code_bytes_method": METHOD, "pgolf_version": pgolf.__version__,
+                        "steps": steps, "seed": cfg.train.seed, "preset": cfg.preset}
+                artifact_bytes = save_artifact(path, qm, config=cfg.to_dict(), tokenizer=dict(tok),
+                                               codec=cfg.quant.codec, level=cfg.quant.level, meta=meta)
+            tag = f"{cfg.quant.scheme}+{cfg.quant.codec}"
+            self.log.line(f"Serialized model {tag}: {artifact_bytes} bytes")
+            self.log.line(f"Code size ({METHOD}): {code_bytes} bytes")
+            self.log.line(f"Total submission size {tag}: {artifact_bytes + code_bytes} bytes")
+        ctx.barrier()
+        scored = score_artifact(path, self.data_dir, device=ctx.device, ctx=ctx, clock=self.clock,
+                                code_bytes=code_bytes, enforce_cap=False)
+        name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
+        eval_ms = 1000 * self.clock.seconds.get("scoring", 0.0)
+        self.log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} "
+                      f"eval_time:{eval_ms:.0f}ms")
+        self.log.line(f"{name}_exact val_loss:{scored['val_loss']:.8f} val_bpb:{scored['val_bpb']:.8f}")
+        self.log.metric(step=steps, val_loss=scored["val_loss"], val_bpb=scored["val_bpb"], roundtrip=True)
+        total = scored["total_bytes"]
+        result = None
+        if ctx.is_main:
+            result = {
+                "artifact": ARTIFACT_NAME,
+                "val_loss": scored["val_loss"],
+                "val_bpb": scored["val_bpb"],
+                "eval_mode": scored["mode"],
+                "val_tokens": scored["val_tokens"],
+                "val_bytes": scored["val_bytes"],
+                "pre_quant": pre_quant,
+                "artifact_bytes": scored["artifact_bytes"],
+                "code_bytes": code_bytes,
+                "code_bytes_method": METHOD,
+                "total_bytes": total,
+                "cap_bytes": CAP_BYTES,
+                "within_cap": total <= CAP_BYTES,
+                "steps": steps,
+                "train_seconds": round(train_ms / 1000, 4),
+                "train_tokens": steps * cfg.train.train_batch_tokens,
+                "step_avg_ms": round(train_ms / max(steps, 1), 4),
+                "phases": self.clock.as_dict(),
+                "seed": cfg.train.seed,
+                "preset": cfg.preset,
+                "params": self.n_params,
+                "world_size": ctx.world_size,
+                "device": ctx.device.type,
+                "data": {"dir": str(self.data_dir.resolve()), "tokenizer": dict(tok),
+                         "train_tokens": self.manifest["splits"]["train"]["tokens"],
+                         "val_tokens": self.manifest["splits"]["val"]["tokens"],
+                         "val_bytes": self.manifest["splits"]["val"]["bytes"]},
+                "versions": {"pgolf": pgolf.__version__, "python": platform.python_version(),
+                             "torch": torch.__version__, "numpy": np.__version__},
+            }
+            atomic_write_json(self.run_dir / "result.json", result)
+        self.log.close()
+        if total > CAP_BYTES:
+            raise PgolfError(f"{path}: artifact over the cap: {scored['artifact_bytes']:,} + code {code_bytes:,} = "
+                             f"{total:,} bytes > {CAP_BYTES:,} (result.json records within_cap: false)")
+        return result
+
+
+def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
+          echo: TextIO | None = sys.stdout) -> dict | None:
+    """Train `cfg` on `data_dir`, write the run directory, and return result.json's content (rank 0)."""
+    trainer = Trainer(cfg, data_dir, run_dir, env=env, echo=echo)
+    try:
+        return trainer.run()
+    finally:
+        trainer.log.close()
+        trainer.ctx.shutdown()

@@ -1,0 +1,63 @@
+"""Shared test fixtures: the optional ../shared data folder, skipped cleanly when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """`../shared/data` beside the checkout (or $PGOLF_SHARED_DATA), or None when it is not there."""
+    env = os.environ.get("PGOLF_SHARED_DATA")
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Path to ../shared/data; the test is skipped when the folder is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is not present")
+    return path
+
+
+TINY_MODEL_SETS = [
+    "model.vocab_size=512", "model.num_layers=2", "model.model_dim=32", "model.num_heads=2", "model.num_kv_heads=1",
+    "train.train_seq_len=64", "train.train_batch_tokens=1024", "train.micro_batch_tokens=512",
+    "train.iterations=6", "train.warmup_steps=2", "train.val_loss_every=3", "train.train_log_every=1",
+    "train.val_batch_tokens=4096", "train.val_max_tokens=4096", "train.max_wallclock_seconds=0",
+    "train.threads=1", "eval.batch_tokens=4096", "optim.muon_momentum_warmup_steps=5", "train.warmdown_iters=3",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small data directory (vocab-512 tokenizer trained on the offline demo corpus), built once per session."""
+    import json
+
+    from pgolf.data.build import build_dataset
+    from pgolf.data.corpus import demo_documents
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    docs = [d for d in demo_documents() if len(d) > 200][:400]
+    src = root / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    out = root / "data"
+    build_dataset([src], out, vocab_size=512, val_docs=40, workers=1, shard_size=50_000, progress=False)
+    return out
+
+
+@pytest.fixture
+def tiny_config():
+    """A two-layer, 32-wide baseline-shaped config that trains in seconds on one CPU thread."""
+    from pgolf.config import resolve_config
+
+    def make(*extra: str):
+        return resolve_config("cpu-smoke", [*TINY_MODEL_SETS, *extra], environ={})
+
+    return make

@@ -1,0 +1,180 @@
+"""Every bad input, tried on the CLI, gives one clean error line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pgolf.cli import main
+
+
+def _fails_cleanly(capsys, argv: list[str], *words: str) -> str:
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code != 0
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("pgolf: error: ")
+    assert "Traceback" not in captured.err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """A tiny finished run: (data dir, run dir)."""
+    from conftest import TINY_MODEL_SETS
+    from pgolf.config import resolve_config
+    from pgolf.train.trainer import train
+
+    run = tmp_path_factory.mktemp("cli_run")
+    train(resolve_config("cpu-smoke", TINY_MODEL_SETS, environ={}), tiny_data, run, echo=None)
+    return tiny_data, run
+
+
+def _copy_data(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _val_shard(data: Path) -> Path:
+    return sorted(data.glob("fineweb_val_*.bin"))[0]
+
+
+def test_truncated_shard(trained, tmp_path, capsys):
+    data, run = trained
+    bad = _copy_data(data, tmp_path / "d")
+    shard = _val_shard(bad)
+    shard.write_bytes(shard.read_bytes()[:-10])
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(bad)], shard.name)
+
+
+def test_wrong_magic(trained, tmp_path, capsys):
+    data, run = trained
+    bad = _copy_data(data, tmp_path / "d")
+    shard = _val_shard(bad)
+    raw = bytearray(shard.read_bytes())
+    raw[0:4] = np.array([12345], dtype="<i4").tobytes()
+    shard.write_bytes(bytes(raw))
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(bad)], shard.name, "magic")
+
+
+def test_corrupt_shard_header_too_short(trained, tmp_path, capsys):
+    data, run = trained
+    bad = _copy_data(data, tmp_path / "d")
+    shard = _val_shard(bad)
+    shard.write_bytes(b"\x00" * 100)
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(bad)], shard.name)
+
+
+def test_missing_data_dir(trained, tmp_path, capsys):
+    _, run = trained
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(tmp_path / "nope")], "nope")
+
+
+def test_missing_artifact(trained, tmp_path, capsys):
+    data, _ = trained
+    _fails_cleanly(capsys, ["eval", str(tmp_path / "missing.pgolf"), "--data", str(data)], "missing.pgolf")
+
+
+def test_damaged_artifact(trained, tmp_path, capsys):
+    data, run = trained
+    art = tmp_path / "a.pgolf"
+    raw = bytearray((run / "artifact.pgolf").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    art.write_bytes(bytes(raw))
+    _fails_cleanly(capsys, ["eval", str(art), "--data", str(data)], "a.pgolf", "checksum")
+    _fails_cleanly(capsys, ["inspect", str(art)], "a.pgolf")
+
+
+def test_truncated_artifact(trained, tmp_path, capsys):
+    data, run = trained
+    art = tmp_path / "t.pgolf"
+    art.write_bytes((run / "artifact.pgolf").read_bytes()[:-7])
+    _fails_cleanly(capsys, ["eval", str(art), "--data", str(data)], "t.pgolf")
+
+
+def test_vocab_mismatch_between_model_and_data(trained, tmp_path, capsys):
+    data, _ = trained
+    from conftest import TINY_MODEL_SETS
+    sets = [f"--set={s}" for s in TINY_MODEL_SETS] + ["--set=model.vocab_size=1024"]
+    _fails_cleanly(capsys, ["train", "--preset", "cpu-smoke", "--data", str(data), "--run-dir",
+                            str(tmp_path / "r"), *sets], "vocabulary mismatch")
+    assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_tokenizer_mismatch_between_artifact_and_data(trained, tmp_path, capsys):
+    data, run = trained
+    other = tmp_path / "other"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document number {i} says hello to the world. " * 20}) + "\n"
+                            for i in range(60)))
+    main(["data", "build", "--docs", str(docs), "--out", str(other), "--vocab-size", "512", "--val-docs", "10",
+          "--quiet", "--workers", "1"])
+    capsys.readouterr()
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(other)], "tokenizer")
+
+
+def test_invalid_utf8_document(tmp_path, capsys):
+    docs = tmp_path / "bad.jsonl"
+    docs.write_bytes(b'{"text": "fine"}\n{"text": "bad \xff\xfe bytes"}\n')
+    _fails_cleanly(capsys, ["data", "build", "--docs", str(docs), "--out", str(tmp_path / "o"), "--vocab-size",
+                            "300", "--val-docs", "1", "--quiet"], "bad.jsonl")
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_missing_docs_file(tmp_path, capsys):
+    _fails_cleanly(capsys, ["data", "build", "--docs", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o"),
+                            "--vocab-size", "300", "--quiet"], "none.jsonl")
+
+
+def test_missing_tokenizer_file(tmp_path, capsys):
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"text": "hello"}\n{"text": "world"}\n')
+    _fails_cleanly(capsys, ["data", "build", "--docs", str(docs), "--out", str(tmp_path / "o"), "--tokenizer",
+                            str(tmp_path / "no.model"), "--val-docs", "1", "--quiet"], "no.model")
+
+
+def test_artifact_over_the_cap(trained, tmp_path, capsys):
+    """An artifact whose bytes plus code bytes exceed 16,000,000 is refused by eval."""
+    import torch
+
+    from pgolf.artifact.format import load_artifact, save_artifact
+    from pgolf.quant.schemes import quantize_state_dict
+
+    data, run = trained
+    art = load_artifact(run / "artifact.pgolf")
+    gen = torch.Generator().manual_seed(0)
+    big = {"huge": torch.randn(4400, 4400, generator=gen)}  # random int8 rows do not compress below 16 MB
+    path = tmp_path / "big.pgolf"
+    save_artifact(path, quantize_state_dict(big), config=art.config, tokenizer=art.tokenizer, meta={"code_bytes": 1})
+    assert path.stat().st_size > 16_000_000
+    _fails_cleanly(capsys, ["eval", str(path), "--data", str(data)], "big.pgolf", "cap")
+
+
+def test_unknown_preset_and_bad_set(trained, capsys):
+    data, _ = trained
+    _fails_cleanly(capsys, ["train", "--preset", "nope", "--data", str(data)], "nope")
+    _fails_cleanly(capsys, ["train", "--preset", "cpu-smoke", "--data", str(data), "--set", "model.x=1"], "model.x")
+
+
+def test_console_entry_point_prints_one_line(tmp_path):
+    """The installed `python -m pgolf` really exits non-zero with one line and no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "pgolf", "inspect", str(tmp_path / "none.pgolf")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("pgolf: error:")
+
+
+def test_inspect_lists_tensors(trained, capsys):
+    _, run = trained
+    assert main(["inspect", str(run / "artifact.pgolf")]) == 0
+    out = capsys.readouterr().out
+    assert "blocks" in out or "tok_emb" in out

@@ -1,0 +1,81 @@
+"""Config: presets, overrides, environment variables and validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pgolf.config import Config, env_overrides, launch_env, preset_names, resolve_config
+from pgolf.errors import PgolfError
+
+
+def test_shipped_presets_resolve():
+    assert {"baseline", "cpu-smoke"} <= set(preset_names())
+    for name in preset_names():
+        cfg = resolve_config(name, environ={})
+        assert cfg.preset == name
+
+
+def test_baseline_preset_equals_dataclass_defaults():
+    """The baseline preset spells out the defaults; the two must never drift apart."""
+    preset = resolve_config("baseline", environ={}).to_dict()
+    defaults = Config().to_dict()
+    assert preset == defaults
+
+
+def test_set_overrides_and_types():
+    cfg = resolve_config("baseline", ["model.num_layers=11", "train.compile=off", "model.tie_embeddings=false",
+                                      "train.train_batch_tokens=786_432", "train.micro_batch_tokens=98304"],
+                         environ={})
+    assert cfg.model.num_layers == 11 and cfg.train.compile == "off" and cfg.model.tie_embeddings is False
+    assert cfg.train.train_batch_tokens == 786_432
+
+
+def test_environment_overrides_apply_before_set():
+    env = {"PGOLF_TRAIN_SEED": "7", "PGOLF_MODEL_NUM_LAYERS": "3", "UNRELATED": "x"}
+    assert ("train", "seed", "7") in env_overrides(env)
+    cfg = resolve_config("baseline", ["model.num_layers=5"], environ=env)
+    assert cfg.train.seed == 7 and cfg.model.num_layers == 5
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.nope=1", "unknown setting model.nope"),
+    ("bogus.x=1", "unknown config section"),
+    ("model.num_layers=abc", "cannot read 'abc' as int"),
+    ("model.num_layers", "expected section.field=value"),
+    ("model.model_dim=500", "not divisible"),
+    ("train.micro_batch_tokens=3000", "multiple"),
+])
+def test_bad_overrides_are_one_clear_error(override, words):
+    with pytest.raises(PgolfError, match=words):
+        resolve_config("baseline", [override], environ={})
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(PgolfError, match="unknown preset 'nope'.*baseline"):
+        resolve_config("nope", environ={})
+
+
+def test_grad_accum_keeps_global_batch():
+    cfg = resolve_config("baseline", environ={})
+    for world in (1, 2, 4, 8):
+        accum = cfg.grad_accum_steps(world)
+        assert accum * world * cfg.train.micro_batch_tokens == cfg.train.train_batch_tokens
+    assert cfg.grad_accum_steps(1) == 8 and cfg.grad_accum_steps(8) == 1  # the official 8 // world_size
+    with pytest.raises(PgolfError, match="world size 3"):
+        cfg.grad_accum_steps(3)
+
+
+def test_config_round_trips_through_json():
+    cfg = resolve_config("cpu-smoke", ["train.seed=3"], environ={})
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_launch_env_reads_torchrun_variables():
+    env = launch_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert env.rank == 1 and env.world_size == 2 and env.distributed
+    assert not launch_env({}).distributed
+    with pytest.raises(PgolfError):
+        launch_env({"RANK": "x"})
