@@ -47,10 +47,43 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type="cpu", enabled=False)
 
 
+def flat_windows(n_targets: int, seq_len: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """The contiguous range [first, last) of window indices that `rank` scores (window i covers targets
+    i*seq_len+1 .. min((i+1)*seq_len, n_targets))."""
+    n_windows = math.ceil(n_targets / seq_len)
+    return n_windows * rank // world_size, n_windows * (rank + 1) // world_size
+
+
 @torch.no_grad()
+def score_windows(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, first: int, last: int, *,
+                  seq_len: int, per_batch: int, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    """Sum of nats (float64 tensor), scored targets and their bytes over windows [first, last)."""
+    n_targets = len(tokens) - 1
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    scored = num_bytes = 0
+    w = first
+    while w < last:
+        # Full windows go in batches; the final partial window (if any) is its own batch.
+        full_end = min(last, w + per_batch, n_targets // seq_len)
+        if full_end > w:
+            a, b, rows = w * seq_len, full_end * seq_len, full_end - w
+            w = full_end
+        else:
+            a, b, rows = w * seq_len, n_targets, 1
+            w += 1
+        x = torch.from_numpy(np.asarray(tokens[a:b], dtype=np.int64).reshape(rows, -1)).to(device)
+        y = torch.from_numpy(np.asarray(tokens[a + 1:b + 1], dtype=np.int64).reshape(rows, -1)).to(device)
+        with _autocast(device):
+            loss = model(x, y, reduction="none")
+        nats += loss.double().sum()
+        scored += b - a
+        num_bytes += int(target_bytes[a:b].sum())
+    return nats, scored, num_bytes
+
+
 def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, *, seq_len: int,
                batch_tokens: int, device: torch.device, ctx: DistContext | None = None) -> EvalResult:
-    """Score every target tokens[1:] once with non-overlapping windows of `seq_len`.
+    """Score every target tokens[1:] once with non-overlapping windows of `seq_len`, split across ranks.
 
     `target_bytes[i]` is the byte count charged to target tokens[i+1] (from `pgolf.data.bytes.token_bytes`).
     """
@@ -61,40 +94,18 @@ def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndar
     if len(target_bytes) != n_targets:
         raise PgolfError(f"internal: {len(target_bytes)} byte counts for {n_targets} targets")
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
-    n_windows = math.ceil(n_targets / seq_len)
-    first, last = n_windows * rank // world, n_windows * (rank + 1) // world
-    per_batch = max(1, batch_tokens // (seq_len * world))
+    first, last = flat_windows(n_targets, seq_len, rank, world)
     was_training = model.training
     model.eval()
-    nats = torch.zeros((), dtype=torch.float64, device=device)
-    scored = 0
-    num_bytes = 0
-    w = first
-    while w < last:
-        # Full windows go in batches; the final partial window (if any) is its own batch.
-        full_end = min(last, w + per_batch, n_targets // seq_len)
-        count = full_end - w
-        if count > 0:
-            a, b = w * seq_len, full_end * seq_len
-            x = torch.from_numpy(np.asarray(tokens[a:b], dtype=np.int64).reshape(count, seq_len))
-            y = torch.from_numpy(np.asarray(tokens[a + 1:b + 1], dtype=np.int64).reshape(count, seq_len))
-            w = full_end
-        else:
-            a, b = w * seq_len, n_targets
-            x = torch.from_numpy(np.asarray(tokens[a:b], dtype=np.int64)).unsqueeze(0)
-            y = torch.from_numpy(np.asarray(tokens[a + 1:b + 1], dtype=np.int64)).unsqueeze(0)
-            w += 1
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device):
-            loss = model(x, y, reduction="none")
-        nats += loss.double().sum()
-        scored += b - a
-        num_bytes += int(target_bytes[a:b].sum())
+    try:
+        nats, scored, num_bytes = score_windows(model, tokens, target_bytes, first, last, seq_len=seq_len,
+                                                per_batch=max(1, batch_tokens // (seq_len * world)), device=device)
+    finally:
+        model.train(was_training)
     totals = torch.tensor([float(scored), float(num_bytes)], dtype=torch.float64, device=device)
     if ctx is not None:
         ctx.all_reduce_sum(nats)
         ctx.all_reduce_sum(totals)
-    model.train(was_training)
     tokens_scored, bytes_scored = int(totals[0].item()), int(totals[1].item())
     if tokens_scored != n_targets:
         raise PgolfError(f"internal: scored {tokens_scored} of {n_targets} targets")
