@@ -1,0 +1,178 @@
+"""Documents -> tokenizer -> challenge shards + manifest.json, and the checks that a data directory is whole.
+
+As in the official exporter (CHALLENGE.md 1.1), each document is tokenized independently with BOS prepended and no
+EOS, documents are concatenated per split and cut into fixed-size shards, and the first `val_docs` documents are the
+val split. The manifest is written last, so a directory without one is recognisably incomplete. Its byte totals come
+from `pgolf.data.bytes`, the same function the evaluator uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from pgolf.data.bytes import byte_tables, stream_bytes
+from pgolf.data.corpus import demo_documents, iter_documents
+from pgolf.data.shards import HEADER_BYTES, ShardWriter, read_header, read_shard, shard_paths
+from pgolf.data.tokenizer import check_encodable, encode_documents, file_sha256, load_tokenizer, train_tokenizer
+from pgolf.errors import PgolfError
+from pgolf.fileio import atomic_write_json
+
+MANIFEST = "manifest.json"
+FORMAT = "pgolf-data-v1"
+_ENCODE_BATCH = 2048
+
+
+def _tokenizer_entry(path: Path, sp) -> dict:
+    return {"file": path.name, "vocab_size": sp.get_piece_size(), "sha256": file_sha256(path), "bos_id": sp.bos_id()}
+
+
+def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer: str | Path | None = None,
+                  vocab_size: int | None = None, val_docs: int = 50_000, workers: int = 1, shard_size: int = 10**8,
+                  progress: bool = True) -> dict:
+    """Build shards and manifest.json in `out_dir` from document files (in order); returns the manifest."""
+    if (tokenizer is None) == (vocab_size is None):
+        raise PgolfError("give exactly one of a tokenizer model or a vocab size")
+    out_dir = Path(out_dir)
+    paths = [Path(p) for p in docs]
+    for p in paths:
+        if not p.is_file():
+            raise PgolfError(f"{p}: documents file is missing")
+    if tokenizer is not None:
+        sp = load_tokenizer(tokenizer)
+    texts = [t for p in paths for t in iter_documents(p)]  # reads (and validates) every file before writing
+    if val_docs <= 0 or val_docs >= len(texts):
+        raise PgolfError(f"--val-docs {val_docs} must leave both splits non-empty ({len(texts)} documents read)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    for old in out_dir.glob("fineweb_*.bin"):
+        old.unlink()
+    if tokenizer is not None:
+        tok_path = out_dir / Path(tokenizer).name
+        if Path(tokenizer).resolve() != tok_path.resolve():
+            shutil.copyfile(tokenizer, tok_path)
+    else:
+        tok_path = train_tokenizer(texts, vocab_size, out_dir / "tokenizer.model")
+        sp = load_tokenizer(tok_path)
+    check_encodable(sp, str(tok_path))
+    tables = byte_tables(sp)
+    splits = {}
+    bar = tqdm(total=len(texts), desc="tokenizing", unit="doc", disable=not progress, file=sys.stderr)
+    for split, part in (("val", texts[:val_docs]), ("train", texts[val_docs:])):
+        total_bytes = 0
+        prev_last: int | None = None
+        with ShardWriter(out_dir, split, shard_size) as writer:
+            for i in range(0, len(part), _ENCODE_BATCH):
+                encoded = encode_documents(sp, part[i:i + _ENCODE_BATCH], workers=workers)
+                for toks in encoded:
+                    stream = toks if prev_last is None else np.concatenate([[prev_last], toks]).astype(np.uint16)
+                    total_bytes += stream_bytes(stream, tables)
+                    prev_last = int(toks[-1])
+                    writer.add(toks)
+                bar.update(len(encoded))
+        splits[split] = {"docs": len(part), "tokens": writer.num_tokens, "bytes": total_bytes,
+                         "files": [f.name for f in writer.files]}
+    bar.close()
+    manifest = {
+        "format": FORMAT,
+        "tokenizer": _tokenizer_entry(tok_path, sp),
+        "splits": {"train": splits["train"], "val": splits["val"]},
+        "source": {"docs": [p.name for p in paths], "val_docs": val_docs, "shard_size": shard_size},
+    }
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def manifest_from_shards(data_dir: str | Path, tokenizer_path: str | Path, docs: dict | None = None,
+                         progress: bool = True) -> dict:
+    """The manifest of an existing directory of shards (e.g. the official download): docs are counted as BOS
+    tokens, bytes by the shared rule over each split's stream, across shard boundaries."""
+    data_dir = Path(data_dir)
+    sp = load_tokenizer(tokenizer_path)
+    tables = byte_tables(sp)
+    bos = sp.bos_id()
+    splits = {}
+    for split in ("train", "val"):
+        files = shard_paths(data_dir, split)
+        n_docs = n_tokens = n_bytes = 0
+        prev: int | None = None
+        for f in tqdm(files, desc=f"counting {split}", disable=not progress, file=sys.stderr):
+            toks = read_shard(f)
+            if len(toks) == 0:
+                continue
+            n_tokens += len(toks)
+            n_docs += int(np.count_nonzero(toks == bos))
+            n_bytes += stream_bytes(toks, tables)
+            if prev is not None:
+                n_bytes += stream_bytes(np.array([prev, toks[0]], dtype=np.uint16), tables)
+            prev = int(toks[-1])
+        splits[split] = {"docs": (docs or {}).get(split, n_docs), "tokens": n_tokens, "bytes": n_bytes,
+                         "files": [f.name for f in files]}
+    return {"format": FORMAT, "tokenizer": _tokenizer_entry(Path(tokenizer_path), sp), "splits": splits}
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / MANIFEST
+    if not Path(data_dir).is_dir():
+        raise PgolfError(f"{data_dir}: data directory does not exist")
+    if not path.is_file():
+        raise PgolfError(f"{path}: missing; build it with pgolf data build (or pgolf data demo)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PgolfError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        manifest["tokenizer"]["file"], manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["sha256"]
+        for split in ("train", "val"):
+            s = manifest["splits"][split]
+            s["docs"], s["tokens"], s["bytes"], s["files"]
+    except (KeyError, TypeError) as exc:
+        raise PgolfError(f"{path}: manifest lacks the field {exc}") from None
+    return manifest
+
+
+def check_data_dir(data_dir: str | Path, expected_vocab: int | None = None) -> tuple[dict, Path]:
+    """Cheap consistency checks (headers, counts, tokenizer hash, vocabulary); returns (manifest, tokenizer path)."""
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    tok = manifest["tokenizer"]
+    tok_path = data_dir / tok["file"]
+    if not tok_path.is_file():
+        raise PgolfError(f"{tok_path}: tokenizer named by the manifest is missing")
+    if file_sha256(tok_path) != tok["sha256"]:
+        raise PgolfError(f"{tok_path}: tokenizer does not match the manifest's sha256 (replaced or damaged)")
+    for split in ("train", "val"):
+        s = manifest["splits"][split]
+        count = 0
+        for name in s["files"]:
+            count += read_header(data_dir / name)
+        if count != s["tokens"]:
+            raise PgolfError(f"{data_dir}: {split} shards hold {count} tokens but the manifest says {s['tokens']}")
+    if expected_vocab is not None and expected_vocab != tok["vocab_size"]:
+        raise PgolfError(f"vocabulary mismatch: model has {expected_vocab} tokens but tokenizer {tok['file']} has "
+                         f"{tok['vocab_size']}")
+    return manifest, tok_path
+
+
+def build_demo(out_dir: str | Path, vocab_size: int = 1024, val_docs: int | None = None, progress: bool = True,
+               workers: int = 2) -> dict:
+    """The offline demo data set: Python's own documentation (`corpus.demo_documents`) as shards + manifest.
+
+    Documents are interleaved deterministically so the val split (about 10%) samples the whole corpus."""
+    out_dir = Path(out_dir)
+    docs = demo_documents()
+    order = sorted(range(len(docs)), key=lambda i: (i % 10 != 3, i))  # every 10th document first: val
+    docs = [docs[i] for i in order]
+    val_docs = val_docs or max(1, len(docs) // 10)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = out_dir / "demo_docs.jsonl"
+    from pgolf.fileio import atomic_write_text
+    atomic_write_text(src, "".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return build_dataset([src], out_dir, vocab_size=vocab_size, val_docs=val_docs, workers=workers,
+                         shard_size=10**8, progress=progress)

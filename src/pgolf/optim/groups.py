@@ -1,0 +1,54 @@
+"""Which parameter is trained by which optimizer, at which learning rate (the baseline's grouping).
+
+Muon takes every 2-D matrix inside the blocks except control tensors; Adam takes the embedding (tied: also the
+head), an untied head, and every vector/scalar/control tensor. Each group records its `base_lr` so the trainer's
+schedule can scale all of them by one multiplier.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pgolf.config import OptimConfig
+from pgolf.optim.muon import Muon
+
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
+
+
+def parameter_roles(model: nn.Module) -> dict[str, str]:
+    """name -> one of 'matrix', 'scalar', 'embed', 'head'."""
+    roles = {}
+    for name, p in model.named_parameters():
+        if name.startswith("tok_emb"):
+            roles[name] = "embed"
+        elif name.startswith("lm_head"):
+            roles[name] = "head"
+        elif name.startswith("blocks.") and p.ndim == 2 and not any(c in name for c in CONTROL_PATTERNS):
+            roles[name] = "matrix"
+        else:
+            roles[name] = "scalar"
+    return roles
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    roles = parameter_roles(model)
+    params = dict(model.named_parameters())
+    by_role: dict[str, list[nn.Parameter]] = {"matrix": [], "scalar": [], "embed": [], "head": []}
+    for name, role in roles.items():
+        by_role[role].append(params[name])
+    tied = getattr(getattr(model, "cfg", None), "tie_embeddings", True)
+    adam_groups = [
+        {"params": by_role["embed"], "lr": cfg.tied_embed_lr if tied else cfg.embed_lr},
+        {"params": by_role["head"], "lr": cfg.head_lr},
+        {"params": by_role["scalar"], "lr": cfg.scalar_lr},
+    ]
+    adam_groups = [g for g in adam_groups if g["params"]]
+    for g in adam_groups:
+        g["base_lr"] = g["lr"]
+    fused = any(p.is_cuda for g in adam_groups for p in g["params"])
+    adam = torch.optim.Adam(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused or None)
+    muon = Muon(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps)
+    for g in muon.param_groups:
+        g["base_lr"] = cfg.matrix_lr
+    return [adam, muon]

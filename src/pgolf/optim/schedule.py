@@ -1,0 +1,32 @@
+"""The baseline's schedules: Muon momentum warm-up and the time-based LR warmdown (CHALLENGE.md section 4)."""
+
+from __future__ import annotations
+
+from pgolf.config import OptimConfig
+
+
+def muon_momentum(step: int, cfg: OptimConfig) -> float:
+    """Linear from `muon_momentum_warmup_start` to `muon_momentum` over the warm-up steps."""
+    if cfg.muon_momentum_warmup_steps <= 0:
+        return cfg.muon_momentum
+    frac = min(step / cfg.muon_momentum_warmup_steps, 1.0)
+    return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+
+
+def warmdown_multiplier(step: int, elapsed_s: float, max_seconds: float, warmdown_iters: int,
+                        iterations: int) -> float:
+    """LR multiplier: 1, then linear to 0 over the last `warmdown_iters` steps.
+
+    With a wall-clock cap the "last steps" are estimated in time: warmdown time = warmdown_iters x the average step
+    time so far, and the multiplier is remaining time / warmdown time once that is smaller. Without a cap it is
+    step-based against `iterations`.
+    """
+    if warmdown_iters <= 0:
+        return 1.0
+    if max_seconds <= 0:
+        start = max(iterations - warmdown_iters, 0)
+        return 1.0 if step < start else max((iterations - step) / max(warmdown_iters, 1), 0.0)
+    step_s = elapsed_s / max(step, 1)
+    warmdown_s = warmdown_iters * step_s
+    remaining = max(max_seconds - elapsed_s, 0.0)
+    return remaining / max(warmdown_s, 1e-9) if remaining <= warmdown_s else 1.0
