@@ -58,7 +58,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path,
         try:
             spm.SentencePieceTrainer.train(input=str(corpus), vocab_size=vocab_size, model_writer=model,
                                            minloglevel=2, max_sentence_length=1 << 20,
-                                           train_extremely_large_corpus=False, **settings)
+                                           **settings)
         except RuntimeError as exc:
             raise PgolfError(f"SentencePiece training failed: {str(exc).strip().splitlines()[-1]}") from None
     atomic_write_bytes(out_path, model.getvalue())
