@@ -1,0 +1,57 @@
+"""Parameter grouping and the baseline's schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pgolf.config import ModelConfig, OptimConfig
+from pgolf.model.gpt import GPT
+from pgolf.optim.groups import build_optimizers, parameter_roles
+from pgolf.optim.muon import Muon
+from pgolf.optim.schedule import muon_momentum, warmdown_multiplier
+
+
+def test_every_parameter_in_exactly_one_group():
+    model = GPT(ModelConfig(vocab_size=128, num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2))
+    opts = build_optimizers(model, OptimConfig())
+    seen = [id(p) for o in opts for g in o.param_groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())
+    roles = parameter_roles(model)
+    assert roles["tok_emb.weight"] == "embed"
+    assert roles["blocks.0.attn.c_q.weight"] == "matrix" and roles["blocks.3.mlp.proj.weight"] == "matrix"
+    for name in ("blocks.0.attn_scale", "blocks.0.resid_mix", "blocks.0.attn.q_gain", "skip_weights"):
+        assert roles[name] == "scalar"
+    muon = next(o for o in opts if isinstance(o, Muon))
+    adam = next(o for o in opts if isinstance(o, torch.optim.Adam))
+    assert muon.param_groups[0]["base_lr"] == 0.04
+    assert {g["base_lr"] for g in adam.param_groups} == {0.05, 0.04}
+    assert adam.defaults["betas"] == (0.9, 0.95)
+
+
+def test_untied_head_gets_head_lr():
+    model = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
+                            tie_embeddings=False))
+    adam = build_optimizers(model, OptimConfig())[0]
+    lrs = {id(p): g["lr"] for g in adam.param_groups for p in g["params"]}
+    assert lrs[id(model.lm_head.weight)] == 0.008 and lrs[id(model.tok_emb.weight)] == 0.6
+
+
+def test_momentum_warmup():
+    cfg = OptimConfig()
+    assert muon_momentum(0, cfg) == pytest.approx(0.85)
+    assert muon_momentum(250, cfg) == pytest.approx(0.90)
+    assert muon_momentum(500, cfg) == muon_momentum(5000, cfg) == pytest.approx(0.95)
+
+
+def test_time_based_warmdown():
+    # 100 steps in 10 s: 0.1 s/step; warmdown of 20 steps = 2 s. With a 600 s cap, flat until 598 s.
+    assert warmdown_multiplier(100, 10.0, 600.0, 20, 10_000) == 1.0
+    assert warmdown_multiplier(5000, 599.0, 600.0, 20, 10_000) == pytest.approx(1.0 / (20 * 599 / 5000))
+    assert warmdown_multiplier(5000, 600.0, 600.0, 20, 10_000) == 0.0
+
+
+def test_step_based_warmdown_without_cap():
+    assert warmdown_multiplier(79, 0.0, 0.0, 20, 100) == 1.0
+    assert warmdown_multiplier(90, 0.0, 0.0, 20, 100) == pytest.approx(0.5)
+    assert warmdown_multiplier(100, 0.0, 0.0, 20, 100) == 0.0
