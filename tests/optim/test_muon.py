@@ -53,9 +53,8 @@ def test_only_matrices():
         Muon([torch.nn.Parameter(torch.zeros(3))])
 
 
-def _worker(rank: int, world: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _three_steps() -> list[torch.Tensor]:
+    """Five matrices, three Muon steps on seeded gradients; the same on every rank."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(16, 8)) for _ in range(5)]
     opt = Muon(params, lr=0.05)
@@ -64,7 +63,13 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen)
         opt.step()
-    queue.put((rank, [p.detach().clone() for p in params]))
+    return [p.detach().clone() for p in params]
+
+
+def _worker(rank: int, world: int, port: int, queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    queue.put((rank, _three_steps()))
     dist.destroy_process_group()
 
 
@@ -80,14 +85,7 @@ def test_distributed_equals_single_process():
     results = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(16, 8)) for _ in range(5)]
-    opt = Muon(params, lr=0.05)
-    for step in range(3):
-        gen = torch.Generator().manual_seed(step)
-        for p in params:
-            p.grad = torch.randn(p.shape, generator=gen)
-        opt.step()
+    single = _three_steps()
     for rank in (0, 1):
-        for got, want in zip(results[rank], params):
-            assert torch.equal(got, want.detach())
+        for got, want in zip(results[rank], single):
+            assert torch.equal(got, want)
