@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import multiprocessing as mp
 import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pgolf.optim.muon import Muon, zeropower_newton_schulz
 
@@ -69,7 +69,7 @@ def _three_steps() -> list[torch.Tensor]:
 def _worker(rank: int, world: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    queue.put((rank, _three_steps()))
+    queue.put((rank, [t.numpy() for t in _three_steps()]))  # by value, not via shared-memory handles
     dist.destroy_process_group()
 
 
@@ -88,4 +88,4 @@ def test_distributed_equals_single_process():
     single = _three_steps()
     for rank in (0, 1):
         for got, want in zip(results[rank], single):
-            assert torch.equal(got, want)
+            assert torch.equal(torch.from_numpy(got), want)
