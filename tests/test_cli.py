@@ -110,6 +110,24 @@ def test_vocab_mismatch_between_model_and_data(trained, tmp_path, capsys):
     assert not (tmp_path / "r" / "result.json").exists()
 
 
+def _poison_shard(shard: Path, token: int) -> None:
+    raw = bytearray(shard.read_bytes())
+    raw[1024 + 2 * 5:1024 + 2 * 6] = np.array([token], dtype="<u2").tobytes()
+    shard.write_bytes(bytes(raw))
+
+
+def test_shards_with_ids_beyond_the_vocabulary(trained, tmp_path, capsys):
+    data, run = trained
+    from conftest import TINY_MODEL_SETS
+    bad = _copy_data(data, tmp_path / "d")
+    _poison_shard(sorted(bad.glob("fineweb_train_*.bin"))[0], 900)
+    _poison_shard(_val_shard(bad), 900)
+    sets = [f"--set={s}" for s in TINY_MODEL_SETS] + ["--set=train.val_loss_every=0"]
+    _fails_cleanly(capsys, ["train", "--preset", "cpu-smoke", "--data", str(bad), "--run-dir", str(tmp_path / "r"),
+                            *sets], "token id 900", "mismatch")
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(bad)], "token id 900")
+
+
 def test_tokenizer_mismatch_between_artifact_and_data(trained, tmp_path, capsys):
     data, run = trained
     other = tmp_path / "other"

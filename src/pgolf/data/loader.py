@@ -64,8 +64,10 @@ class TokenStream:
 class DistributedTokenLoader:
     """Per-rank (x, y) micro-batches cut from one shared stream (every rank reads the same stream)."""
 
-    def __init__(self, data_dir: str | Path, split: str = "train", rank: int = 0, world_size: int = 1) -> None:
-        self.rank, self.world_size = rank, world_size
+    def __init__(self, data_dir: str | Path, split: str = "train", rank: int = 0, world_size: int = 1,
+                 vocab_size: int | None = None) -> None:
+        self.rank, self.world_size, self.vocab_size = rank, world_size, vocab_size
+        self.data_dir, self.split = Path(data_dir), split
         self.stream = TokenStream(shard_paths(data_dir, split))
 
     def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +76,9 @@ class DistributedTokenLoader:
             raise PgolfError(f"per-rank micro-batch of {local} tokens is not a positive multiple of seq_len {seq_len}")
         span = local + 1
         chunk = self.stream.take(span * self.world_size)
+        if self.vocab_size is not None and int(chunk.max()) >= self.vocab_size:
+            raise PgolfError(f"{self.data_dir}: {self.split} shards hold token id {int(chunk.max())} but the model's "
+                             f"vocabulary has {self.vocab_size} ids (tokenizer/shard mismatch)")
         piece = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))
         return piece[:-1].reshape(-1, seq_len), piece[1:].reshape(-1, seq_len)
 

@@ -129,7 +129,10 @@ class ValidationData:
         tokens = load_split(data_dir, "val")
         self.full = not (0 < max_tokens < len(tokens))
         self.tokens = tokens if self.full else tokens[:max_tokens]
-        self.target_bytes = token_bytes(self.tokens, tables)
+        try:
+            self.target_bytes = token_bytes(self.tokens, tables)
+        except PgolfError as exc:
+            raise PgolfError(f"{data_dir}: val shards: {exc}") from None
         if self.full:
             expected = int(self.manifest["splits"]["val"]["bytes"])
             if int(self.target_bytes.sum()) != expected:

@@ -71,10 +71,8 @@ class Attention(nn.Module):
         q = self.rotary(F.rms_norm(q, (self.head_dim,)))
         k = self.rotary(F.rms_norm(k, (self.head_dim,)))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        if self.num_kv_heads != self.num_heads:
-            rep = self.num_heads // self.num_kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           enable_gqa=self.num_kv_heads != self.num_heads)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 

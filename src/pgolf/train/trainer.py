@@ -89,7 +89,7 @@ class Trainer:
         self.model = model
         self.optimizers = build_optimizers(self.base_model, cfg.optim)
         self.loader = DistributedTokenLoader(self.data_dir, "train", rank=self.ctx.rank,
-                                             world_size=self.ctx.world_size)
+                                             world_size=self.ctx.world_size, vocab_size=cfg.model.vocab_size)
         self.val = None
         if cfg.train.val_loss_every > 0:
             self.val = ValidationData(self.data_dir, cfg.model.vocab_size, max_tokens=cfg.train.val_max_tokens)
