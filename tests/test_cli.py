@@ -196,3 +196,29 @@ def test_inspect_lists_tensors(trained, capsys):
     assert main(["inspect", str(run / "artifact.pgolf")]) == 0
     out = capsys.readouterr().out
     assert "blocks" in out or "tok_emb" in out
+
+
+def test_data_fineweb_from_a_local_mirror_writes_a_usable_data_dir(tiny_data, tmp_path, capsys):
+    """`pgolf data fineweb --hub-dir` lays out the official tree and writes a manifest that train/eval accept."""
+    from pgolf.data.build import check_data_dir, read_manifest
+
+    src_manifest = read_manifest(tiny_data)
+    root = tmp_path / "mirror" / "datasets"
+    ds = root / "datasets" / "fineweb10B_sp512"
+    ds.mkdir(parents=True)
+    (root / "tokenizers").mkdir()
+    for split in ("train", "val"):
+        for i, name in enumerate(src_manifest["splits"][split]["files"]):
+            shutil.copyfile(tiny_data / name, ds / f"fineweb_{split}_{i:06d}.bin")
+    shutil.copyfile(tiny_data / "tokenizer.model", root / "tokenizers" / "fineweb_512_bpe.model")
+    (root / "manifest.json").write_text(json.dumps({
+        "datasets": [{"name": "fineweb10B_sp512", "tokenizer_name": "sp512",
+                      "stats": {"files_train": len(src_manifest["splits"]["train"]["files"]),
+                                "files_val": len(src_manifest["splits"]["val"]["files"])}}],
+        "tokenizers": [{"name": "sp512", "model_path": "tokenizers/fineweb_512_bpe.model"}]}))
+    assert main(["data", "fineweb", "--variant", "sp512", "--train-shards", "1", "--out", str(tmp_path / "out"),
+                 "--hub-dir", str(tmp_path / "mirror"), "--quiet"]) == 0
+    out = tmp_path / "out" / "datasets" / "fineweb10B_sp512"
+    manifest, _ = check_data_dir(out, expected_vocab=512)
+    assert manifest["splits"]["val"] == src_manifest["splits"]["val"]  # docs (BOS count), tokens, bytes, files
+    assert "downloaded" in capsys.readouterr().out
