@@ -22,6 +22,7 @@ import torch
 from pgolf.config import resolve_config
 from pgolf.model.gpt import GPT
 from pgolf.optim.groups import build_optimizers
+from pgolf.train.dist import autocast_for
 
 
 def main() -> None:
@@ -45,13 +46,11 @@ def main() -> None:
     opts = build_optimizers(model, cfg.optim)
     x = torch.randint(0, cfg.model.vocab_size, (tokens // seq, seq), device=device)
     y = torch.randint(0, cfg.model.vocab_size, (tokens // seq, seq), device=device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
 
     def step() -> None:
         for o in opts:
             o.zero_grad(set_to_none=True)
-        with autocast:
+        with autocast_for(device):
             loss = step_model(x, y)
         loss.backward()
         for o in opts:

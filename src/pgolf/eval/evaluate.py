@@ -21,7 +21,7 @@ import torch
 from pgolf.errors import PgolfError
 from pgolf.eval.bpb import bpb_from_sums
 from pgolf.train.clock import PhaseClock
-from pgolf.train.dist import DistContext
+from pgolf.train.dist import DistContext, autocast_for
 
 EVAL_MODES = ("flat",)
 
@@ -39,12 +39,6 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return torch.autocast(device_type="cpu", enabled=False)
 
 
 def flat_windows(n_targets: int, seq_len: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
@@ -73,7 +67,7 @@ def score_windows(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.n
             w += 1
         x = torch.from_numpy(np.asarray(tokens[a:b], dtype=np.int64).reshape(rows, -1)).to(device)
         y = torch.from_numpy(np.asarray(tokens[a + 1:b + 1], dtype=np.int64).reshape(rows, -1)).to(device)
-        with _autocast(device):
+        with autocast_for(device):
             loss = model(x, y, reduction="none")
         nats += loss.double().sum()
         scored += b - a

@@ -6,6 +6,7 @@ torchrun nothing is initialised and the collectives below become no-ops, so the 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -57,6 +58,13 @@ class DistContext:
     def shutdown(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (as the records train and score), plain float32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def choose_device(preference: str, local_rank: int = 0) -> torch.device:

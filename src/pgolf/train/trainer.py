@@ -31,16 +31,10 @@ from pgolf.config import Config, LaunchEnv, launch_env
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_json
 from pgolf.train.clock import PhaseClock
-from pgolf.train.dist import DistContext, init_distributed
+from pgolf.train.dist import DistContext, autocast_for, init_distributed
 from pgolf.train.runlog import RunLog
 
 ARTIFACT_NAME = "artifact.pgolf"
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _should_compile(cfg: Config, device: torch.device) -> bool:
@@ -116,7 +110,7 @@ class Trainer:
             last = micro == self.accum - 1
             sync = self.model.no_sync() if isinstance(self.model, DDP) and not last else nullcontext()
             with sync:
-                with _autocast(device):
+                with autocast_for(device):
                     loss = self.model(x, y)
                 (loss / self.accum).backward()
             total += loss.detach()
