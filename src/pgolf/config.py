@@ -40,6 +40,13 @@ class ModelConfig:
     rope_base: float = 10000.0
     logit_softcap: float = 30.0
     qk_gain_init: float = 1.5
+    # Record techniques (CHALLENGE.md 5.2); every one is off by default. See pgolf/model/gpt.py for definitions.
+    mlp_activation: str = "relu2"
+    rope_dims: int = 0
+    ln_scale: bool = False
+    xsa_last_n: int = 0
+    ortho_init: bool = False
+    skip_gates: bool = False
 
 
 @dataclass
@@ -139,8 +146,13 @@ class Config:
             raise PgolfError(f"config: model.model_dim={m.model_dim} is not divisible by model.num_heads={m.num_heads}")
         if m.num_heads % m.num_kv_heads:
             raise PgolfError(f"config: model.num_heads={m.num_heads} is not divisible by num_kv_heads={m.num_kv_heads}")
-        if (m.model_dim // m.num_heads) % 2:
+        head_dim = m.model_dim // m.num_heads
+        if head_dim % 2:
             raise PgolfError("config: the head dimension must be even for RoPE")
+        if m.rope_dims < 0 or m.rope_dims > head_dim or m.rope_dims % 2:
+            raise PgolfError(f"config: model.rope_dims={m.rope_dims} must be even and in [0, {head_dim}] (0 = all)")
+        if m.mlp_activation not in ("relu2", "leaky_relu2"):
+            raise PgolfError(f"config: model.mlp_activation={m.mlp_activation!r} must be relu2 or leaky_relu2")
         if t.train_batch_tokens % t.train_seq_len or t.micro_batch_tokens % t.train_seq_len:
             raise PgolfError("config: train.train_batch_tokens and train.micro_batch_tokens must be multiples of "
                              f"train.train_seq_len={t.train_seq_len}")

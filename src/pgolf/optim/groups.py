@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from pgolf.config import OptimConfig
+from pgolf.model.gpt import CONTROL_PATTERNS
 from pgolf.optim.muon import Muon
 
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 
 
 def parameter_roles(model: nn.Module) -> dict[str, str]:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from pgolf.errors import PgolfError
+from pgolf.model.gpt import CONTROL_PATTERNS
 
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 KEEP_FLOAT_MAX_NUMEL = 65_536
 INT8_CLIP_QUANTILE = 99.99984 / 100.0
 
