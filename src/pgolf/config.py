@@ -66,6 +66,11 @@ class OptimConfig:
     muon_momentum_warmup_steps: int = 500
     muon_backend_steps: int = 5
     grad_clip_norm: float = 0.0
+    # Record techniques (CHALLENGE.md 5.2), off by default.
+    muon_ns: str = "classic"
+    muon_row_norm: bool = False
+    muon_weight_decay: float = 0.0
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -83,6 +88,8 @@ class TrainConfig:
     iterations: int = 20_000
     max_wallclock_seconds: float = 600.0
     warmdown_iters: int = 1200
+    warmdown_frac: float = 0.0
+    min_lr: float = 0.0
     warmup_steps: int = 20
     val_loss_every: int = 1000
     train_log_every: int = 200
@@ -159,6 +166,12 @@ class Config:
         if t.train_batch_tokens % t.micro_batch_tokens:
             raise PgolfError(f"config: train.train_batch_tokens={t.train_batch_tokens} is not a multiple of "
                              f"train.micro_batch_tokens={t.micro_batch_tokens}")
+        if self.optim.muon_ns not in ("classic", "polar_express"):
+            raise PgolfError(f"config: optim.muon_ns={self.optim.muon_ns!r} must be classic or polar_express")
+        if not 0.0 <= self.optim.ema_decay < 1.0:
+            raise PgolfError(f"config: optim.ema_decay={self.optim.ema_decay} must be in [0, 1) (0 = off)")
+        if not 0.0 <= t.warmdown_frac <= 1.0 or not 0.0 <= t.min_lr <= 1.0:
+            raise PgolfError("config: train.warmdown_frac and train.min_lr must be in [0, 1]")
         if t.compile not in ("auto", "on", "off"):
             raise PgolfError(f"config: train.compile={t.compile!r} must be auto (CUDA only), on or off")
         if t.device not in ("auto", "cpu", "cuda"):

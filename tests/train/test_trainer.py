@@ -46,10 +46,17 @@ def test_run_directory_contract(tiny_data, tiny_config, tmp_path):
     assert losses[-1][1] < losses[0][1]  # it learns
 
 
-def test_warmup_is_restored_exactly(tiny_data, tiny_config, tmp_path):
-    """Warm-up steps compile and then restore weights, optimizer state and loader: the run is unchanged."""
-    a = train(tiny_config("train.warmup_steps=0"), tiny_data, tmp_path / "a", echo=None)
-    b = train(tiny_config("train.warmup_steps=3"), tiny_data, tmp_path / "b", echo=None)
+RECORD_OPTIONS = ["model.mlp_activation=leaky_relu2", "model.rope_dims=8", "model.ln_scale=true",
+                  "model.xsa_last_n=1", "model.ortho_init=true", "model.skip_gates=true",
+                  "optim.muon_ns=polar_express", "optim.muon_row_norm=true", "optim.muon_weight_decay=0.095",
+                  "optim.ema_decay=0.9", "train.warmdown_frac=0.5", "train.min_lr=0.1"]
+
+
+@pytest.mark.parametrize("options", [[], RECORD_OPTIONS], ids=["baseline", "record-options"])
+def test_warmup_is_restored_exactly(tiny_data, tiny_config, tmp_path, options):
+    """Warm-up steps compile and then restore weights, optimizer state, EMA and loader: the run is unchanged."""
+    a = train(tiny_config("train.warmup_steps=0", *options), tiny_data, tmp_path / "a", echo=None)
+    b = train(tiny_config("train.warmup_steps=3", *options), tiny_data, tmp_path / "b", echo=None)
     assert _train_losses(tmp_path / "a") == _train_losses(tmp_path / "b")
     assert a["val_bpb"] == b["val_bpb"]
 

@@ -48,7 +48,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         g["base_lr"] = g["lr"]
     fused = any(p.is_cuda for g in adam_groups for p in g["params"])
     adam = torch.optim.Adam(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused or None)
-    muon = Muon(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps)
+    muon = Muon(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
+                coefficients=cfg.muon_ns, row_norm=cfg.muon_row_norm, weight_decay=cfg.muon_weight_decay)
     for g in muon.param_groups:
         g["base_lr"] = cfg.matrix_lr
     return [adam, muon]

@@ -5,6 +5,11 @@ Update per 2-D parameter: buf = mu*buf + g; g' = g + mu*buf (Nesterov); O = NS5(
 rows/cols)). NS5 is the quintic iteration X <- aX + (bA + cA^2)X, A = XX^T, with the classic coefficients
 (3.4445, -4.7750, 2.0315) that maximise the slope at zero and leave singular values roughly in [0.68, 1.13].
 
+Options (CHALLENGE.md 5.2): `coefficients="polar_express"` uses one (a, b, c) per iteration (Polar Express,
+Amsel et al. arXiv:2505.16932; PR #1344/#1787), which lands singular values closer to 1 in the same 5 steps;
+`row_norm` divides each row of the Nesterov update by its L2 norm before Newton-Schulz (MuonEq-R, PR #1217);
+`weight_decay` is decoupled, p <- p * (1 - lr * wd) (03-19 records onward).
+
 One implementation with and without a process group: under torch.distributed with world size > 1, rank r
 orthogonalises parameters i with i % world == r, the updates are packed into one flat buffer and all-reduced (sum),
 and every rank applies all of them (the baseline's scheme); without a process group everything runs locally.
@@ -16,18 +21,35 @@ import torch
 import torch.distributed as dist
 
 CLASSIC_NS5 = (3.4445, -4.7750, 2.0315)
+# Per-iteration coefficients for 5 steps (CHALLENGE.md 5.2, as used by PR #1787).
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, coefficients: tuple[float, float, float] = CLASSIC_NS5,
+def ns_schedule(name: str, steps: int) -> list[tuple[float, float, float]]:
+    """The (a, b, c) of each iteration: the classic triple repeated, or Polar Express's (its last one repeated)."""
+    if name == "classic":
+        return [CLASSIC_NS5] * steps
+    if name == "polar_express":
+        return [POLAR_EXPRESS[min(i, len(POLAR_EXPRESS) - 1)] for i in range(steps)]
+    raise ValueError(f"unknown Newton-Schulz coefficients {name!r}")
+
+
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, coefficients: str | tuple = CLASSIC_NS5,
                             eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Approximate the orthogonal polar factor U V^T of a 2-D matrix."""
-    a, b, c = coefficients
+    schedule = ns_schedule(coefficients, steps) if isinstance(coefficients, str) else [coefficients] * steps
     x = g.to(dtype)
     x = x / (x.norm() + eps)
     transposed = g.size(0) > g.size(1)
     if transposed:
         x = x.T
-    for _ in range(steps):
+    for a, b, c in schedule:
         A = x @ x.T
         x = a * x + (b * A + c * A @ A) @ x
     return (x.T if transposed else x).to(g.dtype)
@@ -38,8 +60,11 @@ class Muon(torch.optim.Optimizer):
     needs the singular values near 1) and float32 on CPU, where bfloat16 matmuls are slower, not faster."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 backend_steps: int = 5, ns_dtype: torch.dtype | None = None) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps))
+                 backend_steps: int = 5, ns_dtype: torch.dtype | None = None, coefficients: str = "classic",
+                 row_norm: bool = False, weight_decay: float = 0.0) -> None:
+        ns_schedule(coefficients, 1)
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps,
+                                      coefficients=coefficients, row_norm=row_norm, weight_decay=weight_decay))
         self.ns_dtype = ns_dtype
         for group in self.param_groups:
             for p in group["params"]:
@@ -67,8 +92,11 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.mul_(group["momentum"]).add_(g)
                     g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                    if group["row_norm"]:
+                        g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-7)
                     dtype = self.ns_dtype or (torch.bfloat16 if g.is_cuda else torch.float32)
-                    g = zeropower_newton_schulz(g, steps=group["backend_steps"], dtype=dtype)
+                    g = zeropower_newton_schulz(g, steps=group["backend_steps"], coefficients=group["coefficients"],
+                                                dtype=dtype)
                     g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
                     flat[offset:offset + p.numel()] = g.reshape(-1).float()
                 offset += p.numel()
@@ -76,6 +104,8 @@ class Muon(torch.optim.Optimizer):
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             offset = 0
             for p in params:
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(flat[offset:offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
                 offset += p.numel()
         return loss

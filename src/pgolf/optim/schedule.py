@@ -30,3 +30,20 @@ def warmdown_multiplier(step: int, elapsed_s: float, max_seconds: float, warmdow
     warmdown_s = warmdown_iters * step_s
     remaining = max(max_seconds - elapsed_s, 0.0)
     return remaining / max(warmdown_s, 1e-9) if remaining <= warmdown_s else 1.0
+
+
+def lr_multiplier(step: int, elapsed_s: float, max_seconds: float, iterations: int, warmdown_iters: int,
+                  warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
+    """The trainer's LR multiplier.
+
+    With `warmdown_frac` > 0 (the SP8192-era records, CHALLENGE.md 5.2) training progress is the fraction of the
+    budget used (elapsed / max_seconds under a wall clock, else step / iterations); the multiplier is 1 until
+    1 - warmdown_frac, then falls linearly to 0. Otherwise it is the baseline's `warmdown_multiplier`. Either way
+    `min_lr` floors the result (MIN_LR, PR #1787).
+    """
+    if warmdown_frac > 0:
+        progress = elapsed_s / max_seconds if max_seconds > 0 else step / max(iterations, 1)
+        mult = min(1.0, max(0.0, (1.0 - progress) / warmdown_frac))
+    else:
+        mult = warmdown_multiplier(step, elapsed_s, max_seconds, warmdown_iters, iterations)
+    return max(mult, min_lr)

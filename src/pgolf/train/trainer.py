@@ -82,6 +82,10 @@ class Trainer:
             model = DDP(model, device_ids=ids, broadcast_buffers=False)
         self.model = model
         self.optimizers = build_optimizers(self.base_model, cfg.optim)
+        self.ema = None
+        if cfg.optim.ema_decay > 0:
+            from pgolf.optim.ema import EMA
+            self.ema = EMA(self.base_model, cfg.optim.ema_decay)
         self.loader = DistributedTokenLoader(self.data_dir, "train", rank=self.ctx.rank,
                                              world_size=self.ctx.world_size, vocab_size=cfg.model.vocab_size)
         self.val = None
@@ -124,6 +128,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), cfg.optim.grad_clip_norm)
         for opt in self.optimizers:
             opt.step()
+        if self.ema is not None:
+            self.ema.update(self.base_model)
         return total / self.accum
 
     def _warmup(self) -> None:
@@ -135,12 +141,15 @@ class Trainer:
             model_state = {k: v.detach().clone() for k, v in self.base_model.state_dict().items()}
             opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
             loader_state = self.loader.state_dict()
+            ema_state = self.ema.state_dict() if self.ema is not None else None
             for step in range(n):
                 self._step(step, 1.0)
             self.base_model.load_state_dict(model_state, strict=True)
             for opt, state in zip(self.optimizers, opt_states):
                 opt.load_state_dict(state)
             self.loader.load_state_dict(loader_state)
+            if self.ema is not None:
+                self.ema.load_state_dict(ema_state)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
         self.log.line(f"warmup_steps:{n} restored weights, optimizer state and loader "
@@ -160,7 +169,7 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict | None:
         """Train, export, score the artifact; returns result.json's content on rank 0 (None elsewhere)."""
-        from pgolf.optim.schedule import warmdown_multiplier
+        from pgolf.optim.schedule import lr_multiplier
 
         cfg, ctx = self.cfg, self.ctx
         sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
@@ -174,6 +183,8 @@ class Trainer:
         t0 = time.perf_counter()
         while True:
             last = step == t.iterations or (stop_after is not None and step >= stop_after)
+            if last and self.ema is not None:
+                self.ema.copy_to(self.base_model)  # the averaged weights are what gets validated and exported
             if self.val is not None and (last or (t.val_loss_every > 0 and step % t.val_loss_every == 0)):
                 sync()
                 train_ms += 1000 * (time.perf_counter() - t0)
@@ -184,7 +195,8 @@ class Trainer:
             if last:
                 break
             elapsed_s = (train_ms + 1000 * (time.perf_counter() - t0)) / 1000
-            lr_mul = warmdown_multiplier(step, elapsed_s, t.max_wallclock_seconds, t.warmdown_iters, t.iterations)
+            lr_mul = lr_multiplier(step, elapsed_s, t.max_wallclock_seconds, t.iterations, t.warmdown_iters,
+                                   t.warmdown_frac, t.min_lr)
             loss = self._step(step, lr_mul)
             step += 1
             log_now = t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0)
