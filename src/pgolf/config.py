@@ -47,6 +47,12 @@ class ModelConfig:
     xsa_last_n: int = 0
     ortho_init: bool = False
     skip_gates: bool = False
+    smear_gate: bool = False
+    bos_id: int = 1
+    num_loops: int = 0
+    loop_start: int = 0
+    loop_end: int = 0
+    loop_start_frac: float = 0.0
 
 
 @dataclass
@@ -158,6 +164,9 @@ class Config:
             raise PgolfError("config: the head dimension must be even for RoPE")
         if m.rope_dims < 0 or m.rope_dims > head_dim or m.rope_dims % 2:
             raise PgolfError(f"config: model.rope_dims={m.rope_dims} must be even and in [0, {head_dim}] (0 = all)")
+        if m.num_loops < 0 or (m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers):
+            raise PgolfError(f"config: loops need 0 <= model.loop_start <= model.loop_end < num_layers "
+                             f"(got {m.loop_start}..{m.loop_end} of {m.num_layers})")
         if m.mlp_activation not in ("relu2", "leaky_relu2"):
             raise PgolfError(f"config: model.mlp_activation={m.mlp_activation!r} must be relu2 or leaky_relu2")
         if t.train_batch_tokens % t.train_seq_len or t.micro_batch_tokens % t.train_seq_len:

@@ -97,3 +97,58 @@ def test_invalid_technique_settings():
         resolve_config("baseline", ["model.rope_dims=7"], environ={})
     with pytest.raises(PgolfError, match="mlp_activation"):
         resolve_config("baseline", ["model.mlp_activation=gelu"], environ={})
+
+
+def test_recurrence_virtual_order_and_unet_split():
+    """The record's loop 3-5 twice: 17 applications of 11 layers, split 8 encoder / 9 decoder."""
+    from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
+
+    order = virtual_layers(11, 3, 5, 2, looping=True)
+    assert order == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
+    enc, dec = unet_split(order)
+    assert enc == [0, 1, 2, 3, 4, 5, 3, 4] and dec == [5, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert virtual_layers(11, 3, 5, 2, looping=False) == list(range(11))
+    assert max_skips(11, 3, 5, 2) == 8
+    assert virtual_layers(11, 4, 5, 1, looping=True) == [0, 1, 2, 3, 4, 5, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_model_runs_blocks_in_virtual_order():
+    model = GPT(_cfg(num_layers=5, num_loops=1, loop_start=1, loop_end=2))
+    calls = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+    model(torch.randint(0, 128, (1, 4)))
+    assert calls == [0, 1, 2, 1, 2, 3, 4] and model.skip_weights.shape[0] == 3
+    calls.clear()
+    model.looping = False
+    model(torch.randint(0, 128, (1, 4)))
+    assert calls == [0, 1, 2, 3, 4]
+
+
+def test_smear_gate_bos_fix_blocks_leaks_across_documents():
+    """With the BOS fix, changing the last token of document N cannot change document N+1's embeddings."""
+    from pgolf.model.smear import SmearGate
+
+    torch.manual_seed(0)
+    smear = SmearGate(32, bos_id=1)
+    with torch.no_grad():
+        smear.smear_gate.normal_()
+        smear.smear_lambda.fill_(0.7)
+    emb = torch.nn.Embedding(50, 32)
+    ids = torch.tensor([[1, 7, 8, 9, 1, 20, 21, 22]])  # doc N = [1, 7, 8, 9], doc N+1 = [1, 20, 21, 22]
+    changed = ids.clone()
+    changed[0, 3] = 30
+    a, b = smear(emb(ids), ids), smear(emb(changed), changed)
+    assert torch.equal(a[0, 4:], b[0, 4:])
+    assert not torch.equal(a[0, 3], b[0, 3])
+    unfixed = SmearGate(32, bos_id=-1)  # no BOS in the stream: the same change leaks into the next position
+    unfixed.load_state_dict(smear.state_dict())
+    assert not torch.equal(unfixed(emb(ids), ids)[0, 4], unfixed(emb(changed), changed)[0, 4])
+
+
+def test_smear_gate_starts_as_identity():
+    model = GPT(_cfg(smear_gate=True))
+    plain = GPT(_cfg())
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("smear")})
+    x = torch.randint(0, 128, (2, 10))
+    assert torch.allclose(model(x), plain(x))

@@ -15,7 +15,10 @@ Record techniques are options of this same model (ModelConfig fields, all off by
 - `xsa_last_n = k`: exclusive self-attention in the last k layers (all when k >= num_layers): each head's output
   loses its component along the same position's normalised value vector (arXiv:2603.09078; PRs #198/#265/#478);
 - `ortho_init`: orthogonal init of Q, K, V, MLP-up and other non-zero-init matrices (03-19/03-20 records);
-- `skip_gates`: U-Net skips become x <- w*s + sigmoid(g)*(x - w*s), g zero-init (PR #1089).
+- `skip_gates`: U-Net skips become x <- w*s + sigmoid(g)*(x - w*s), g zero-init (PR #1089);
+- `smear_gate`: SmearGate v2 with the BOS fix on the token embedding (`pgolf/model/smear.py`);
+- `num_loops`, `loop_start`, `loop_end`, `loop_start_frac`: depth recurrence (`pgolf/model/recurrence.py`); the
+  trainer sets `model.looping` from training progress, evaluation always loops.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgolf.config import ModelConfig
+from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
+from pgolf.model.smear import SmearGate
 
 # Names of the model's control tensors: trained by Adam at scalar_lr, kept in fp32 by the int8 export.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate")
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_")
 
 
 class CastedLinear(nn.Linear):
@@ -148,9 +153,10 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
+        self.smear = SmearGate(cfg.model_dim, cfg.bos_id) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        self.num_encoder = cfg.num_layers // 2
-        self.num_skips = min(self.num_encoder, cfg.num_layers - self.num_encoder)
+        self.looping = cfg.num_loops > 0
+        self.num_skips = max_skips(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
         self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
         self.skip_gates = nn.Parameter(torch.zeros(self.num_skips, cfg.model_dim)) if cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
@@ -167,21 +173,24 @@ class GPT(nn.Module):
     def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final normalised hidden states [B, T, D]."""
         x = self.tok_emb(input_ids)
+        if self.smear is not None:
+            x = self.smear(x, input_ids)
         x = F.rms_norm(x, (x.size(-1),))
         x0 = x
+        c = self.cfg
+        encoder, decoder = unet_split(virtual_layers(c.num_layers, c.loop_start, c.loop_end, c.num_loops, self.looping))
         skips = []
-        for i, block in enumerate(self.blocks):
-            if i >= self.num_encoder:
-                j = i - self.num_encoder
-                if j < self.num_skips:
-                    skip = self.skip_weights[j].to(x.dtype) * skips.pop()
-                    if self.skip_gates is None:
-                        x = x + skip
-                    else:
-                        x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x = block(x, x0)
-            if i < self.num_encoder:
-                skips.append(x)
+        for i in encoder:
+            x = self.blocks[i](x, x0)
+            skips.append(x)
+        for j, i in enumerate(decoder):
+            if j < len(encoder):
+                skip = self.skip_weights[j].to(x.dtype) * skips.pop()
+                if self.skip_gates is None:
+                    x = x + skip
+                else:
+                    x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
+            x = self.blocks[i](x, x0)
         return F.rms_norm(x, (x.size(-1),))
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:

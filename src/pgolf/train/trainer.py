@@ -143,6 +143,8 @@ class Trainer:
             loader_state = self.loader.state_dict()
             ema_state = self.ema.state_dict() if self.ema is not None else None
             for step in range(n):
+                if self.cfg.model.num_loops > 0:
+                    self.base_model.looping = step >= n // 2  # compile both the plain and the looped graph
                 self._step(step, 1.0)
             self.base_model.load_state_dict(model_state, strict=True)
             for opt, state in zip(self.optimizers, opt_states):
@@ -185,6 +187,11 @@ class Trainer:
             last = step == t.iterations or (stop_after is not None and step >= stop_after)
             if last and self.ema is not None:
                 self.ema.copy_to(self.base_model)  # the averaged weights are what gets validated and exported
+            if cfg.model.num_loops > 0:
+                # Depth recurrence starts at loop_start_frac of the budget; the final model is scored looped.
+                progress = ((train_ms + 1000 * (time.perf_counter() - t0)) / 1000 / t.max_wallclock_seconds
+                            if t.max_wallclock_seconds > 0 else step / max(t.iterations, 1))
+                self.base_model.looping = last or progress >= cfg.model.loop_start_frac
             if self.val is not None and (last or (t.val_loss_every > 0 and step % t.val_loss_every == 0)):
                 sync()
                 train_ms += 1000 * (time.perf_counter() - t0)
