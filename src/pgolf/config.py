@@ -48,6 +48,10 @@ class ModelConfig:
     ortho_init: bool = False
     skip_gates: bool = False
     smear_gate: bool = False
+    attn_gate: str = "none"
+    attn_gate_scale: float = 1.0
+    parallel_mode: str = "none"
+    parallel_start: int = 0
     bos_id: int = 1
     num_loops: int = 0
     loop_start: int = 0
@@ -167,6 +171,10 @@ class Config:
         if m.num_loops < 0 or (m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers):
             raise PgolfError(f"config: loops need 0 <= model.loop_start <= model.loop_end < num_layers "
                              f"(got {m.loop_start}..{m.loop_end} of {m.num_layers})")
+        if m.attn_gate not in ("none", "out", "gated", "sparse"):
+            raise PgolfError(f"config: model.attn_gate={m.attn_gate!r} must be none, out, gated or sparse")
+        if m.parallel_mode not in ("none", "gptj", "two_lane"):
+            raise PgolfError(f"config: model.parallel_mode={m.parallel_mode!r} must be none, gptj or two_lane")
         if m.mlp_activation not in ("relu2", "leaky_relu2"):
             raise PgolfError(f"config: model.mlp_activation={m.mlp_activation!r} must be relu2 or leaky_relu2")
         if t.train_batch_tokens % t.train_seq_len or t.micro_batch_tokens % t.train_seq_len:

@@ -152,3 +152,72 @@ def test_smear_gate_starts_as_identity():
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("smear")})
     x = torch.randint(0, 128, (2, 10))
     assert torch.allclose(model(x), plain(x))
+
+
+def _attn_out(model: GPT, x: torch.Tensor) -> torch.Tensor:
+    return model.blocks[0].attn(x)
+
+
+@pytest.mark.parametrize("kind, factor", [("out", 1.0), ("sparse", 0.5)])
+def test_zero_init_gates_start_at_their_documented_value(kind, factor):
+    torch.manual_seed(0)
+    gated = GPT(_cfg(attn_gate=kind, attn_gate_scale=0.5))
+    plain = GPT(_cfg())
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if "attn_gate" not in k})
+    with torch.no_grad():
+        gated.blocks[0].attn.proj.weight.normal_()
+        plain.blocks[0].attn.proj.weight.copy_(gated.blocks[0].attn.proj.weight)
+    x = torch.randn(2, 6, 64)
+    assert torch.allclose(_attn_out(gated, x), factor * _attn_out(plain, x), atol=1e-5)
+
+
+def test_gates_read_only_their_inputs():
+    torch.manual_seed(0)
+    for kind in ("out", "sparse"):
+        gate = GPT(_cfg(attn_gate=kind)).blocks[0].attn.gate
+        with torch.no_grad():
+            gate.attn_gate_w.normal_()
+        x = torch.randn(1, 5, 64)
+        y = x.clone()
+        y[..., 12:] += 3.0
+        assert torch.equal(gate(x), gate(y)) and gate(x).shape == (1, 4, 5, 1)
+    gated = GPT(_cfg(attn_gate="gated")).blocks[0].attn.gate
+    g = gated(torch.randn(1, 5, 64))
+    assert ((g > 0.4) & (g < 0.6)).all()  # N(0, 0.005) weights: about 0.5 at start
+    from pgolf.optim.groups import parameter_roles
+    assert parameter_roles(GPT(_cfg(attn_gate="gated")))["blocks.0.attn.gate.attn_gate_w"] == "scalar"
+
+
+def _mlp_inputs(model: GPT, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    seen = {}
+    hooks = [b.mlp.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, a[0].detach().clone()))
+             for i, b in enumerate(model.blocks)]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("mode, independent", [("none", False), ("gptj", True), ("two_lane", True)])
+def test_parallel_mlp_does_not_see_its_own_blocks_attention(mode, independent):
+    torch.manual_seed(0)
+    model = GPT(_cfg(parallel_mode=mode, parallel_start=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2 and not p.any():
+                p.normal_(0, 0.05)
+    x = torch.randint(0, 128, (1, 8))
+    before = _mlp_inputs(model, x)
+    with torch.no_grad():
+        model.blocks[2].attn.proj.weight.mul_(3.0)
+    after = _mlp_inputs(model, x)
+    assert torch.equal(before[1], after[1])
+    assert torch.allclose(before[2], after[2]) == independent
+    assert not torch.allclose(before[3], after[3])  # later blocks do see it
+
+
+def test_two_lane_parameters_and_init():
+    model = GPT(_cfg(parallel_mode="two_lane", parallel_start=3))
+    assert not hasattr(model.blocks[2], "lane_rho")
+    assert torch.equal(model.blocks[3].lane_rho.data, torch.full((2,), 1.1))
+    assert torch.equal(model.blocks[3].lane_mix.data, torch.ones(2, 2))

@@ -18,7 +18,9 @@ Record techniques are options of this same model (ModelConfig fields, all off by
 - `skip_gates`: U-Net skips become x <- w*s + sigmoid(g)*(x - w*s), g zero-init (PR #1089);
 - `smear_gate`: SmearGate v2 with the BOS fix on the token embedding (`pgolf/model/smear.py`);
 - `num_loops`, `loop_start`, `loop_end`, `loop_start_frac`: depth recurrence (`pgolf/model/recurrence.py`); the
-  trainer sets `model.looping` from training progress, evaluation always loops.
+  trainer sets `model.looping` from training progress, evaluation always loops;
+- `attn_gate` (`out`, `gated`, `sparse`) and `attn_gate_scale`: attention output gates (`pgolf/model/attention.py`);
+- `parallel_mode` (`gptj`, `two_lane`) from layer `parallel_start`: parallel residuals (see `Block`).
 """
 
 from __future__ import annotations
@@ -30,84 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgolf.config import ModelConfig
+from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
+from pgolf.model.layers import CastedLinear
 from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
 from pgolf.model.smear import SmearGate
 
 # Names of the model's control tensors: trained by Adam at scalar_lr, kept in fp32 by the int8 export.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_")
-
-
-class CastedLinear(nn.Linear):
-    """A bias-free linear layer whose float32 weight is cast to the input's dtype (autocast-friendly)."""
-
-    def __init__(self, in_features: int, out_features: int, zero_init: bool = False) -> None:
-        super().__init__(in_features, out_features, bias=False)
-        if zero_init:
-            nn.init.zeros_(self.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
-
-
-class Rotary(nn.Module):
-    """Rotary position embedding over the full head dimension (Su et al., RoFormer, arXiv:2104.09864)."""
-
-    def __init__(self, head_dim: int, base: float, rope_dims: int = 0) -> None:
-        super().__init__()
-        self.rope_dims = rope_dims or head_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, self.rope_dims, 2, dtype=torch.float32) / self.rope_dims))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate the first `rope_dims` dims of x [B, H, T, D] by position (pairs (i, i + rope_dims/2))."""
-        t = torch.arange(x.size(-2), device=x.device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq.to(x.device))
-        cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
-        rot, rest = x[..., :self.rope_dims], x[..., self.rope_dims:]
-        half = self.rope_dims // 2
-        x1, x2 = rot[..., :half], rot[..., half:]
-        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
-
-
-class Attention(nn.Module):
-    """Causal grouped-query attention with RMS-normalised Q and K and a learnable per-head query gain."""
-
-    def __init__(self, cfg: ModelConfig, xsa: bool = False) -> None:
-        super().__init__()
-        self.xsa = xsa
-        self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
-        self.head_dim = cfg.model_dim // cfg.num_heads
-        kv_dim = self.num_kv_heads * self.head_dim
-        self.c_q = CastedLinear(cfg.model_dim, cfg.model_dim)
-        self.c_k = CastedLinear(cfg.model_dim, kv_dim)
-        self.c_v = CastedLinear(cfg.model_dim, kv_dim)
-        self.proj = CastedLinear(cfg.model_dim, cfg.model_dim, zero_init=True)
-        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), float(cfg.qk_gain_init)))
-        self.rotary = Rotary(self.head_dim, cfg.rope_base, cfg.rope_dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = self.rotary(F.rms_norm(q, (self.head_dim,)))
-        k = self.rotary(F.rms_norm(k, (self.head_dim,)))
-        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           enable_gqa=self.num_kv_heads != self.num_heads)
-        if self.xsa:
-            y = exclude_self_value(y, v)
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))
-
-
-def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """XSA: remove from each head's output y [B, H, T, D] its component along the same position's normalised value
-    vector, using the KV group's v [B, Hkv, T, D] without repeating it."""
-    b, h, t, d = y.shape
-    groups = y.view(b, v.size(1), h // v.size(1), t, d)
-    vn = F.normalize(v, dim=-1).unsqueeze(2)
-    groups = groups - (groups * vn).sum(-1, keepdim=True) * vn
-    return groups.view(b, h, t, d)
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_",
+                    "attn_gate", "lane_")
 
 
 class MLP(nn.Module):
@@ -127,7 +59,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """x_in = m0*x + m1*x0; x += attn_scale * Attn(norm(x_in)); x += mlp_scale * MLP(norm(x))."""
+    """x_in = m0*x + m1*x0; x += attn_scale * Attn(norm(x_in)); x += mlp_scale * MLP(norm(x)).
+
+    From physical layer `parallel_start` on, `parallel_mode` changes the wiring (CHALLENGE.md 5.2):
+    - `gptj` (PRs #1204/#1412): attention and MLP both read norm(x_in): x = x_in + a*Attn + m*MLP;
+    - `two_lane` (PR #1529): an attention lane (the stream x, which gets resid_mix and the U-Net skips) and an MLP
+      lane; attention reads lane 0, the MLP reads lane 1 (not this block's attention output), and
+      lane0 = rho_a*lane0 + P00*attn + P10*mlp, lane1 = rho_m*lane1 + P01*attn + P11*mlp with learnable rho
+      (init 1.1) and P (init 1). Lane 1 starts as a copy of the stream; the final hidden state is the lanes' mean.
+    """
 
     def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
         super().__init__()
@@ -137,12 +77,29 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+        self.parallel = cfg.parallel_mode if layer >= cfg.parallel_start else "none"
+        if self.parallel == "two_lane":
+            self.lane_rho = nn.Parameter(torch.full((2,), 1.1))
+            self.lane_mix = nn.Parameter(torch.ones(2, 2))
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm_scale * F.rms_norm(x, (x.size(-1),))
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor,
+                lane1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm_scale * F.rms_norm(x, (x.size(-1),)))
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm_scale * F.rms_norm(x, (x.size(-1),)))
+        if self.parallel == "none":
+            x = x + self.attn_scale.to(x.dtype) * self.attn(self._norm(x))
+            return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), lane1
+        if self.parallel == "gptj":
+            h = self._norm(x)
+            return x + self.attn_scale.to(x.dtype) * self.attn(h) + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1
+        lane1 = x if lane1 is None else lane1
+        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(x))
+        m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1))
+        rho, p = self.lane_rho.to(x.dtype), self.lane_mix.to(x.dtype)
+        return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m
 
 
 class GPT(nn.Module):
@@ -179,9 +136,9 @@ class GPT(nn.Module):
         x0 = x
         c = self.cfg
         encoder, decoder = unet_split(virtual_layers(c.num_layers, c.loop_start, c.loop_end, c.num_loops, self.looping))
-        skips = []
+        skips, lane1 = [], None
         for i in encoder:
-            x = self.blocks[i](x, x0)
+            x, lane1 = self.blocks[i](x, x0, lane1)
             skips.append(x)
         for j, i in enumerate(decoder):
             if j < len(encoder):
@@ -190,7 +147,9 @@ class GPT(nn.Module):
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x = self.blocks[i](x, x0)
+            x, lane1 = self.blocks[i](x, x0, lane1)
+        if lane1 is not None:
+            x = 0.5 * (x + lane1)
         return F.rms_norm(x, (x.size(-1),))
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,105 @@
+"""Causal self-attention of the one model: GQA, QK-norm, (partial) RoPE, per-head query gain, and the record
+options XSA and attention output gates (see the docstring of pgolf/model/gpt.py for the full list)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgolf.config import ModelConfig
+from pgolf.model.layers import CastedLinear
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding over the full head dimension (Su et al., RoFormer, arXiv:2104.09864)."""
+
+    def __init__(self, head_dim: int, base: float, rope_dims: int = 0) -> None:
+        super().__init__()
+        self.rope_dims = rope_dims or head_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, self.rope_dims, 2, dtype=torch.float32) / self.rope_dims))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate the first `rope_dims` dims of x [B, H, T, D] by position (pairs (i, i + rope_dims/2))."""
+        t = torch.arange(x.size(-2), device=x.device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq.to(x.device))
+        cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
+        rot, rest = x[..., :self.rope_dims], x[..., self.rope_dims:]
+        half = self.rope_dims // 2
+        x1, x2 = rot[..., :half], rot[..., half:]
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    """Causal grouped-query attention with RMS-normalised Q and K and a learnable per-head query gain."""
+
+    def __init__(self, cfg: ModelConfig, xsa: bool = False) -> None:
+        super().__init__()
+        self.xsa = xsa
+        self.gate = (AttentionGate(cfg.attn_gate, cfg.model_dim, cfg.num_heads, cfg.attn_gate_scale)
+                     if cfg.attn_gate != "none" else None)
+        self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
+        self.head_dim = cfg.model_dim // cfg.num_heads
+        kv_dim = self.num_kv_heads * self.head_dim
+        self.c_q = CastedLinear(cfg.model_dim, cfg.model_dim)
+        self.c_k = CastedLinear(cfg.model_dim, kv_dim)
+        self.c_v = CastedLinear(cfg.model_dim, kv_dim)
+        self.proj = CastedLinear(cfg.model_dim, cfg.model_dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), float(cfg.qk_gain_init)))
+        self.rotary = Rotary(self.head_dim, cfg.rope_base, cfg.rope_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.rotary(F.rms_norm(q, (self.head_dim,)))
+        k = self.rotary(F.rms_norm(k, (self.head_dim,)))
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           enable_gqa=self.num_kv_heads != self.num_heads)
+        if self.xsa:
+            y = exclude_self_value(y, v)
+        if self.gate is not None:
+            y = y * self.gate(x)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """XSA: remove from each head's output y [B, H, T, D] its component along the same position's normalised value
+    vector, using the KV group's v [B, Hkv, T, D] without repeating it."""
+    b, h, t, d = y.shape
+    groups = y.view(b, v.size(1), h // v.size(1), t, d)
+    vn = F.normalize(v, dim=-1).unsqueeze(2)
+    groups = groups - (groups * vn).sum(-1, keepdim=True) * vn
+    return groups.view(b, h, t, d)
+
+
+class AttentionGate(nn.Module):
+    """Per-head multiplicative gates on the attention output, before the out-projection (CHALLENGE.md 5.2):
+
+    - `out` (AttnOutGate, PR #1667): g = 2*sigmoid(W x[:12]), W zero-init (g = 1 at start);
+    - `gated` (GatedAttn, PR #1736, Qwen's gated attention G1): g = sigmoid(W x), W ~ N(0, 0.005) (g ~ 0.5);
+    - `sparse` (SparseAttnGate, PR #1787): g = sigmoid(s * W x[:12]), W zero-init, s = `scale`.
+    x is the attention's (normalised) input. The weight is named `attn_gate_w` so it trains with the scalars.
+    """
+
+    def __init__(self, kind: str, dim: int, heads: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.kind, self.scale = kind, scale
+        self.inputs = dim if kind == "gated" else 12
+        self.attn_gate_w = nn.Parameter(torch.zeros(heads, self.inputs))
+        if kind == "gated":
+            nn.init.normal_(self.attn_gate_w, std=0.005)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate values [B, H, T, 1] for attention input x [B, T, D]."""
+        z = x[..., :self.inputs] @ self.attn_gate_w.to(x.dtype).T
+        if self.kind == "out":
+            g = 2 * torch.sigmoid(z)
+        elif self.kind == "gated":
+            g = torch.sigmoid(z)
+        else:
+            g = torch.sigmoid(self.scale * z)
+        return g.transpose(1, 2).unsqueeze(-1)
