@@ -110,6 +110,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from pgolf.train.ablate import ablate
+
+    sets = list(args.set or [])
+    if args.max_seconds is not None:
+        sets.append(f"train.max_wallclock_seconds={args.max_seconds}")
+    if args.max_steps is not None:
+        sets.append(f"train.iterations={args.max_steps}")
+    toggles = [t.strip() for t in args.toggle.split(",") if t.strip()]
+    out = args.out or Path("runs") / f"ablate-{Path(args.preset).stem}"
+    print(ablate(args.preset, toggles, args.data, out, sets=sets))
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -205,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_train_options(p, "cpu-smoke")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("ablate", help="train a preset and each listed technique flipped; write a markdown table")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--toggle", required=True, help="comma-separated techniques, e.g. xsa,ema,recurrence")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="folder for the runs and ablation.md")
+    p.add_argument("--max-seconds", type=float, help="the fixed training budget of every variant")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("eval", help="score an artifact file on a data directory's val split")
     p.add_argument("artifact", type=Path)

@@ -1,0 +1,117 @@
+"""Ablations: train a preset and, for each listed technique, the preset with that technique flipped, at one fixed
+budget, and tabulate post-roundtrip val_bpb, its delta and the step time (`pgolf ablate`).
+
+Flipping means: if the preset has the technique on, turn it off (its baseline value); if off, turn it on with the
+records' value. Every variant is an ordinary run directory, so any row can be re-scored or inspected.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from pgolf.config import Config, resolve_config
+from pgolf.errors import PgolfError
+from pgolf.fileio import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Toggle:
+    """A technique as settings: `off` turns it off; `on(cfg)` gives the settings that turn it on."""
+
+    key: str
+    off: dict
+    on: Callable[[Config], dict]
+
+    def is_on(self, cfg: Config) -> bool:
+        return any(_get(cfg, k) != v for k, v in self.off.items())
+
+
+def _get(cfg: Config, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _const(**values) -> Callable[[Config], dict]:
+    return lambda cfg: {k.replace("__", "."): v for k, v in values.items()}
+
+
+TOGGLES: dict[str, Toggle] = {
+    "leaky_relu2": Toggle("leaky_relu2", {"model.mlp_activation": "relu2"}, _const(model__mlp_activation="leaky_relu2")),
+    "mlp4x": Toggle("mlp4x", {"model.mlp_mult": 2.0}, _const(model__mlp_mult=4.0)),
+    "partial_rope": Toggle("partial_rope", {"model.rope_dims": 0},
+                           lambda c: {"model.rope_dims": max(2, c.model.model_dim // c.model.num_heads // 4)}),
+    "ln_scale": Toggle("ln_scale", {"model.ln_scale": False}, _const(model__ln_scale=True)),
+    "xsa": Toggle("xsa", {"model.xsa_last_n": 0}, lambda c: {"model.xsa_last_n": c.model.num_layers}),
+    "qk_gain": Toggle("qk_gain", {"model.qk_gain_init": 1.5}, _const(model__qk_gain_init=5.0)),
+    "smear_gate": Toggle("smear_gate", {"model.smear_gate": False}, _const(model__smear_gate=True)),
+    "attn_gate": Toggle("attn_gate", {"model.attn_gate": "none"},
+                        _const(model__attn_gate="sparse", model__attn_gate_scale=0.5)),
+    "skip_gates": Toggle("skip_gates", {"model.skip_gates": False}, _const(model__skip_gates=True)),
+    "ortho_init": Toggle("ortho_init", {"model.ortho_init": False}, _const(model__ortho_init=True)),
+    "recurrence": Toggle("recurrence", {"model.num_loops": 0},
+                         lambda c: {"model.num_loops": 1, "model.loop_start": c.model.num_layers // 3,
+                                    "model.loop_end": c.model.num_layers // 2, "model.loop_start_frac": 0.35}),
+    "parallel": Toggle("parallel", {"model.parallel_mode": "none"},
+                       lambda c: {"model.parallel_mode": "two_lane",
+                                  "model.parallel_start": 2 * c.model.num_layers // 3}),
+    "polar_express": Toggle("polar_express", {"optim.muon_ns": "classic"}, _const(optim__muon_ns="polar_express")),
+    "muon_row_norm": Toggle("muon_row_norm", {"optim.muon_row_norm": False}, _const(optim__muon_row_norm=True)),
+    "muon_wd": Toggle("muon_wd", {"optim.muon_weight_decay": 0.0}, _const(optim__muon_weight_decay=0.095)),
+    "ema": Toggle("ema", {"optim.ema_decay": 0.0}, _const(optim__ema_decay=0.99)),
+    "grad_clip": Toggle("grad_clip", {"optim.grad_clip_norm": 0.0}, _const(optim__grad_clip_norm=0.3)),
+    "min_lr": Toggle("min_lr", {"train.min_lr": 0.0}, _const(train__min_lr=0.1)),
+}
+
+
+def flip(cfg: Config, name: str) -> tuple[list[str], str]:
+    """The `--set` overrides that flip technique `name` in `cfg`, and a label saying which way."""
+    if name not in TOGGLES:
+        raise PgolfError(f"ablate: unknown technique {name!r} (known: {', '.join(sorted(TOGGLES))})")
+    toggle = TOGGLES[name]
+    if toggle.is_on(cfg):
+        return [f"{k}={v}" for k, v in toggle.off.items()], f"- {name}"
+    return [f"{k}={v}" for k, v in toggle.on(cfg).items()], f"+ {name}"
+
+
+def ablate(preset: str, toggles: list[str], data_dir: str | Path, out_dir: str | Path, *,
+           sets: list[str] | None = None, echo: TextIO | None = sys.stdout) -> str:
+    """Train the preset and one flipped variant per technique; write and return `ablation.md`."""
+    from pgolf.train.trainer import train
+
+    out_dir = Path(out_dir)
+    sets = list(sets or [])
+    base = resolve_config(preset, sets)
+    variants = [("preset", [], "00-preset")]
+    for i, name in enumerate(toggles, 1):
+        extra, label = flip(base, name)
+        variants.append((label, extra, f"{i:02d}-{'without' if label.startswith('-') else 'with'}-{name}"))
+    rows = []
+    for label, extra, slug in variants:
+        run_dir = out_dir / slug
+        if echo:
+            print(f"== ablate {preset}: {label} {' '.join(extra)} -> {run_dir}", file=echo, flush=True)
+        try:
+            train(resolve_config(preset, sets + extra), data_dir, run_dir, echo=None)
+        except PgolfError as exc:
+            if not (run_dir / "result.json").is_file():
+                raise
+            if echo:
+                print(f"   note: {exc}", file=echo)
+        result = json.loads((run_dir / "result.json").read_text())
+        rows.append((label, extra, result, run_dir.name))
+    ref = rows[0][2]["val_bpb"]
+    lines = [f"Ablation of `{preset}` ({' '.join(sets) or 'no overrides'}); data `{data_dir}`; "
+             f"{rows[0][2]['device']}, {rows[0][2]['world_size']} process(es).", "",
+             "| variant | settings | val_bpb (roundtrip) | Δ vs preset | ms/step | steps | total bytes | run |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for label, extra, r, name in rows:
+        delta = "" if label == "preset" else f"{r['val_bpb'] - ref:+.4f}"
+        lines.append(f"| {label} | {' '.join(f'`{e}`' for e in extra)} | {r['val_bpb']:.4f} | {delta} | "
+                     f"{r['step_avg_ms']:.1f} | {r['steps']} | {r['total_bytes']:,} | {name} |")
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(out_dir / "ablation.md", table)
+    return table

@@ -1,0 +1,37 @@
+"""`pgolf ablate`: flips techniques both ways and tabulates real runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY_MODEL_SETS
+from pgolf.cli import main
+from pgolf.config import resolve_config
+from pgolf.errors import PgolfError
+from pgolf.train.ablate import TOGGLES, flip
+
+
+def test_flip_turns_techniques_off_in_the_record_and_on_in_the_baseline():
+    record = resolve_config("record", environ={})
+    baseline = resolve_config("baseline", environ={})
+    for name in TOGGLES:
+        off, label = flip(record, name)
+        on, label_on = flip(baseline, name)
+        assert label_on == f"+ {name}"
+        flipped = resolve_config("baseline", on, environ={})
+        assert TOGGLES[name].is_on(flipped)
+        if TOGGLES[name].is_on(record):
+            assert label == f"- {name}"
+            assert not TOGGLES[name].is_on(resolve_config("record", off, environ={}))
+    with pytest.raises(PgolfError, match="unknown technique"):
+        flip(record, "warp_drive")
+
+
+def test_ablate_writes_a_table_of_real_runs(tiny_data, tmp_path, capsys):
+    sets = [f"--set={s}" for s in TINY_MODEL_SETS] + ["--set=train.val_loss_every=0"]
+    assert main(["ablate", "--preset", "cpu-smoke", "--toggle", "xsa,ema", "--data", str(tiny_data), "--out",
+                 str(tmp_path / "ab"), "--max-steps", "3", *sets]) == 0
+    table = (tmp_path / "ab" / "ablation.md").read_text()
+    assert "| preset |" in table and "| + xsa |" in table and "| + ema |" in table
+    assert (tmp_path / "ab" / "01-with-xsa" / "result.json").is_file()
+    assert table in capsys.readouterr().out
