@@ -48,6 +48,10 @@ class ModelConfig:
     ortho_init: bool = False
     skip_gates: bool = False
     smear_gate: bool = False
+    bigram_rows: int = 0
+    value_embed_last_n: int = 0
+    value_embed_dim: int = 128
+    bigram_dim: int = 128
     attn_gate: str = "none"
     attn_gate_scale: float = 1.0
     parallel_mode: str = "none"
@@ -171,6 +175,8 @@ class Config:
         if m.num_loops < 0 or (m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers):
             raise PgolfError(f"config: loops need 0 <= model.loop_start <= model.loop_end < num_layers "
                              f"(got {m.loop_start}..{m.loop_end} of {m.num_layers})")
+        if m.bigram_rows == 1 or m.bigram_rows < 0:
+            raise PgolfError(f"config: model.bigram_rows={m.bigram_rows} must be 0 (off) or at least 2")
         if m.attn_gate not in ("none", "out", "gated", "sparse"):
             raise PgolfError(f"config: model.attn_gate={m.attn_gate!r} must be none, out, gated or sparse")
         if m.parallel_mode not in ("none", "gptj", "two_lane"):

@@ -221,3 +221,55 @@ def test_two_lane_parameters_and_init():
     assert not hasattr(model.blocks[2], "lane_rho")
     assert torch.equal(model.blocks[3].lane_rho.data, torch.full((2,), 1.1))
     assert torch.equal(model.blocks[3].lane_mix.data, torch.ones(2, 2))
+
+
+def test_bigram_hash_index_and_locality():
+    from pgolf.model.bigram import BigramHash, bigram_index
+
+    ids = torch.tensor([[5, 9, 9, 1000]])
+    idx = bigram_index(ids, 4096)
+    assert idx[0, 0] == 4095
+    assert idx[0, 1] == (36313 * 9 ^ 27191 * 5) % 4095 and idx[0, 3] == (36313 * 1000 ^ 27191 * 9) % 4095
+    assert (idx[0, 1:] < 4095).all()
+    torch.manual_seed(0)
+    bigram = BigramHash(64, 8, 32)
+    with torch.no_grad():
+        bigram.table.weight.normal_()
+        bigram.proj.weight.normal_()
+    x = torch.randint(0, 100, (1, 10))
+    y = x.clone()
+    y[0, 4] = (y[0, 4] + 1) % 100
+    diff = (bigram(x) - bigram(y)).abs().sum(-1)[0]
+    assert (diff[[0, 1, 2, 3, 6, 7, 8, 9]] == 0).all()   # only positions 4 and 5 read token 4
+    assert diff[4] > 0 and diff[5] > 0
+
+
+def test_bigram_hash_starts_as_identity():
+    model = GPT(_cfg(bigram_rows=64, bigram_dim=8))
+    plain = GPT(_cfg())
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("bigram")})
+    x = torch.randint(0, 128, (2, 10))
+    assert torch.allclose(model(x), plain(x))
+    assert model.bigram.scale.item() == pytest.approx(0.05)
+
+
+def test_value_embeddings_enter_only_the_last_layers_and_start_as_identity():
+    torch.manual_seed(0)
+    model = GPT(_cfg(value_embed_last_n=2, value_embed_dim=16))
+    assert [b.uses_value_embed for b in model.blocks] == [False, False, True, True]
+    plain = GPT(_cfg())
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith("value_embed") and "ve_layer_scale" not in k})
+    x = torch.randint(0, 128, (2, 10))
+    assert torch.allclose(model(x), plain(x))  # zero-init projection
+    seen = {}
+    for i, block in enumerate(model.blocks):
+        block.attn.c_v.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, o))
+    values = {}
+    for i, block in enumerate(model.blocks):
+        block.attn.register_forward_hook(lambda m, a, o, i=i: values.__setitem__(i, a[1] if len(a) > 1 else None))
+    with torch.no_grad():
+        model.value_embed_proj.weight.normal_()
+    model(x)
+    assert values[0] is None and values[1] is None
+    assert values[2] is not None and values[3] is not None and values[2].shape == (2, 10, 32)

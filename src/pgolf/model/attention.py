@@ -49,11 +49,15 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), float(cfg.qk_gain_init)))
         self.rotary = Rotary(self.head_dim, cfg.rope_base, cfg.rope_dims)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, value_embed: torch.Tensor | None = None) -> torch.Tensor:
+        """`value_embed` [B, T, kv_dim], when given, is added to V before the heads are split (VE, PR #374)."""
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x)
+        if value_embed is not None:
+            v = v + value_embed
+        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = self.rotary(F.rms_norm(q, (self.head_dim,)))
         k = self.rotary(F.rms_norm(k, (self.head_dim,)))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]

@@ -16,6 +16,10 @@ Record techniques are options of this same model (ModelConfig fields, all off by
   loses its component along the same position's normalised value vector (arXiv:2603.09078; PRs #198/#265/#478);
 - `ortho_init`: orthogonal init of Q, K, V, MLP-up and other non-zero-init matrices (03-19/03-20 records);
 - `skip_gates`: U-Net skips become x <- w*s + sigmoid(g)*(x - w*s), g zero-init (PR #1089);
+- `bigram_rows`, `bigram_dim`: BigramHash embedding added before the RMSNorm (`pgolf/model/bigram.py`);
+- `value_embed_last_n`, `value_embed_dim`: value embeddings (VE128, PR #374): one shared vocab x 128 table
+  (N(0, 0.01)), a zero-init projection to the KV width and a scalar 0.1, added to V in the last n layers, each
+  with a learnable scale;
 - `smear_gate`: SmearGate v2 with the BOS fix on the token embedding (`pgolf/model/smear.py`);
 - `num_loops`, `loop_start`, `loop_end`, `loop_start_frac`: depth recurrence (`pgolf/model/recurrence.py`); the
   trainer sets `model.looping` from training progress, evaluation always loops;
@@ -33,13 +37,14 @@ from torch import nn
 
 from pgolf.config import ModelConfig
 from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
+from pgolf.model.bigram import BigramHash
 from pgolf.model.layers import CastedLinear
 from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
 from pgolf.model.smear import SmearGate
 
 # Names of the model's control tensors: trained by Adam at scalar_lr, kept in fp32 by the int8 export.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_",
-                    "attn_gate", "lane_")
+                    "attn_gate", "lane_", "ve_layer_scale", "value_embed_scale")
 
 
 class MLP(nn.Module):
@@ -78,6 +83,9 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
         self.parallel = cfg.parallel_mode if layer >= cfg.parallel_start else "none"
+        self.uses_value_embed = layer >= cfg.num_layers - cfg.value_embed_last_n
+        if self.uses_value_embed:
+            self.ve_layer_scale = nn.Parameter(torch.ones(()))
         if self.parallel == "two_lane":
             self.lane_rho = nn.Parameter(torch.full((2,), 1.1))
             self.lane_mix = nn.Parameter(torch.ones(2, 2))
@@ -85,18 +93,20 @@ class Block(nn.Module):
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm_scale * F.rms_norm(x, (x.size(-1),))
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor,
-                lane1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, lane1: torch.Tensor | None = None,
+                value_embed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
+        ve = self.ve_layer_scale.to(x.dtype) * value_embed if self.uses_value_embed else None
         if self.parallel == "none":
-            x = x + self.attn_scale.to(x.dtype) * self.attn(self._norm(x))
+            x = x + self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve)
             return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), lane1
         if self.parallel == "gptj":
             h = self._norm(x)
-            return x + self.attn_scale.to(x.dtype) * self.attn(h) + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1
+            return (x + self.attn_scale.to(x.dtype) * self.attn(h, ve) + self.mlp_scale.to(x.dtype) * self.mlp(h),
+                    lane1)
         lane1 = x if lane1 is None else lane1
-        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(x))
+        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve)
         m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1))
         rho, p = self.lane_rho.to(x.dtype), self.lane_mix.to(x.dtype)
         return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m
@@ -111,6 +121,14 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         self.smear = SmearGate(cfg.model_dim, cfg.bos_id) if cfg.smear_gate else None
+        self.bigram = BigramHash(cfg.bigram_rows, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_rows else None
+        self.value_embed = None
+        if cfg.value_embed_last_n > 0:
+            kv_dim = cfg.num_kv_heads * (cfg.model_dim // cfg.num_heads)
+            self.value_embed = nn.Embedding(cfg.vocab_size, cfg.value_embed_dim)
+            nn.init.normal_(self.value_embed.weight, std=0.01)
+            self.value_embed_proj = CastedLinear(cfg.value_embed_dim, kv_dim, zero_init=True)
+            self.value_embed_scale = nn.Parameter(torch.tensor(0.1))
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.looping = cfg.num_loops > 0
         self.num_skips = max_skips(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
@@ -130,15 +148,20 @@ class GPT(nn.Module):
     def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final normalised hidden states [B, T, D]."""
         x = self.tok_emb(input_ids)
+        if self.bigram is not None:
+            x = x + self.bigram(input_ids)
         if self.smear is not None:
             x = self.smear(x, input_ids)
         x = F.rms_norm(x, (x.size(-1),))
         x0 = x
         c = self.cfg
         encoder, decoder = unet_split(virtual_layers(c.num_layers, c.loop_start, c.loop_end, c.num_loops, self.looping))
+        ve = None
+        if self.value_embed is not None:
+            ve = self.value_embed_scale.to(x.dtype) * self.value_embed_proj(self.value_embed(input_ids).to(x.dtype))
         skips, lane1 = [], None
         for i in encoder:
-            x, lane1 = self.blocks[i](x, x0, lane1)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve)
             skips.append(x)
         for j, i in enumerate(decoder):
             if j < len(encoder):
@@ -147,7 +170,7 @@ class GPT(nn.Module):
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x, lane1 = self.blocks[i](x, x0, lane1)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve)
         if lane1 is not None:
             x = 0.5 * (x + lane1)
         return F.rms_norm(x, (x.size(-1),))

@@ -47,6 +47,8 @@ TOGGLES: dict[str, Toggle] = {
     "ln_scale": Toggle("ln_scale", {"model.ln_scale": False}, _const(model__ln_scale=True)),
     "xsa": Toggle("xsa", {"model.xsa_last_n": 0}, lambda c: {"model.xsa_last_n": c.model.num_layers}),
     "qk_gain": Toggle("qk_gain", {"model.qk_gain_init": 1.5}, _const(model__qk_gain_init=5.0)),
+    "bigram": Toggle("bigram", {"model.bigram_rows": 0}, _const(model__bigram_rows=4096)),
+    "value_embed": Toggle("value_embed", {"model.value_embed_last_n": 0}, _const(model__value_embed_last_n=2)),
     "smear_gate": Toggle("smear_gate", {"model.smear_gate": False}, _const(model__smear_gate=True)),
     "attn_gate": Toggle("attn_gate", {"model.attn_gate": "none"},
                         _const(model__attn_gate="sparse", model__attn_gate_scale=0.5)),
