@@ -84,6 +84,7 @@ class OptimConfig:
     muon_ns: str = "classic"
     muon_row_norm: bool = False
     muon_weight_decay: float = 0.0
+    muon_wd_taper: bool = False
     ema_decay: float = 0.0
 
 

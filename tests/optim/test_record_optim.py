@@ -8,7 +8,7 @@ import torch
 from pgolf.config import OptimConfig
 from pgolf.optim.ema import EMA
 from pgolf.optim.muon import Muon, zeropower_newton_schulz
-from pgolf.optim.schedule import lr_multiplier
+from pgolf.optim.schedule import lr_multiplier, training_progress, wd_taper
 
 
 @pytest.mark.parametrize("shape", [(64, 256), (128, 48), (512, 2048)])
@@ -81,3 +81,11 @@ def test_optim_config_wires_muon_options():
     muon = next(o for o in build_optimizers(model, cfg) if isinstance(o, Muon))
     group = muon.param_groups[0]
     assert (group["coefficients"], group["row_norm"], group["weight_decay"]) == ("polar_express", True, 0.095)
+
+
+def test_weight_decay_taper():
+    assert wd_taper(0.0) == wd_taper(0.7) == 1.0
+    assert wd_taper(0.85) == pytest.approx(0.75)
+    assert wd_taper(1.0) == pytest.approx(0.5) and wd_taper(1.2) == pytest.approx(0.5)
+    assert training_progress(10, 30.0, 600.0, 100) == pytest.approx(0.05)
+    assert training_progress(10, 30.0, 0.0, 100) == pytest.approx(0.1)

@@ -49,6 +49,7 @@ def test_run_directory_contract(tiny_data, tiny_config, tmp_path):
 RECORD_OPTIONS = ["model.mlp_activation=leaky_relu2", "model.rope_dims=8", "model.ln_scale=true",
                   "model.xsa_last_n=1", "model.ortho_init=true", "model.skip_gates=true",
                   "optim.muon_ns=polar_express", "optim.muon_row_norm=true", "optim.muon_weight_decay=0.095",
+                  "optim.muon_wd_taper=true",
                   "optim.ema_decay=0.9", "train.warmdown_frac=0.5", "train.min_lr=0.1", "model.smear_gate=true",
                   "model.num_loops=1", "model.loop_start=0", "model.loop_end=0", "model.loop_start_frac=0.5",
                   "model.attn_gate=sparse", "model.attn_gate_scale=0.5", "model.parallel_mode=two_lane",

@@ -42,8 +42,20 @@ def lr_multiplier(step: int, elapsed_s: float, max_seconds: float, iterations: i
     `min_lr` floors the result (MIN_LR, PR #1787).
     """
     if warmdown_frac > 0:
-        progress = elapsed_s / max_seconds if max_seconds > 0 else step / max(iterations, 1)
+        progress = training_progress(step, elapsed_s, max_seconds, iterations)
         mult = min(1.0, max(0.0, (1.0 - progress) / warmdown_frac))
     else:
         mult = warmdown_multiplier(step, elapsed_s, max_seconds, warmdown_iters, iterations)
     return max(mult, min_lr)
+
+
+def training_progress(step: int, elapsed_s: float, max_seconds: float, iterations: int) -> float:
+    """Fraction of the budget used: of the wall clock when there is a cap, else of `iterations`."""
+    return elapsed_s / max_seconds if max_seconds > 0 else step / max(iterations, 1)
+
+
+def wd_taper(progress: float, start: float = 0.7, end_fraction: float = 0.5) -> float:
+    """Muon weight-decay multiplier of the WD taper (PR #1729): 1 until `start`, then linear to `end_fraction`."""
+    if progress <= start:
+        return 1.0
+    return 1.0 - (1.0 - end_fraction) * min((progress - start) / (1.0 - start), 1.0)

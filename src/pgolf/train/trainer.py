@@ -100,7 +100,7 @@ class Trainer:
         self.n_params = n_params
 
     # ------------------------------------------------------------------ one optimizer step
-    def _step(self, step: int, lr_mul: float) -> torch.Tensor:
+    def _step(self, step: int, lr_mul: float, wd_mul: float = 1.0) -> torch.Tensor:
         from pgolf.optim.muon import Muon
         from pgolf.optim.schedule import muon_momentum
 
@@ -124,6 +124,7 @@ class Trainer:
                 group["lr"] = group["base_lr"] * lr_mul
                 if isinstance(opt, Muon):
                     group["momentum"] = momentum
+                    group["weight_decay"] = cfg.optim.muon_weight_decay * wd_mul
         if cfg.optim.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), cfg.optim.grad_clip_norm)
         for opt in self.optimizers:
@@ -171,7 +172,7 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict | None:
         """Train, export, score the artifact; returns result.json's content on rank 0 (None elsewhere)."""
-        from pgolf.optim.schedule import lr_multiplier
+        from pgolf.optim.schedule import lr_multiplier, training_progress, wd_taper
 
         cfg, ctx = self.cfg, self.ctx
         sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
@@ -187,10 +188,10 @@ class Trainer:
             last = step == t.iterations or (stop_after is not None and step >= stop_after)
             if last and self.ema is not None:
                 self.ema.copy_to(self.base_model)  # the averaged weights are what gets validated and exported
+            elapsed_s = (train_ms + 1000 * (time.perf_counter() - t0)) / 1000
+            progress = training_progress(step, elapsed_s, t.max_wallclock_seconds, t.iterations)
             if cfg.model.num_loops > 0:
                 # Depth recurrence starts at loop_start_frac of the budget; the final model is scored looped.
-                progress = ((train_ms + 1000 * (time.perf_counter() - t0)) / 1000 / t.max_wallclock_seconds
-                            if t.max_wallclock_seconds > 0 else step / max(t.iterations, 1))
                 self.base_model.looping = last or progress >= cfg.model.loop_start_frac
             if self.val is not None and (last or (t.val_loss_every > 0 and step % t.val_loss_every == 0)):
                 sync()
@@ -204,7 +205,7 @@ class Trainer:
             elapsed_s = (train_ms + 1000 * (time.perf_counter() - t0)) / 1000
             lr_mul = lr_multiplier(step, elapsed_s, t.max_wallclock_seconds, t.iterations, t.warmdown_iters,
                                    t.warmdown_frac, t.min_lr)
-            loss = self._step(step, lr_mul)
+            loss = self._step(step, lr_mul, wd_taper(progress) if cfg.optim.muon_wd_taper else 1.0)
             step += 1
             log_now = t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0)
             if log_now:
