@@ -74,17 +74,25 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
 
 
 def test_distributed_equals_single_process():
+    """Two gloo ranks (round-robin ownership, flat all-reduce) end with the single-process parameters.
+
+    The workers are spawned, not forked: a fork of a process whose intra-op thread pool is already running (any
+    earlier test that ran a large matmul) can deadlock the child in its first parallel kernel."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("fork")  # the worker must be importable by the child; fork avoids re-importing tests
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
+    try:
+        results = dict(queue.get(timeout=60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
     single = _three_steps()
     for rank in (0, 1):
         for got, want in zip(results[rank], single):
