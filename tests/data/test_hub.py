@@ -1,15 +1,24 @@
-"""`download_fineweb` against a fake Hugging Face Hub: a loopback HTTP server that answers the real client's
-requests (so the real `hf_hub_download` code path runs), and a local mirror directory."""
+"""`download_fineweb` against a fake Hugging Face Hub on loopback, so the real `hf_hub_download` client runs.
+
+The fake answers what huggingface_hub 2.x asks for (read from its `file_download.py`): `HEAD` and `GET` on
+`/datasets/{repo}/resolve/{revision}/{path}`. Small files answer 200 with `ETag`, `X-Repo-Commit` and
+`Content-Length`; shards are served like LFS files, a 302 to a second ("CDN") server on another port carrying
+`X-Linked-Size` / `X-Linked-Etag`. Errors carry the Hub's `X-Error-Code` (RepoNotFound, RevisionNotFound,
+EntryNotFound). The commit id is a hash of the repository's contents, so editing a served file makes a new commit,
+as on the real Hub.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -19,146 +28,324 @@ from pgolf.data.shards import read_shard, write_shard
 from pgolf.errors import PgolfError
 
 REPO = "someone/parameter-golf"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER = "other/parameter-golf"
+SHARDS = "datasets/datasets/fineweb10B_sp1024"
 
 
-def _make_repo(root: Path, n_train: int = 3) -> Path:
-    """A hub repository tree in the official layout."""
+def _manifest(variants: dict[str, tuple[int, int]]) -> dict:
+    """A manifest shaped like the one openai/parameter-golf `data/download_hf_docs_and_tokenize.py` writes."""
+    datasets, tokenizers = [], []
+    for variant, (n_train, n_val) in variants.items():
+        vocab = int(variant.removeprefix("sp"))
+        datasets.append({
+            "name": f"fineweb10B_{variant}", "tokenizer_name": f"sp_bpe_{vocab}",
+            "tokenizer_kind": "sentencepiece_bpe",
+            "path": f"datasets/fineweb10B_{variant}", "train_glob": f"datasets/fineweb10B_{variant}/fineweb_train_*.bin",
+            "val_glob": f"datasets/fineweb10B_{variant}/fineweb_val_*.bin", "vocab_size": vocab, "bos_id": 1,
+            "eos_id": 2, "stats": {"docs_total": 10, "docs_val": 2, "docs_train": 8, "files_total": n_train + n_val,
+                                   "files_val": n_val, "files_train": n_train, "tokens_total": 0, "tokens_val": 0,
+                                   "tokens_train": 0}})
+        tokenizers.append({"name": f"sp_bpe_{vocab}", "kind": "sentencepiece_bpe", "vocab_size": vocab, "bos_id": 1,
+                           "eos_id": 2, "model_path": f"tokenizers/fineweb_{vocab}_bpe.model",
+                           "vocab_path": f"tokenizers/fineweb_{vocab}_bpe.vocab"})
+    return {"version": "10B", "num_docs": 10, "num_val_docs": 2, "tokenizers": tokenizers, "datasets": datasets}
+
+
+def _make_repo(root: Path, variants: dict[str, tuple[int, int]] | None = None) -> Path:
+    """A dataset repository tree in the official layout (root `datasets/`)."""
+    variants = variants or {"sp1024": (3, 1)}
     base = root / "datasets"
-    ds = base / "datasets" / "fineweb10B_sp1024"
     rng = np.random.default_rng(0)
-    for i in range(n_train):
-        write_shard(ds / f"fineweb_train_{i:06d}.bin", rng.integers(0, 1024, size=500 + i))
-    write_shard(ds / "fineweb_val_000000.bin", rng.integers(0, 1024, size=300))
-    (base / "tokenizers").mkdir(parents=True)
-    (base / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(b"model-bytes")
-    (base / "tokenizers" / "fineweb_1024_bpe.vocab").write_bytes(b"vocab-bytes")
+    for variant, (n_train, n_val) in variants.items():
+        vocab = int(variant.removeprefix("sp"))
+        ds = base / "datasets" / f"fineweb10B_{variant}"
+        for i in range(n_train):
+            write_shard(ds / f"fineweb_train_{i:06d}.bin", rng.integers(0, vocab, size=500 + i))
+        for i in range(n_val):
+            write_shard(ds / f"fineweb_val_{i:06d}.bin", rng.integers(0, vocab, size=300 + i))
+        (base / "tokenizers").mkdir(parents=True, exist_ok=True)
+        (base / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(f"model-{vocab}".encode())
+        (base / "tokenizers" / f"fineweb_{vocab}_bpe.vocab").write_bytes(f"vocab-{vocab}".encode())
     (base / "docs_selected.jsonl").write_text('{"text": "a"}\n')
-    (base / "docs_selected.source_manifest.json").write_text("{}")
-    manifest = {
-        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
-                      "stats": {"files_train": n_train, "files_val": 1}}],
-        "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
-                        "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}],
-    }
-    (base / "manifest.json").write_text(json.dumps(manifest))
+    (base / "docs_selected.source_manifest.json").write_text('{"num_docs": 1}')
+    (base / "manifest.json").write_text(json.dumps(_manifest(variants), indent=2))
     return root
 
 
-class _Handler(BaseHTTPRequestHandler):
-    repo_dir: Path
-    requests: list
+def _commit(repo_dir: Path) -> str:
+    h = hashlib.sha1()
+    for f in sorted(p for p in repo_dir.rglob("*") if p.is_file()):
+        h.update(f.relative_to(repo_dir).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
 
-    def _resolve(self) -> Path | None:
-        prefix = f"/datasets/{REPO}/resolve/"
-        path = unquote(self.path.split("?")[0])
-        if not path.startswith(prefix):
-            return None
-        rel = path[len(prefix):].split("/", 1)[1]
-        f = self.repo_dir / rel
-        return f if f.is_file() else None
+class FakeHub:
+    """Two loopback HTTP servers: the Hub (`endpoint`) and the CDN its LFS redirects point to."""
 
-    def _headers(self, f: Path | None) -> None:
-        if f is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = f.read_bytes()
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
+    def __init__(self, repos: dict[str, Path]) -> None:
+        self.repos, self.requests = repos, []
+        self.cdn = self._start(self._cdn_handler())
+        self.hub = self._start(self._hub_handler())
+        self.endpoint = f"http://127.0.0.1:{self.hub.server_address[1]}"
+        self.cdn_base = f"http://127.0.0.1:{self.cdn.server_address[1]}"
 
-    def do_HEAD(self) -> None:
-        type(self).requests.append(("HEAD", self.path))
-        self._headers(self._resolve())
+    @staticmethod
+    def _start(handler) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return server
 
-    def do_GET(self) -> None:
-        type(self).requests.append(("GET", self.path))
-        f = self._resolve()
-        self._headers(f)
-        if f is not None:
-            self.wfile.write(f.read_bytes())
+    def close(self) -> None:
+        for server in (self.hub, self.cdn):
+            server.shutdown()  # returns at once if already shut down
+            server.server_close()
+
+    def gets(self, suffix: str) -> int:
+        return sum(1 for server, method, path in self.requests if method == "GET" and path.endswith(suffix))
+
+    def _base(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 10
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def reply(self, status: int, headers: dict, body: bytes = b"") -> None:
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if self.command == "GET" and body:
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                hub.requests.append((self.role, "HEAD", unquote(urlsplit(self.path).path)))
+                self.serve(unquote(urlsplit(self.path).path))
+
+            def do_GET(self) -> None:
+                hub.requests.append((self.role, "GET", unquote(urlsplit(self.path).path)))
+                self.serve(unquote(urlsplit(self.path).path))
+
+        return hub, Handler
+
+    def _hub_handler(self):
+        hub, base = self._base()
+
+        class Hub(base):
+            role = "hub"
+
+            def serve(self, path: str) -> None:
+                m = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+                if m is None:
+                    return self.reply(404, {})
+                repo, revision, rel = m.groups()
+                if repo not in hub.repos:
+                    return self.reply(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+                commit = _commit(hub.repos[repo])
+                if revision not in ("main", commit):
+                    return self.reply(404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
+                f = hub.repos[repo] / rel
+                if not f.is_file():
+                    return self.reply(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
+                data = f.read_bytes()
+                if f.suffix == ".bin":  # an LFS file: the Hub redirects to its CDN and describes the blob
+                    return self.reply(302, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                                            "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"',
+                                            "X-Linked-Size": str(len(data)),
+                                            "Location": f"{hub.cdn_base}/cdn/{quote(repo)}/{quote(rel)}"})
+                self.reply(200, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}, data)
+
+        return Hub
+
+    def _cdn_handler(self):
+        hub, base = self._base()
+
+        class Cdn(base):
+            role = "cdn"
+
+            def serve(self, path: str) -> None:
+                m = re.fullmatch(r"/cdn/([^/]+/[^/]+)/(.+)", path)
+                f = hub.repos[m.group(1)] / m.group(2) if m and m.group(1) in hub.repos else None
+                if f is None or not f.is_file():
+                    return self.reply(404, {})
+                self.reply(200, {"Content-Type": "application/octet-stream"}, f.read_bytes())
+
+        return Cdn
 
 
 @pytest.fixture
 def fake_hub(tmp_path):
-    repo = _make_repo(tmp_path / "repo")
-    handler = type("H", (_Handler,), {"repo_dir": repo, "requests": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", repo, handler
-    server.shutdown()
-    server.server_close()
+    hub = FakeHub({REPO: _make_repo(tmp_path / "repo")})
+    yield hub
+    hub.close()
 
 
-def _download(endpoint, tmp_path, **kw):
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """huggingface_hub retries a dead endpoint with exponential back-off; skip the sleeping."""
+    import huggingface_hub.utils._http as http
+
+    monkeypatch.setattr(http.time, "sleep", lambda seconds: None)
+
+
+def _download(hub: FakeHub | str, tmp_path: Path, **kw):
     kw.setdefault("train_shards", 2)
-    return download_fineweb(tmp_path / "out", repo_id=REPO, endpoint=endpoint, cache_dir=tmp_path / "cache",
-                            progress=False, **kw)
+    kw.setdefault("repo_id", REPO)
+    endpoint = hub if isinstance(hub, str) else hub.endpoint
+    return download_fineweb(tmp_path / "out", endpoint=endpoint, cache_dir=tmp_path / "cache", progress=False, **kw)
+
+
+def _dead_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once the socket closes
 
 
 def test_download_layout_matches_the_official_tool(fake_hub, tmp_path):
-    endpoint, repo, handler = fake_hub
-    res = _download(endpoint, tmp_path, with_docs=True)
-    ds = tmp_path / "out" / "datasets" / "fineweb10B_sp1024"
-    assert res.dataset_dir == ds
-    assert sorted(p.name for p in ds.glob("*.bin")) == ["fineweb_train_000000.bin", "fineweb_train_000001.bin",
-                                                        "fineweb_val_000000.bin"]
-    assert (tmp_path / "out" / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == b"model-bytes"
-    assert (tmp_path / "out" / "tokenizers" / "fineweb_1024_bpe.vocab").is_file()
-    assert (tmp_path / "out" / "docs_selected.jsonl").is_file()
-    assert res.tokenizer_path == ds / "fineweb_1024_bpe.model" and res.tokenizer_path.read_bytes() == b"model-bytes"
-    src = repo / "datasets" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000001.bin"
+    res = _download(fake_hub, tmp_path, with_docs=True)
+    out = tmp_path / "out"
+    ds = out / "datasets" / "fineweb10B_sp1024"
+    assert res.dataset_dir == ds and res.skipped == 0
+    assert sorted(p.name for p in ds.iterdir() if not p.name.startswith(".")) == [
+        "fineweb_1024_bpe.model", "fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
+    assert (out / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == b"model-1024"
+    assert (out / "tokenizers" / "fineweb_1024_bpe.vocab").read_bytes() == b"vocab-1024"
+    assert (out / "docs_selected.jsonl").is_file() and (out / "docs_selected.source_manifest.json").is_file()
+    assert res.tokenizer_path == ds / "fineweb_1024_bpe.model" and res.tokenizer_path.read_bytes() == b"model-1024"
+    assert len(res.files) == 7 and all(p.is_file() for p in res.files)
+    src = fake_hub.repos[REPO] / SHARDS / "fineweb_train_000001.bin"
     assert np.array_equal(read_shard(ds / "fineweb_train_000001.bin"), read_shard(src))
-    assert any(method == "GET" for method, _ in handler.requests)  # the real HTTP client path ran
-    assert res.skipped == 0
+    commit = _commit(fake_hub.repos[REPO])
+    assert res.revision == commit  # everything after the manifest is fetched at the manifest's commit
+    assert all(f"/resolve/{commit}/" in p for s, _, p in fake_hub.requests if s == "hub" and "manifest" not in p)
+    # the real client ran: shards came from the CDN after the Hub's LFS redirect, small files from the Hub itself
+    assert fake_hub.gets("fineweb_train_000001.bin") == 1
+    assert any(s == "cdn" for s, _, p in fake_hub.requests if p.endswith(".bin"))
+    assert any(s == "hub" and m == "GET" for s, m, p in fake_hub.requests if p.endswith(".model"))
+    # the remote manifest is kept for reference, namespaced by repository
+    assert (out / "manifests" / "someone--parameter-golf" / "datasets" / "manifest.json").is_file()
+    assert not list(out.rglob("*.part"))
 
 
-def test_download_resumes_and_repairs(fake_hub, tmp_path):
-    endpoint, _, _ = fake_hub
-    _download(endpoint, tmp_path)
-    again = _download(endpoint, tmp_path)
-    assert again.skipped == len(again.files)
+def test_second_run_skips_and_a_damaged_file_is_fetched_again(fake_hub, tmp_path):
+    _download(fake_hub, tmp_path)
+    again = _download(fake_hub, tmp_path)
+    assert again.skipped == len(again.files) == 5
+    assert fake_hub.gets("fineweb_train_000000.bin") == 1  # nothing downloaded twice
     shard = tmp_path / "out" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin"
-    shard.write_bytes(shard.read_bytes()[:-5])  # a truncated local file is fetched again
-    third = _download(endpoint, tmp_path)
+    # truncate in place: the local file is a hard link into the Hub cache, so the cached blob is damaged too
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size - 6)
+    third = _download(fake_hub, tmp_path)
     assert third.skipped == len(third.files) - 1
-    read_shard(shard)
+    assert fake_hub.gets("fineweb_train_000000.bin") == 2
+    assert np.array_equal(read_shard(shard), read_shard(fake_hub.repos[REPO] / SHARDS / "fineweb_train_000000.bin"))
+    tok = tmp_path / "out" / "tokenizers" / "fineweb_1024_bpe.vocab"
+    tok.unlink()
+    tok.write_bytes(b"vocab-10")  # same kind of file, wrong size: the Hub's metadata catches it
+    assert _download(fake_hub, tmp_path).skipped == 4 and tok.read_bytes() == b"vocab-1024"
 
 
-def test_train_shard_limit_and_unknown_variant(fake_hub, tmp_path):
-    endpoint, _, _ = fake_hub
-    with pytest.raises(PgolfError, match="has 3 train shards"):
-        _download(endpoint, tmp_path, train_shards=4)
-    with pytest.raises(PgolfError, match=r"variant sp999 not in datasets/manifest.json \(available: sp1024\)"):
-        _download(endpoint, tmp_path, variant="sp999")
+def test_train_shard_limit(fake_hub, tmp_path):
+    res = _download(fake_hub, tmp_path, train_shards=0)
+    assert [p.name for p in res.files if p.suffix == ".bin"] == ["fineweb_val_000000.bin"]
+    with pytest.raises(PgolfError, match="fineweb10B_sp1024 has 3 train shards; cannot download 4"):
+        _download(fake_hub, tmp_path, train_shards=4)
+    with pytest.raises(PgolfError, match="train_shards must be >= 0"):
+        _download(fake_hub, tmp_path, train_shards=-1)
 
 
-def test_missing_manifest_is_a_clean_error(fake_hub, tmp_path):
-    endpoint, _, _ = fake_hub
-    with pytest.raises(PgolfError, match="manifest.json not found"):
-        _download(endpoint, tmp_path, remote_root="elsewhere")
+def test_unknown_variant_names_the_available_ones(fake_hub, tmp_path):
+    with pytest.raises(PgolfError, match=r"^hub someone/parameter-golf: variant sp999 not in "
+                                         r"datasets/manifest.json \(available: sp1024\)$"):
+        _download(fake_hub, tmp_path, variant="sp999")
 
 
-def test_unreachable_hub_is_a_clean_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("time.sleep", lambda seconds: None)  # skip the client's retry back-off
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(PgolfError, match="someone/parameter-golf"):
-        _download(f"http://127.0.0.1:{port}", tmp_path)
+def test_manifest_is_fetched_afresh_and_never_shared_between_repos(tmp_path):
+    hub = FakeHub({REPO: _make_repo(tmp_path / "a"), OTHER: _make_repo(tmp_path / "b", {"sp4096": (2, 1)})})
+    try:
+        _download(hub, tmp_path)
+        with pytest.raises(PgolfError, match=r"variant sp1024 not in datasets/manifest.json \(available: sp4096\)"):
+            _download(hub, tmp_path, repo_id=OTHER)  # another repo: its own manifest, not the first one's
+        res = _download(hub, tmp_path, repo_id=OTHER, variant="sp4096")
+        assert res.tokenizer_path.read_bytes() == b"model-4096"
+        # the first repo gains a variant: the next run sees it (a new commit; nothing stale is read back)
+        _make_repo(tmp_path / "a", {"sp1024": (3, 1), "sp2048": (1, 1)})
+        res = _download(hub, tmp_path, variant="sp2048", train_shards=1)
+        assert res.tokenizer_path.name == "fineweb_2048_bpe.model"
+    finally:
+        hub.close()
 
 
-def test_local_mirror_directory(tmp_path):
-    repo = _make_repo(tmp_path / "mirror", n_train=2)
-    res = download_fineweb(tmp_path / "out", hub_dir=repo, train_shards=1, progress=False)
+def test_missing_manifest_repo_or_revision_are_clean_errors(fake_hub, tmp_path):
+    with pytest.raises(PgolfError, match=r"^hub someone/parameter-golf: elsewhere/manifest.json not found"):
+        _download(fake_hub, tmp_path, remote_root="elsewhere")
+    with pytest.raises(PgolfError, match=r"^hub nobody/nothing: dataset repository not found"):
+        _download(fake_hub, tmp_path, repo_id="nobody/nothing")
+    with pytest.raises(PgolfError, match=r"revision v9 not found"):
+        _download(fake_hub, tmp_path, revision="v9")
+
+
+def test_malformed_manifest_and_damaged_shard_are_clean_errors(fake_hub, tmp_path):
+    manifest = fake_hub.repos[REPO] / "datasets" / "manifest.json"
+    good = manifest.read_text()
+    manifest.write_text("{not json")
+    with pytest.raises(PgolfError, match="datasets/manifest.json: not valid JSON"):
+        _download(fake_hub, tmp_path)
+    broken = json.loads(good)
+    del broken["datasets"][0]["stats"]["files_val"]
+    manifest.write_text(json.dumps(broken))
+    with pytest.raises(PgolfError, match="has no stats.files_val count"):
+        _download(fake_hub, tmp_path)
+    broken = json.loads(good)
+    broken["tokenizers"][0]["vocab_path"] = "../../etc/passwd"
+    manifest.write_text(json.dumps(broken))
+    with pytest.raises(PgolfError, match="not a relative path inside the repository"):
+        _download(fake_hub, tmp_path)
+    manifest.write_text(good)
+    shard = fake_hub.repos[REPO] / SHARDS / "fineweb_train_000001.bin"
+    shard.write_bytes(b"\0" * 2048)  # bad magic on the Hub itself
+    with pytest.raises(PgolfError, match=r"fineweb_train_000001.bin is damaged: .*bad magic"):
+        _download(fake_hub, tmp_path)
+    assert not (tmp_path / "out" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000001.bin").exists()
+
+
+def test_unreachable_hub_is_a_clean_error(tmp_path, no_backoff):
+    endpoint = _dead_endpoint()
+    with pytest.raises(PgolfError, match=r"^hub someone/parameter-golf: cannot reach http://127\.0\.0\.1:\d+ to "
+                                         r"fetch datasets/manifest.json"):
+        _download(endpoint, tmp_path)
+
+
+def test_offline_resume_uses_only_the_same_repos_cache(fake_hub, tmp_path, no_backoff):
+    _download(fake_hub, tmp_path)
+    fake_hub.close()  # the Hub goes away: the cached manifest of this repo and the local files suffice
+    res = _download(fake_hub.endpoint, tmp_path)
+    assert res.skipped == len(res.files) == 5
+    with pytest.raises(PgolfError, match="cannot reach"):  # another repo's cached manifest is never used
+        _download(fake_hub.endpoint, tmp_path, repo_id=OTHER)
+    shard = tmp_path / "out" / "datasets" / "fineweb10B_sp1024" / "fineweb_val_000000.bin"
+    with open(shard, "r+b") as f:  # damaged here and (through the hard link) in the cache: needs the network
+        f.truncate(100)
+    with pytest.raises(PgolfError, match=r"^hub someone/parameter-golf: network error fetching "
+                                         r"datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin"):
+        _download(fake_hub.endpoint, tmp_path)
+
+
+def test_local_mirror_directory(tmp_path, capsys):
+    mirror = _make_repo(tmp_path / "mirror", {"sp1024": (2, 1)})
+    res = download_fineweb(tmp_path / "out", hub_dir=mirror, train_shards=1)
     assert [p.name for p in res.files if p.suffix == ".bin"] == ["fineweb_val_000000.bin", "fineweb_train_000000.bin"]
-    assert res.tokenizer_path.is_file()
+    assert res.tokenizer_path.read_bytes() == b"model-1024" and res.revision is None
+    assert "fineweb sp1024" in capsys.readouterr().err  # the progress bar
+    again = download_fineweb(tmp_path / "out", hub_dir=mirror, train_shards=2, progress=False)
+    assert again.skipped == 4 and len(again.files) == 5
+    shutil.rmtree(mirror / SHARDS)
+    with pytest.raises(PgolfError, match=r"^mirror .*: datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin "
+                                         r"not found$"):
+        download_fineweb(tmp_path / "out2", hub_dir=mirror, train_shards=1, progress=False)
+    with pytest.raises(PgolfError, match="hub mirror directory does not exist"):
+        download_fineweb(tmp_path / "out3", hub_dir=tmp_path / "nowhere", progress=False)

@@ -1,193 +1,353 @@
 """Download the official cached FineWeb export from the Hugging Face Hub (CHALLENGE.md 1.4), manifest-driven.
 
-The remote repository (a dataset repo, default `willdepueoai/parameter-golf`, root `datasets`) holds
-`<root>/manifest.json`: a `datasets` list whose entry `fineweb10B_<variant>` names a `tokenizer_name` and carries
-`stats.files_train` / `stats.files_val`, and a `tokenizers` list whose entries give `model_path` / `vocab_path`
-(idea and format from openai/parameter-golf `data/cached_challenge_fineweb.py`; our own code). We always re-fetch the
-remote manifest (a stale cached manifest from another repo broke the official tool, 04-01 README) and lay files out
-as the official tool does: `OUT/datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin` and
-`OUT/tokenizers/...`. The tokenizer model is also placed beside the shards so the dataset folder is self-contained
-for pgolf. Files are hard-linked from the Hub cache (copied when linking fails) through a temporary name, and files
-already present with a valid shard header and the Hub's size are skipped, so an interrupted download resumes.
+The dataset repository (default `willdepueoai/parameter-golf`, root `datasets`) holds `<root>/manifest.json`, written
+by the official `data/download_hf_docs_and_tokenize.py`: a `datasets` list whose entry `fineweb10B_<variant>` has a
+`tokenizer_name` and `stats.files_train` / `stats.files_val`, and a `tokenizers` list whose entry of that name gives
+`model_path` / `vocab_path` (SentencePiece) or `path` (the byte tokenizer), relative to the root. Shards live at
+`<root>/datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin`, the documents at
+`<root>/docs_selected.jsonl` with the sidecar `docs_selected.source_manifest.json`. The idea and the format come from
+openai/parameter-golf `data/cached_challenge_fineweb.py`; the code here is our own.
+
+Differences from the official tool, on purpose:
+- the remote manifest is fetched on every run and never read back from `out_dir` (a stale local manifest from
+  another repository broke variant lookup there, 04-01 README); a copy is kept for reference under
+  `out_dir/manifests/<owner>--<name>/`, namespaced by repository id;
+- every file is fetched at the commit the manifest came from, so a repository updated mid-download cannot mix two
+  exports;
+- a file already in `out_dir` is skipped only if it is whole (the Hub's size where the Hub answers, and for shards a
+  valid header whose token count matches the file size), so an interrupted or damaged download resumes;
+- files appear under their final names only when complete (hard link, else copy, to a temporary name, then rename);
+- the tokenizer model is also placed beside the shards, because pgolf's data directories are self-contained (the
+  caller writes pgolf's `manifest.json` there with `pgolf.data.build.manifest_from_shards`).
+
+`hub_dir` replaces the network with a local directory laid out like the repository (an offline mirror, or a Hub
+cache snapshot folder `.../datasets--owner--name/snapshots/<sha>`). The endpoint, cache, token and offline mode
+follow huggingface_hub's own settings (HF_ENDPOINT, HF_HUB_CACHE, ...) unless `endpoint` / `cache_dir` are given.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import shutil
 import sys
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
 from pgolf.data.shards import read_header
 from pgolf.errors import PgolfError
+from pgolf.fileio import atomic_write_bytes
 
 DEFAULT_REPO = "willdepueoai/parameter-golf"
 DEFAULT_ROOT = "datasets"
+DOCS_FILES = ("docs_selected.jsonl", "docs_selected.source_manifest.json")
 
 
 @dataclass
 class DownloadResult:
+    """What `download_fineweb` produced: the dataset folder, the tokenizer model in it, and every planned file."""
+
     dataset_dir: Path
     tokenizer_path: Path
     files: list[Path] = field(default_factory=list)
-    skipped: int = 0
+    skipped: int = 0  # files already present and whole
+    revision: str | None = None  # the commit everything came from (None: a local mirror, or the Hub cache offline)
 
 
-class _Source:
-    """Fetches repository files either from the Hub (hf_hub_download) or from a local mirror directory."""
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
-    def __init__(self, repo_id: str, revision: str | None, hub_dir: Path | None, endpoint: str | None,
-                 cache_dir: Path | None) -> None:
-        self.repo_id, self.revision, self.hub_dir = repo_id, revision, hub_dir
-        self.endpoint, self.cache_dir = endpoint, cache_dir
 
-    def where(self) -> str:
-        return str(self.hub_dir) if self.hub_dir else f"hub {self.repo_id}"
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's connection and timeout errors, which are not OSErrors (huggingface_hub 2.x uses httpx2,
+    1.x httpx; the requests-based 0.x raises OSErrors)."""
+    return tuple(mod.RequestError for name in ("httpx2", "httpx")
+                 if (mod := sys.modules.get(name)) is not None and isinstance(getattr(mod, "RequestError", None), type))
 
-    def fetch(self, remote: str, force: bool = False) -> Path:
-        if self.hub_dir is not None:
-            path = self.hub_dir / remote
-            if not path.is_file():
-                raise PgolfError(f"{self.where()}: {remote} not found")
-            return path
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-        try:
-            return Path(hf_hub_download(self.repo_id, remote, repo_type="dataset", revision=self.revision,
-                                        cache_dir=self.cache_dir, endpoint=self.endpoint,
-                                        force_download=force))
-        except EntryNotFoundError:
-            raise PgolfError(f"{self.where()}: {remote} not found") from None
-        except LocalEntryNotFoundError:
-            raise PgolfError(f"{self.where()}: cannot reach the Hub to fetch {remote} (offline or unreachable)") from None
-        except HfHubHTTPError as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", "?")
-            raise PgolfError(f"{self.where()}: fetching {remote} failed (HTTP {status})") from None
-        except OSError as exc:
-            raise PgolfError(f"{self.where()}: fetching {remote} failed: {exc}") from None
+class _SilentBar(tqdm):
+    """Passed to huggingface_hub as its per-file progress bar class when progress is off."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+class _Mirror:
+    """Repository files from a local directory laid out like the repository."""
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise PgolfError(f"{root}: hub mirror directory does not exist")
+        self.root, self.label, self.revision = root, f"mirror {root}", None
 
     def size(self, remote: str) -> int | None:
-        """The file's size on the source, when it can be known without downloading."""
-        if self.hub_dir is not None:
-            path = self.hub_dir / remote
-            return path.stat().st_size if path.is_file() else None
         try:
-            from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-            url = hf_hub_url(self.repo_id, remote, repo_type="dataset", revision=self.revision, endpoint=self.endpoint)
-            return get_hf_file_metadata(url, endpoint=self.endpoint).size
-        except Exception:  # size is an optimisation for resuming; the download itself reports real errors
+            return (self.root / remote).stat().st_size
+        except OSError:
             return None
+
+    def fetch(self, remote: str, force: bool = False) -> Path:
+        path = self.root / remote
+        if not path.is_file():
+            raise PgolfError(f"{self.label}: {remote} not found")
+        return path
+
+
+class _Hub:
+    """Repository files through huggingface_hub (`hf_hub_download` into its cache)."""
+
+    def __init__(self, repo_id: str, revision: str | None, endpoint: str | None, cache_dir: Path | None,
+                 progress: bool) -> None:
+        self.repo_id, self.revision, self.endpoint, self.cache_dir = repo_id, revision, endpoint, cache_dir
+        self.label, self.progress, self.online = f"hub {repo_id}", progress, True
+
+    def _url(self, remote: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, remote, repo_type="dataset", revision=self.revision, endpoint=self.endpoint)
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        # OSError covers huggingface_hub's own errors (HfHubHTTPError, LocalEntryNotFoundError, ...) and disk errors;
+        # ValueError is how hf_hub_download reports a bad repo id and a failed forced re-download.
+        return (HfHubHTTPError, OSError, ValueError, *_transport_errors())
+
+    def size(self, remote: str) -> int | None:
+        """The file's size on the Hub (one HEAD request), or None when the Hub does not say."""
+        if not self.online:
+            return None
+        from huggingface_hub import get_hf_file_metadata
+
+        try:
+            return get_hf_file_metadata(self._url(remote)).size
+        except (*_transport_errors(), ConnectionError):
+            self.online = False  # do not wait on a dead network once per file
+        except self._errors():
+            pass
+        return None
+
+    def pin(self, remote: str, path: Path) -> None:
+        """Fetch every later file at the commit `remote` was just fetched from, so a repository updated mid-download
+        cannot mix two exports. hf_hub_download returns `<cache>/<repo>/snapshots/<commit>/<remote>` (the Hub cache
+        layout), online or from the cache when offline; anything else leaves the revision as it was."""
+        snapshot = path.parents[len(PurePosixPath(remote).parts) - 1]
+        if snapshot.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", snapshot.name):
+            self.revision = snapshot.name
+
+    def fetch(self, remote: str, force: bool = False) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        extra = {}
+        if not self.progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+            extra["tqdm_class"] = _SilentBar
+        try:
+            return Path(hf_hub_download(self.repo_id, remote, repo_type="dataset", revision=self.revision,
+                                        cache_dir=self.cache_dir, endpoint=self.endpoint, force_download=force,
+                                        **extra))
+        except self._errors() as exc:
+            raise self.error(exc, remote) from None
+
+    def error(self, exc: BaseException, remote: str, depth: int = 0) -> PgolfError:
+        """One line for an exception raised by huggingface_hub while fetching `remote`."""
+        from huggingface_hub import constants
+        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                            RepositoryNotFoundError, RevisionNotFoundError)
+
+        endpoint = self.endpoint or constants.ENDPOINT
+        cause = exc.__cause__
+        if isinstance(exc, LocalEntryNotFoundError):
+            if cause is not None and type(cause).__name__ == "FileMetadataError":
+                return PgolfError(f"{self.label}: {endpoint} does not answer like a Hugging Face Hub "
+                                  f"({_one_line(cause)})")
+            return PgolfError(f"{self.label}: cannot reach {endpoint} to fetch {remote}, and it is not in the "
+                              f"local Hub cache (offline? check the network or HF_ENDPOINT)")
+        if isinstance(exc, (*_transport_errors(), ConnectionError)):
+            return PgolfError(f"{self.label}: network error fetching {remote} from {endpoint}: {_one_line(exc)}")
+        if isinstance(exc, _remote_not_found()):
+            at = f" at revision {self.revision}" if self.revision else ""
+            return PgolfError(f"{self.label}: {remote} not found{at}")
+        if isinstance(exc, RevisionNotFoundError):
+            return PgolfError(f"{self.label}: revision {self.revision} not found")
+        if isinstance(exc, GatedRepoError):
+            return PgolfError(f"{self.label}: the dataset repository is gated: accept its terms on the Hub and log in")
+        if isinstance(exc, RepositoryNotFoundError):
+            return PgolfError(f"{self.label}: dataset repository not found at {endpoint} (or private: log in first)")
+        if isinstance(exc, HfHubHTTPError):
+            status = getattr(getattr(exc, "response", None), "status_code", "?")
+            return PgolfError(f"{self.label}: fetching {remote} failed: HTTP {status}")
+        if isinstance(exc, ValueError) and cause is not None and depth < 3:
+            return self.error(cause, remote, depth + 1)  # "force download failed due to the above error"
+        if isinstance(exc, ValueError):
+            return PgolfError(f"{self.label}: cannot fetch {remote}: {_one_line(exc)}")
+        return PgolfError(f"{self.label}: fetching {remote} failed: {_one_line(exc)}")
+
+
+def _remote_not_found() -> type[BaseException]:
+    from huggingface_hub import errors
+
+    # huggingface_hub >= 1.0 splits the remote case from the local-cache one; before, EntryNotFoundError was remote.
+    return getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)
+
+
+def _problem(path: Path, expected_size: int | None) -> str | None:
+    """Why `path` is not a whole copy of the file, or None when it is."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if expected_size is not None and size != expected_size:
+        return f"{size} bytes, the Hub says {expected_size}"
+    if path.suffix == ".bin":
+        try:
+            read_header(path)
+        except PgolfError as exc:
+            return str(exc)
+    return None
 
 
 def _place(src: Path, dst: Path) -> None:
     """Hard-link (else copy) `src` to `dst` through a temporary name, so `dst` is never partial."""
-    src = src.resolve()  # the Hub cache holds symlinks to blobs; link the blob itself
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
-    tmp.unlink(missing_ok=True)
+    src = src.resolve()  # the Hub cache holds symlinks to blobs: link the blob itself
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def _present(path: Path, expected_size: int | None) -> bool:
-    if not path.is_file():
-        return False
-    if expected_size is not None and path.stat().st_size != expected_size:
-        return False
-    if path.suffix == ".bin":
+        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            read_header(path)
-        except PgolfError:
-            return False
-    return True
+            os.link(src, tmp)
+        except OSError:  # another file system, or links not supported
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PgolfError(f"{dst}: cannot write: {exc.strerror or exc}") from None
 
 
-def _lookup(manifest: dict, variant: str, where: str, manifest_name: str) -> tuple[dict, dict]:
+def _relative(value: object, what: str, where: str) -> PurePosixPath:
+    """A repository-relative path from the manifest, refusing absolute paths and `..`."""
+    path = PurePosixPath(value) if isinstance(value, str) and value else None
+    if path is None or path.is_absolute() or ".." in path.parts:
+        raise PgolfError(f"{where}: {what} is not a relative path inside the repository: {value!r}")
+    return path
+
+
+def _entries(manifest: object, key: str, where: str) -> list[dict]:
+    items = manifest.get(key) if isinstance(manifest, dict) else None
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise PgolfError(f"{where}: malformed: needs a '{key}' list of objects")
+    return items
+
+
+def _count(stats: object, key: str, where: str, name: str) -> int:
+    value = stats.get(key) if isinstance(stats, dict) else None
     try:
-        datasets = {d["name"]: d for d in manifest["datasets"]}
-        tokenizers = {t["name"]: t for t in manifest["tokenizers"]}
-    except (KeyError, TypeError):
-        raise PgolfError(f"{where}: {manifest_name} is malformed (needs 'datasets' and 'tokenizers' lists)") from None
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0 or isinstance(value, bool):
+        raise PgolfError(f"{where}: malformed: {name} has no stats.{key} count (got {value!r})")
+    return n
+
+
+def _lookup(manifest: object, variant: str, label: str, manifest_remote: str) -> tuple[dict, dict, int, int]:
+    """The dataset entry of `variant`, its tokenizer entry, and its train / val file counts."""
+    where = f"{label}: {manifest_remote}"
+    datasets = _entries(manifest, "datasets", where)
+    tokenizers = _entries(manifest, "tokenizers", where)
     name = f"fineweb10B_{variant}"
-    if name not in datasets:
-        known = ", ".join(sorted(n.removeprefix("fineweb10B_") for n in datasets)) or "none"
-        raise PgolfError(f"{where}: variant {variant} not in {manifest_name} (available: {known})")
-    entry = datasets[name]
+    entry = next((d for d in datasets if d.get("name") == name), None)
+    if entry is None:
+        known = sorted(str(d.get("name", "")).removeprefix("fineweb10B_") for d in datasets)
+        raise PgolfError(f"{label}: variant {variant} not in {manifest_remote} "
+                         f"(available: {', '.join(known) or 'none'})")
     tok_name = entry.get("tokenizer_name")
-    if tok_name not in tokenizers:
-        raise PgolfError(f"{where}: tokenizer {tok_name!r} of {name} not in {manifest_name}")
-    return entry, tokenizers[tok_name]
+    tok = next((t for t in tokenizers if t.get("name") == tok_name), None)
+    if tok is None:
+        raise PgolfError(f"{where}: tokenizer {tok_name!r} of {name} is not in its 'tokenizers' list")
+    stats = entry.get("stats")
+    return entry, tok, _count(stats, "files_train", where, name), _count(stats, "files_val", where, name)
 
 
-def download_fineweb(out_dir: str | Path, *, variant: str = "sp1024", train_shards: int = 80,
+def download_fineweb(out_dir: str | os.PathLike, *, variant: str = "sp1024", train_shards: int = 80,
                      repo_id: str = DEFAULT_REPO, remote_root: str = DEFAULT_ROOT, with_docs: bool = False,
-                     revision: str | None = None, progress: bool = True, hub_dir: str | Path | None = None,
-                     endpoint: str | None = None, cache_dir: str | Path | None = None) -> DownloadResult:
-    """Download (or resume) one variant of the official export into `out_dir` with the official layout."""
+                     revision: str | None = None, progress: bool = True, hub_dir: str | os.PathLike | None = None,
+                     endpoint: str | None = None, cache_dir: str | os.PathLike | None = None) -> DownloadResult:
+    """Download (or resume) one variant of the official cached export into `out_dir`, in the official layout:
+    `out_dir/datasets/fineweb10B_<variant>/` (all val shards, the first `train_shards` train shards, and the
+    tokenizer model) and `out_dir/tokenizers/` (the tokenizer files); `with_docs` adds `out_dir/docs_selected.jsonl`
+    and its sidecar. `hub_dir` reads a local mirror instead of the Hub; `endpoint` / `cache_dir` override
+    huggingface_hub's defaults. Every failure is a one-line `PgolfError`."""
     out_dir = Path(out_dir)
-    src = _Source(repo_id, revision, Path(hub_dir) if hub_dir else None, endpoint,
-                  Path(cache_dir) if cache_dir else None)
+    if train_shards < 0:
+        raise PgolfError(f"train_shards must be >= 0 (got {train_shards})")
+    src: _Mirror | _Hub = (_Mirror(Path(hub_dir)) if hub_dir is not None else
+                           _Hub(repo_id, revision, endpoint, Path(cache_dir) if cache_dir else None, progress))
     root = remote_root.strip("/")
-    manifest_remote = f"{root}/manifest.json" if root else "manifest.json"
-    try:
-        manifest = json.loads(src.fetch(manifest_remote).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise PgolfError(f"{src.where()}: {manifest_remote} is not valid JSON") from None
-    entry, tok = _lookup(manifest, variant, src.where(), manifest_remote)
-    stats = entry.get("stats") or {}
-    try:
-        n_train, n_val = int(stats["files_train"]), int(stats["files_val"])
-    except (KeyError, TypeError, ValueError):
-        raise PgolfError(f"{src.where()}: {manifest_remote} lacks stats.files_train/files_val for {entry['name']}") from None
-    if train_shards < 0 or train_shards > n_train:
-        raise PgolfError(f"{src.where()}: {variant} has {n_train} train shards; cannot download {train_shards}")
-    # Keep the remote manifest, namespaced by repo so two repos never share one cached copy.
-    local_manifest = out_dir / "manifests" / repo_id.replace("/", "__") / "manifest.json"
-    local_manifest.parent.mkdir(parents=True, exist_ok=True)
-    local_manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-
     prefix = f"{root}/" if root else ""
-    dataset_dir = out_dir / "datasets" / entry["name"]
-    plan: list[tuple[str, Path]] = []
-    for i in range(n_val):
-        plan.append((f"{prefix}datasets/{entry['name']}/fineweb_val_{i:06d}.bin", dataset_dir / f"fineweb_val_{i:06d}.bin"))
-    for i in range(train_shards):
-        plan.append((f"{prefix}datasets/{entry['name']}/fineweb_train_{i:06d}.bin",
-                     dataset_dir / f"fineweb_train_{i:06d}.bin"))
-    model_path = None
-    for key in ("model_path", "vocab_path"):
-        rel = tok.get(key)
-        if not rel:
-            continue
-        rel = rel[len(prefix):] if prefix and rel.startswith(prefix) else rel
-        local = out_dir / "tokenizers" / Path(rel).name
-        plan.append((prefix + rel, local))
-        if key == "model_path":
-            model_path = local
-    if model_path is None:
-        raise PgolfError(f"{src.where()}: tokenizer {tok.get('name')!r} has no model_path in {manifest_remote}")
-    if with_docs:
-        for name in ("docs_selected.jsonl", "docs_selected.source_manifest.json"):
-            plan.append((prefix + name, out_dir / name))
+    manifest_remote = f"{prefix}manifest.json"
+    where = f"{src.label}: {manifest_remote}"
 
-    result = DownloadResult(dataset_dir=dataset_dir, tokenizer_path=dataset_dir / model_path.name)
-    for remote, local in tqdm(plan, desc=f"fineweb {variant}", unit="file", disable=not progress, file=sys.stderr):
-        if _present(local, src.size(remote)):
-            result.skipped += 1
-        else:
-            # A damaged local copy may share its inode with the cache blob (hard link): fetch it afresh.
-            _place(src.fetch(remote, force=local.exists()), local)
-            if local.suffix == ".bin":
-                read_header(local)
+    manifest_file = src.fetch(manifest_remote)  # always from the source, never a copy from an earlier run
+    if isinstance(src, _Hub):
+        src.pin(manifest_remote, manifest_file)
+    try:
+        raw = manifest_file.read_bytes()
+        manifest = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise PgolfError(f"{where}: cannot read {manifest_file}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PgolfError(f"{where}: not valid JSON ({_one_line(exc)})") from None
+    entry, tok, n_train, n_val = _lookup(manifest, variant, src.label, manifest_remote)
+    name = entry["name"]
+    if train_shards > n_train:
+        raise PgolfError(f"{src.label}: {name} has {n_train} train shards; cannot download {train_shards}")
+    model_rel = tok.get("model_path")
+    if not model_rel:
+        raise PgolfError(f"{where}: tokenizer {tok['name']!r} of {name} has no SentencePiece model_path "
+                         f"(pgolf needs a .model tokenizer)")
+    # Keep what we read, namespaced by repository so another repository's manifest is never mistaken for this one's.
+    copy = out_dir / "manifests" / repo_id.replace("/", "--") / manifest_remote
+    try:
+        atomic_write_bytes(copy, raw)
+    except OSError as exc:
+        raise PgolfError(f"{copy}: cannot write: {exc.strerror or exc}") from None
+
+    dataset_rel = PurePosixPath("datasets") / name
+    plan = [dataset_rel / f"fineweb_val_{i:06d}.bin" for i in range(n_val)]
+    plan += [dataset_rel / f"fineweb_train_{i:06d}.bin" for i in range(train_shards)]
+    plan += [_relative(tok[key], f"tokenizer {key}", where) for key in ("model_path", "vocab_path", "path")
+             if tok.get(key)]
+    if with_docs:
+        plan += [PurePosixPath(f) for f in DOCS_FILES]
+
+    dataset_dir = out_dir / dataset_rel
+    model_local = out_dir / _relative(model_rel, "tokenizer model_path", where)
+    result = DownloadResult(dataset_dir=dataset_dir, tokenizer_path=dataset_dir / model_local.name,
+                            revision=src.revision)
+    for rel in tqdm(plan, desc=f"fineweb {variant}", unit="file", disable=not progress, file=sys.stderr):
+        remote, local = f"{prefix}{rel}", out_dir / rel
+        expected = None
+        if local.exists():
+            expected = src.size(remote)
+            if _problem(local, expected) is None:
+                result.skipped += 1
+                result.files.append(local)
+                continue
+        fetched = src.fetch(remote)
+        if _problem(fetched, expected) is not None:
+            # The cached copy is damaged too (a hard link shares the damaged local file's data): fetch it afresh.
+            fetched = src.fetch(remote, force=True)
+            problem = _problem(fetched, expected)
+            if problem is not None:
+                raise PgolfError(f"{src.label}: {remote} is damaged: {problem}")
+        _place(fetched, local)
         result.files.append(local)
-    _place(model_path, result.tokenizer_path)
+    if not (result.tokenizer_path.exists() and os.path.samefile(model_local, result.tokenizer_path)):
+        _place(model_local, result.tokenizer_path)
     return result

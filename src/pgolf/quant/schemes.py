@@ -1,19 +1,45 @@
-"""Post-training quantization schemes: how each tensor of a state dict becomes a few small integer arrays.
+"""Post-training quantization: how each tensor of a state dict becomes a few named numpy arrays, and back.
 
-`int8` follows the official baseline's rules (CHALLENGE.md 3.2):
-- non-float tensors are stored as they are;
-- float tensors of at most 65,536 elements stay float: fp32 when the name matches a control pattern, else fp16;
-- larger 2-D tensors: symmetric int8 per row, clipped at the 99.99984th percentile of |w| in the row
-  (`torch.quantile`, linear interpolation), scale = clip/127 floored at 1/127 and stored fp16;
-- larger tensors of other ranks: one fp32 scale for the whole tensor, same clipping.
-Quantized values are computed against the fp16-rounded scale that is stored, so dequantization (q * scale) is the
-reconstruction the quantizer chose. New schemes register in `SCHEMES`; the container never changes.
+Two registries keep this open for later work (int6, GPTQ, LQER, ternary) without touching the artifact container:
+
+- `SCHEMES`: *storage schemes*, one per way a single tensor can be stored (`raw`, `fp16`, `fp32`, `int8_row`,
+  `int8_tensor`). Each has a `quantize(tensor) -> arrays`, a `dequantize(arrays, shape) -> tensor`, a `check` that
+  validates arrays read from a file (keys, dtypes, shapes) and a bit width. The container stores the scheme name per
+  tensor and its arrays as opaque typed blobs, so a new scheme is one new registry entry.
+- `POLICIES`: *model-level recipes* that choose a storage scheme for every tensor of a state dict by name, shape and
+  size. `quantize_state_dict(sd, scheme="int8")` runs the policy named `scheme` (the config's `quant.scheme`).
+
+The `int8` policy is the official baseline's export (`quantize_state_dict_int8`, CHALLENGE.md 3.2):
+
+- non-float tensors are stored as they are (`raw`);
+- float tensors of at most 65,536 elements stay float: `fp32` when the name contains a control pattern
+  (`CONTROL_PATTERNS`, substring match, so plural names like `skip_weights` match too), else `fp16`;
+- larger 2-D float tensors: `int8_row`, symmetric int8 with one fp16 scale per row;
+- larger float tensors of any other rank: `int8_tensor`, symmetric int8 with one fp32 scale.
+
+The clip is the 99.99984th percentile of |w| (per row, or over the whole tensor) with *linear interpolation*
+between order statistics: rank = q * (n - 1) with q = 0.9999984 in float32, the value lerped between the sorted
+elements at floor(rank) and ceil(rank). That is `torch.quantile`'s default (and numpy's default `percentile`
+method, Hyndman-Fan type 7); `clip_quantile` reproduces it bit for bit without torch.quantile's 2^24-element input
+limit. Consequence worth knowing: for rows shorter than ~625,000 elements, rank > n - 2, so the clip lies between
+the second-largest and the largest |w| and clipping barely touches anything; the percentile only bites on very
+long rows or large non-matrix tensors.
+
+Per row, scale = clip / 127 floored at 1/127 (so rows with max |w| < 1/254 quantize to all zeros), stored fp16.
+Deliberate deviation from the baseline: the baseline divides by the fp32 scale and only then rounds the scale to
+fp16, so its stored (q, scale) pair can be off by one step from the nearest grid point for ~1e-4 of the weights.
+Here q = round(clamp(w, -clip, clip) / scale16) with the fp16-rounded scale that is stored, clamped to [-127, 127],
+so dequantization q * scale16 is exactly the grid point the quantizer chose and |w - q * scale16| <= scale16 / 2
+for every w inside the clip. Per tensor (non-2-D), as in the baseline: scale = clip / 127 computed in double and
+stored fp32 (1.0 when clip is 0; no 1/127 floor), q computed against that stored fp32 scale.
+Rounding is torch.round (half to even). Dequantization computes q * scale in float32 and casts to the original
+dtype; small floats are cast back from fp16/fp32 the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,16 +48,28 @@ from pgolf.errors import PgolfError
 from pgolf.model.gpt import CONTROL_PATTERNS
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
-INT8_CLIP_QUANTILE = 99.99984 / 100.0
+INT8_CLIP_PERCENTILE = 99.99984
+INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
+INT8_MAX = 127
 
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
-                "uint8": torch.uint8, "bool": torch.bool, "float64": torch.float64}
+# Whitelisted original tensor dtypes (name in the header -> torch dtype). Names are looked up, never evaluated.
+TENSOR_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+# Whitelisted stored array dtypes (name in the header -> little-endian numpy dtype).
+ARRAY_DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(code).newbyteorder("<") if np.dtype(code).itemsize > 1 else np.dtype(code)
+    for name, code in [("bool", "?"), ("int8", "i1"), ("uint8", "u1"), ("int16", "i2"), ("uint16", "u2"),
+                       ("int32", "i4"), ("uint32", "u4"), ("int64", "i8"), ("float16", "f2"), ("float32", "f4"),
+                       ("float64", "f8")]
+}
 
 
 @dataclass
 class QuantizedTensor:
-    """One tensor's stored form: a scheme name and named numpy arrays."""
+    """One tensor's stored form: name, original shape and dtype name, storage scheme, and named numpy arrays."""
 
     name: str
     shape: tuple[int, ...]
@@ -39,94 +77,257 @@ class QuantizedTensor:
     scheme: str
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def stored_bytes(self) -> int:
+        """Uncompressed bytes of this tensor's arrays."""
+        return sum(int(a.nbytes) for a in self.arrays.values())
+
+    @property
+    def bits(self) -> int:
+        """Bits per stored element: the scheme's width, or the dtype's width for `raw`."""
+        return tensor_bits(self)
+
 
 @dataclass
 class QuantizedModel:
+    """A quantized state dict: one `QuantizedTensor` per entry, in the state dict's order."""
+
     tensors: list[QuantizedTensor]
+
+    def __iter__(self) -> Iterator[QuantizedTensor]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def names(self) -> list[str]:
+        return [qt.name for qt in self.tensors]
+
+    def __getitem__(self, name: str) -> QuantizedTensor:
+        for qt in self.tensors:
+            if qt.name == name:
+                return qt
+        raise KeyError(name)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(qt.stored_bytes for qt in self.tensors)
+
+
+# ---------------------------------------------------------------------------------------------------------- quantile
+
+def clip_quantile(a: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile of `a` along its last dimension, linear interpolation, bit-identical to
+    `torch.quantile(a, q, dim=-1)` for finite float32 input but without its 2^24-element limit."""
+    a = a.float()
+    n = a.shape[-1]
+    if n == 0:
+        return torch.zeros(a.shape[:-1], dtype=torch.float32)
+    s = torch.sort(a, dim=-1).values
+    rank = torch.tensor(q, dtype=torch.float32) * (n - 1)  # float32 arithmetic, as torch.quantile does
+    lo, hi = int(rank), int(torch.ceil(rank))
+    weight = rank - lo
+    return torch.lerp(s[..., lo], s[..., hi], weight.expand(s.shape[:-1]))
+
+
+# ------------------------------------------------------------------------------------------------- storage schemes
+
+@dataclass(frozen=True)
+class Scheme:
+    """A storage scheme for one tensor.
+
+    quantize(tensor, **params) -> arrays; dequantize(arrays, shape) -> float tensor (cast to the original dtype by
+    the caller); check(arrays, shape, dtype) -> an error message or None (validates untrusted arrays from a file);
+    bits: bits per element (None: the stored dtype's width).
+    """
+
+    quantize: Callable[..., dict[str, np.ndarray]]
+    dequantize: Callable[[dict[str, np.ndarray], tuple[int, ...]], torch.Tensor]
+    check: Callable[[dict[str, np.ndarray], tuple[int, ...], str], str | None]
+    bits: int | None
+
+
+def _expect(arrays: dict[str, np.ndarray], spec: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
+    """An error message unless `arrays` has exactly the keys of `spec` with those dtypes and shapes."""
+    if set(arrays) != set(spec):
+        return f"arrays {sorted(arrays)}, expected {sorted(spec)}"
+    for key, (dtype, shape) in spec.items():
+        arr = arrays[key]
+        if arr.dtype.name != dtype or tuple(arr.shape) != tuple(shape):
+            return f"array {key} is {arr.dtype.name}{list(arr.shape)}, expected {dtype}{list(shape)}"
+    return None
+
+
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(arr, dtype=arr.dtype.newbyteorder("="), copy=True))
+
+
+def _require_finite(t: torch.Tensor) -> torch.Tensor:
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise PgolfError("has non-finite values (NaN or inf); cannot quantize it")
+    return t
+
+
+def _numpy_dtype_name(t: torch.Tensor) -> str:
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in ARRAY_DTYPES:
+        raise PgolfError(f"dtype {name} cannot be stored raw")
+    return name
+
+
+def _raw_quantize(t: torch.Tensor) -> dict[str, np.ndarray]:
+    _numpy_dtype_name(t)
+    return {"value": t.contiguous().numpy().copy()}
+
+
+def _raw_check(arrays, shape, dtype) -> str | None:
+    if dtype not in ARRAY_DTYPES:
+        return f"dtype {dtype} cannot be stored raw"
+    return _expect(arrays, {"value": (dtype, shape)})
+
+
+def _value_deq(arrays, shape) -> torch.Tensor:
+    return _tensor(arrays["value"]).reshape(shape)
+
+
+def _float_scheme(torch_dtype: torch.dtype, name: str) -> Scheme:
+    def quantize(t: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"value": t.detach().to(torch_dtype).contiguous().numpy().copy()}
+
+    def check(arrays, shape, dtype) -> str | None:
+        return _expect(arrays, {"value": (name, shape)})
+
+    return Scheme(quantize, _value_deq, check, torch.finfo(torch_dtype).bits)
+
+
+def _int8_row_quantize(t: torch.Tensor, clip_q: float = INT8_CLIP_Q) -> dict[str, np.ndarray]:
+    if t.ndim != 2:
+        raise PgolfError(f"int8_row needs a 2-D tensor, got shape {list(t.shape)}")
+    w = _require_finite(t)
+    clip = clip_quantile(w.abs(), clip_q)
+    scale = (clip / INT8_MAX).clamp_min(1.0 / INT8_MAX).to(torch.float16)
+    clipped = torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
+    q = torch.clamp(torch.round(clipped / scale.float()[:, None]), -INT8_MAX, INT8_MAX).to(torch.int8)
+    return {"q": q.numpy(), "scale": scale.numpy()}
+
+
+def _int8_row_deq(arrays, shape) -> torch.Tensor:
+    return _tensor(arrays["q"]).float() * _tensor(arrays["scale"]).float()[:, None]
+
+
+def _int8_row_check(arrays, shape, dtype) -> str | None:
+    if len(shape) != 2:
+        return f"int8_row needs a 2-D shape, got {list(shape)}"
+    return _expect(arrays, {"q": ("int8", shape), "scale": ("float16", (shape[0],))})
+
+
+def _int8_tensor_quantize(t: torch.Tensor, clip_q: float = INT8_CLIP_Q) -> dict[str, np.ndarray]:
+    w = _require_finite(t)
+    clip = float(clip_quantile(w.abs().reshape(1, -1), clip_q)[0]) if w.numel() else 0.0
+    scale = torch.tensor(clip / INT8_MAX if clip > 0 else 1.0, dtype=torch.float32)
+    q = torch.clamp(torch.round(torch.clamp(w, -clip, clip) / scale), -INT8_MAX, INT8_MAX).to(torch.int8)
+    return {"q": q.contiguous().numpy(), "scale": scale.numpy()}
+
+
+def _int8_tensor_deq(arrays, shape) -> torch.Tensor:
+    return _tensor(arrays["q"]).float() * _tensor(arrays["scale"]).float()
+
+
+def _int8_tensor_check(arrays, shape, dtype) -> str | None:
+    return _expect(arrays, {"q": ("int8", shape), "scale": ("float32", ())})
+
+
+SCHEMES: dict[str, Scheme] = {
+    "raw": Scheme(_raw_quantize, _value_deq, _raw_check, None),
+    "fp16": _float_scheme(torch.float16, "float16"),
+    "fp32": _float_scheme(torch.float32, "float32"),
+    "int8_row": Scheme(_int8_row_quantize, _int8_row_deq, _int8_row_check, 8),
+    "int8_tensor": Scheme(_int8_tensor_quantize, _int8_tensor_deq, _int8_tensor_check, 8),
+}
+
+
+def tensor_bits(qt: QuantizedTensor) -> int:
+    """Bits per element of a stored tensor (8, 16, 32; a raw tensor's dtype width)."""
+    scheme = SCHEMES[qt.scheme]
+    if scheme.bits is not None:
+        return scheme.bits
+    return 8 * ARRAY_DTYPES[qt.dtype].itemsize
 
 
 def _dtype_name(t: torch.Tensor) -> str:
     name = str(t.dtype).removeprefix("torch.")
-    if name not in TORCH_DTYPES:
-        raise PgolfError(f"cannot store tensor dtype {name}")
+    if name not in TENSOR_DTYPES:
+        raise PgolfError(f"dtype {name} is not supported (supported: {', '.join(TENSOR_DTYPES)})")
     return name
 
 
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    if t.dtype == torch.bfloat16:
-        return t.float().numpy()
-    return t.contiguous().numpy()
-
-
-def _int8_rows(w: torch.Tensor) -> dict[str, np.ndarray]:
-    w32 = w.float()
-    clip = torch.quantile(w32.abs(), INT8_CLIP_QUANTILE, dim=1)
-    scale = (clip / 127.0).clamp_min(1.0 / 127.0).to(torch.float16)
-    clipped = torch.maximum(torch.minimum(w32, clip[:, None]), -clip[:, None])
-    q = torch.clamp(torch.round(clipped / scale.float()[:, None]), -127, 127).to(torch.int8)
-    return {"q": q.numpy(), "scale": scale.numpy()}
-
-
-def _int8_tensor(w: torch.Tensor) -> dict[str, np.ndarray]:
-    w32 = w.float()
-    clip = float(torch.quantile(w32.abs().flatten(), INT8_CLIP_QUANTILE)) if w32.numel() else 0.0
-    scale = np.array(clip / 127.0 if clip > 0 else 1.0, dtype=np.float32)
-    q = torch.clamp(torch.round(torch.clamp(w32, -clip, clip) / float(scale)), -127, 127).to(torch.int8)
-    return {"q": q.numpy(), "scale": scale}
-
-
-def _deq_rows(a: dict[str, np.ndarray], shape) -> torch.Tensor:
-    q = torch.from_numpy(a["q"].astype(np.float32))
-    return (q * torch.from_numpy(a["scale"].astype(np.float32))[:, None]).reshape(shape)
-
-
-def _deq_tensor(a: dict[str, np.ndarray], shape) -> torch.Tensor:
-    return (torch.from_numpy(a["q"].astype(np.float32)) * float(a["scale"])).reshape(shape)
-
-
-def _deq_value(a: dict[str, np.ndarray], shape) -> torch.Tensor:
-    return torch.from_numpy(np.array(a["value"])).reshape(shape)
-
-
-# scheme name -> dequantizer(arrays, shape) -> tensor (the original dtype is restored by the caller)
-DEQUANTIZERS: dict[str, Callable[[dict[str, np.ndarray], tuple], torch.Tensor]] = {
-    "int8_row": _deq_rows, "int8_tensor": _deq_tensor, "fp16": _deq_value, "fp32": _deq_value, "raw": _deq_value,
-}
-SCHEME_BITS = {"int8_row": 8, "int8_tensor": 8, "fp16": 16, "fp32": 32, "raw": 0}
-
-
-def quantize_int8(name: str, t: torch.Tensor) -> QuantizedTensor:
-    """The baseline's per-tensor decision (see module docstring)."""
-    t = t.detach().cpu()
-    dtype = _dtype_name(t)
-    shape = tuple(t.shape)
-    if not t.is_floating_point():
-        return QuantizedTensor(name, shape, dtype, "raw", {"value": _to_numpy(t)})
-    if t.numel() <= KEEP_FLOAT_MAX_NUMEL:
-        if any(p in name for p in CONTROL_PATTERNS):
-            return QuantizedTensor(name, shape, dtype, "fp32", {"value": t.float().numpy()})
-        return QuantizedTensor(name, shape, dtype, "fp16", {"value": t.to(torch.float16).numpy()})
-    if t.ndim == 2:
-        return QuantizedTensor(name, shape, dtype, "int8_row", _int8_rows(t))
-    return QuantizedTensor(name, shape, dtype, "int8_tensor", _int8_tensor(t))
-
-
-SCHEMES: dict[str, Callable[[str, torch.Tensor], QuantizedTensor]] = {"int8": quantize_int8}
-
-
-def quantize_state_dict(state_dict: dict[str, torch.Tensor], scheme: str = "int8") -> QuantizedModel:
+def quantize_tensor(name: str, t: torch.Tensor, scheme: str, **params: Any) -> QuantizedTensor:
+    """Store tensor `t` with storage scheme `scheme` (a key of `SCHEMES`); PgolfError naming the tensor otherwise."""
     if scheme not in SCHEMES:
-        raise PgolfError(f"unknown quantization scheme {scheme!r} (known: {', '.join(SCHEMES)})")
-    return QuantizedModel([SCHEMES[scheme](name, t) for name, t in state_dict.items()])
+        raise PgolfError(f"tensor {name}: unknown storage scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+    t = t.detach().cpu().contiguous()
+    try:
+        dtype = _dtype_name(t)
+        arrays = {k: np.require(v, requirements="C") for k, v in SCHEMES[scheme].quantize(t, **params).items()}
+    except PgolfError as exc:
+        raise PgolfError(f"tensor {name}: {exc}") from None
+    return QuantizedTensor(name, tuple(int(d) for d in t.shape), dtype, scheme, arrays)
+
+
+def check_tensor(qt: QuantizedTensor) -> str | None:
+    """An error message if `qt` is not a well-formed record (unknown scheme or dtype, wrong arrays), else None."""
+    if qt.scheme not in SCHEMES:
+        return f"unknown storage scheme {qt.scheme!r}"
+    if qt.dtype not in TENSOR_DTYPES:
+        return f"unknown dtype {qt.dtype!r}"
+    if any(not isinstance(a, np.ndarray) or a.dtype.name not in ARRAY_DTYPES for a in qt.arrays.values()):
+        return "arrays must be numpy arrays of whitelisted dtypes"
+    return SCHEMES[qt.scheme].check(qt.arrays, tuple(qt.shape), qt.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------- policies
+
+def int8_policy(name: str, t: torch.Tensor, *, control_patterns: tuple[str, ...] = CONTROL_PATTERNS,
+                keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> QuantizedTensor:
+    """The baseline's per-tensor choice (CHALLENGE.md 3.2; see the module docstring)."""
+    if not t.is_floating_point():
+        return quantize_tensor(name, t, "raw")
+    if t.numel() <= keep_float_max_numel:
+        return quantize_tensor(name, t, "fp32" if any(p in name for p in control_patterns) else "fp16")
+    return quantize_tensor(name, t, "int8_row" if t.ndim == 2 else "int8_tensor")
+
+
+# name -> policy(name, tensor, **options) -> QuantizedTensor
+POLICIES: dict[str, Callable[..., QuantizedTensor]] = {"int8": int8_policy}
+
+
+def quantize_state_dict(state_dict: dict[str, torch.Tensor], scheme: str = "int8",
+                        **options: Any) -> QuantizedModel:
+    """Quantize every tensor of `state_dict` with the policy named `scheme` (a key of `POLICIES`).
+
+    `options` go to the policy (for `int8`: `control_patterns`, `keep_float_max_numel`).
+    """
+    policy = POLICIES.get(scheme) if isinstance(scheme, str) else None
+    if policy is None:
+        raise PgolfError(f"unknown quantization scheme {scheme!r} (known: {', '.join(POLICIES)})")
+    tensors = []
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise PgolfError(f"tensor {name}: is a {type(t).__name__}, not a tensor")
+        tensors.append(policy(name, t, **options))
+    return QuantizedModel(tensors)
 
 
 def dequantize_tensor(qt: QuantizedTensor) -> torch.Tensor:
-    if qt.scheme not in DEQUANTIZERS:
-        raise PgolfError(f"tensor {qt.name}: unknown storage scheme {qt.scheme!r}")
-    if qt.dtype not in TORCH_DTYPES:
-        raise PgolfError(f"tensor {qt.name}: unknown dtype {qt.dtype!r}")
-    return DEQUANTIZERS[qt.scheme](qt.arrays, qt.shape).to(TORCH_DTYPES[qt.dtype])
+    """The tensor a record stands for, in its original dtype and shape."""
+    problem = check_tensor(qt)
+    if problem:
+        raise PgolfError(f"tensor {qt.name}: {problem}")
+    out = SCHEMES[qt.scheme].dequantize(qt.arrays, tuple(qt.shape))
+    return out.reshape(qt.shape).to(TENSOR_DTYPES[qt.dtype])
 
 
 def dequantize_state_dict(qm: QuantizedModel) -> dict[str, torch.Tensor]:
+    """Dequantize every record, in order, restoring original dtypes and shapes."""
     return {qt.name: dequantize_tensor(qt) for qt in qm.tensors}
