@@ -1,7 +1,8 @@
 """Byte codecs for the artifact payload: a registry of exact, deterministic compress/decompress pairs.
 
 `CODECS` maps a codec name (stored in the artifact header) to a `Codec(compress, decompress)`:
-`compress(data: bytes, level: int) -> bytes` and `decompress(blob: bytes) -> bytes`. A codec's blob must be
+`compress(data: bytes, level: int, layout) -> bytes` and `decompress(blob: bytes, layout) -> bytes`, where `layout`
+lists the arrays inside `data` (`Segment`s: tensor, key, scheme, group, dtype, shape, offset, nbytes). A codec's blob must be
 self-contained (decoding needs nothing but the blob), compression must be deterministic for a given library
 version, and decoding must be strict: truncated input or trailing bytes are errors, never silently accepted.
 Decoders raise `PgolfError`; the container adds the file name.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import lzma
 import zlib
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 from pgolf.errors import PgolfError
 
@@ -32,11 +33,32 @@ from pgolf.errors import PgolfError
 _LZMA_DICT_BYTES = 64 << 20
 
 
-class Codec(NamedTuple):
-    """A payload codec: `compress(data, level) -> blob` and `decompress(blob) -> data`, exact inverses."""
+class Segment(NamedTuple):
+    """Where one stored array lies in the uncompressed payload, and what it is.
 
-    compress: Callable[[bytes, int], bytes]
-    decompress: Callable[[bytes], bytes]
+    The container derives the layout from the tensor table, which it decodes before the payload, so a codec may
+    use it on both sides (to entropy-code integer streams per group, transpose matrices, shuffle bytes) without
+    storing it again. Byte-oriented codecs ignore it.
+    """
+
+    tensor: str
+    key: str
+    scheme: str
+    group: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+Layout = Sequence[Segment]
+
+
+class Codec(NamedTuple):
+    """A payload codec: `compress(data, level, layout) -> blob`, `decompress(blob, layout) -> data`, exact inverses."""
+
+    compress: Callable[[bytes, int, Layout], bytes]
+    decompress: Callable[[bytes, Layout], bytes]
 
 
 def _check_level(codec: str, level: int, lo: int, hi: int) -> int:
@@ -45,19 +67,19 @@ def _check_level(codec: str, level: int, lo: int, hi: int) -> int:
     return level
 
 
-def _none_compress(data: bytes, level: int) -> bytes:
+def _none_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return bytes(data)
 
 
-def _none_decompress(blob: bytes) -> bytes:
+def _none_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     return bytes(blob)
 
 
-def _zlib_compress(data: bytes, level: int) -> bytes:
+def _zlib_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return zlib.compress(data, _check_level("zlib", level, 0, 9))
 
 
-def _zlib_decompress(blob: bytes) -> bytes:
+def _zlib_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     d = zlib.decompressobj()
     try:
         out = d.decompress(blob) + d.flush()
@@ -70,12 +92,12 @@ def _zlib_decompress(blob: bytes) -> bytes:
     return out
 
 
-def _lzma_compress(data: bytes, level: int) -> bytes:
+def _lzma_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     preset = _check_level("lzma", level, 0, 9)
     return lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": preset}])
 
 
-def _lzma_decompress(blob: bytes) -> bytes:
+def _lzma_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
                               filters=[{"id": lzma.FILTER_LZMA2, "dict_size": _LZMA_DICT_BYTES}])
     try:
@@ -104,11 +126,12 @@ def get_codec(name: str) -> Codec:
     return codec
 
 
-def compress(name: str, data: bytes, level: int = 9) -> bytes:
-    """Compress `data` with codec `name` at `level`."""
-    return get_codec(name).compress(bytes(data), level)
+def compress(name: str, data: bytes, level: int = 9, layout: Layout = ()) -> bytes:
+    """Compress `data` with codec `name` at `level`; `layout` describes the arrays in `data` (may be empty)."""
+    return get_codec(name).compress(bytes(data), level, layout)
 
 
-def decompress(name: str, blob: bytes) -> bytes:
-    """Decompress a blob written by `compress(name, ...)`; PgolfError when it is damaged or truncated."""
-    return get_codec(name).decompress(bytes(blob))
+def decompress(name: str, blob: bytes, layout: Layout = ()) -> bytes:
+    """Decompress a blob written by `compress(name, ..., layout)` with the same layout; PgolfError when it is
+    damaged or truncated."""
+    return get_codec(name).decompress(bytes(blob), layout)

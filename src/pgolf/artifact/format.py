@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pgolf.artifact.codecs import compress, decompress, get_codec
+from pgolf.artifact.codecs import Segment, compress, decompress, get_codec
+from pgolf.quant.groups import tensor_group
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes
 from pgolf.quant.schemes import (ARRAY_DTYPES, SCHEMES, TENSOR_DTYPES, QuantizedModel, QuantizedTensor,
@@ -110,6 +111,12 @@ def _table_and_payload(qm: QuantizedModel) -> tuple[list[dict], bytes]:
     return table, b"".join(chunks)
 
 
+def payload_layout(table: list[dict]) -> list[Segment]:
+    """The codec's view of the payload: one `Segment` per stored array, from a (validated) tensor table."""
+    return [Segment(t["name"], a["key"], t["scheme"], tensor_group(t["name"]), a["dtype"], tuple(a["shape"]),
+                    a["offset"], a["nbytes"]) for t in table for a in t["arrays"]]
+
+
 def encode_artifact(qm: QuantizedModel, *, config: dict, tokenizer: dict, codec: str = "zlib", level: int = 9,
                     meta: dict | None = None) -> bytes:
     """The artifact's bytes; identical bytes for identical input."""
@@ -125,7 +132,8 @@ def encode_artifact(qm: QuantizedModel, *, config: dict, tokenizer: dict, codec:
     except (TypeError, ValueError) as exc:
         raise PgolfError(f"artifact header is not JSON-serializable: {exc}") from None
     header_blob = zlib.compress(text.encode("utf-8"), HEADER_LEVEL)
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_blob)) + header_blob + compress(codec, payload, level)
+    blob = compress(codec, payload, level, payload_layout(table))
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_blob)) + header_blob + blob
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -216,7 +224,10 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-def _parse_table(path: str, header: dict, payload: bytes) -> QuantizedModel:
+def _parse_table(path: str, header: dict, payload: bytes | None) -> QuantizedModel | None:
+    """Validate the tensor table against the payload (or, with `payload=None`, against the header's
+    `payload_bytes` alone, before decompressing) and return the tensors (None without a payload)."""
+    payload_len = header["payload_bytes"] if payload is None else len(payload)
     tensors: list[QuantizedTensor] = []
     names: set[str] = set()
     offset = 0
@@ -252,22 +263,26 @@ def _parse_table(path: str, header: dict, payload: bytes) -> QuantizedModel:
             lo, n = a.get("offset"), a.get("nbytes")
             if not (_is_int(lo) and _is_int(n)) or n != count * dtype.itemsize:
                 raise PgolfError(f"{where}: array {key}: nbytes {n!r} does not match {a['dtype']}{list(a_shape)}")
-            if lo != offset or lo + n > len(payload):
+            if lo != offset or lo + n > payload_len:
                 raise PgolfError(f"{where}: array {key}: offset {lo:,} + {n:,} bytes is out of range (expected "
-                                 f"offset {offset:,}, payload {len(payload):,} bytes)")
+                                 f"offset {offset:,}, payload {payload_len:,} bytes)")
+            offset += n
+            if payload is None:
+                continue
             arr = np.frombuffer(payload, dtype=dtype, count=count, offset=lo).reshape(a_shape)
             if dtype.kind == "b" and count and arr.view(np.uint8).max() > 1:
                 raise PgolfError(f"{where}: array {key}: bool values other than 0 and 1")
             arrays[key] = arr
-            offset += n
+        if payload is None:
+            continue
         qt = QuantizedTensor(name, shape, entry["dtype"], entry["scheme"], arrays)
         problem = check_tensor(qt)
         if problem:
             raise PgolfError(f"{where}: {problem}")
         tensors.append(qt)
-    if offset != len(payload):
-        raise PgolfError(f"{path}: the tensor table covers {offset:,} of the {len(payload):,} payload bytes")
-    return QuantizedModel(tensors)
+    if offset != payload_len:
+        raise PgolfError(f"{path}: the tensor table covers {offset:,} of the {payload_len:,} payload bytes")
+    return None if payload is None else QuantizedModel(tensors)
 
 
 def decode_artifact(data: bytes, path: str | Path = "<bytes>") -> Artifact:
@@ -275,8 +290,9 @@ def decode_artifact(data: bytes, path: str | Path = "<bytes>") -> Artifact:
     label = str(path)
     header, header_len, start = _split(label, data)
     _check_header(label, header)
+    _parse_table(label, header, None)
     try:
-        payload = decompress(header["codec"], data[start:-_CRC.size])
+        payload = decompress(header["codec"], data[start:-_CRC.size], payload_layout(header["tensors"]))
     except PgolfError as exc:
         raise PgolfError(f"{label}: payload does not decompress: {exc}") from None
     if len(payload) != header["payload_bytes"]:
@@ -301,6 +317,15 @@ def check_cap(artifact_bytes: int, code_bytes: int, path: str | Path) -> int:
     return total
 
 
+def _tensor_layout(qt: QuantizedTensor) -> list[Segment]:
+    layout, offset = [], 0
+    for key, arr in qt.arrays.items():
+        layout.append(Segment(qt.name, key, qt.scheme, tensor_group(qt.name), arr.dtype.name, tuple(arr.shape),
+                              offset, int(arr.nbytes)))
+        offset += int(arr.nbytes)
+    return layout
+
+
 def describe_artifact(path: str | Path) -> list[dict]:
     """One row per tensor and a final `TOTAL` row, for `pgolf inspect`.
 
@@ -315,8 +340,8 @@ def describe_artifact(path: str | Path) -> list[dict]:
     for qt in art.quantized.tensors:
         raw = b"".join(np.require(a, requirements="C").tobytes() for a in qt.arrays.values())
         rows.append({"name": qt.name, "shape": list(qt.shape), "dtype": qt.dtype, "scheme": qt.scheme,
-                     "bits": tensor_bits(qt), "stored_bytes": len(raw),
-                     "compressed_bytes": len(compress(codec, raw, level))})
+                     "group": tensor_group(qt.name), "bits": tensor_bits(qt), "stored_bytes": len(raw),
+                     "compressed_bytes": len(compress(codec, raw, level, _tensor_layout(qt)))})
     overhead = FIXED_OVERHEAD + art.header_bytes
     rows.append({"name": "TOTAL", "shape": [], "dtype": "", "scheme": "", "bits": None,
                  "stored_bytes": art.header["payload_bytes"],
