@@ -118,11 +118,37 @@ class TrainConfig:
 
 @dataclass
 class QuantConfig:
-    """How the trained weights become the artifact."""
+    """How the trained weights become the artifact (pgolf/quant/recipe.py; CHALLENGE.md 3.3).
+
+    `scheme=int8` is the baseline's export. `scheme=mixed` quantizes every large matrix per row to `bits` (per
+    tensor group, e.g. "embed=7,attn=6,mlp=6"; groups from pgolf/quant/groups.py, a key may be a prefix like
+    `attn`, `default` is the fallback) with scales chosen by `clip` (percentile, search, sdclip, absmean) and SDClip
+    multipliers `clip_k` (same syntax), optionally GPTQ on Hessians from `calib` (train: `calib_batches` training
+    batches inside the clock, which is shortened by `gptq_reserve_seconds`; self: `calib_seqs` x `calib_seq_len`
+    tokens the model samples itself after the clock), LQER on the `lqer_top` worst matrices, int8 attention gates,
+    and, with `fit`, the budget fitter that picks bits and k per group to fit the cap.
+    """
 
     scheme: str = "int8"
     codec: str = "zlib"
     level: int = 9
+    bits: str = "embed=8,gate=8,default=6"
+    clip: str = "sdclip"
+    clip_k: str = "embed=20,default=12.85"
+    passthrough_numel: int = 65_536
+    int8_gates: bool = False
+    gptq: bool = False
+    calib: str = "train"
+    calib_batches: int = 16
+    calib_seqs: int = 64
+    calib_seq_len: int = 2048
+    calib_temperature: float = 0.8
+    gptq_reserve_seconds: float = 0.0
+    lqer_top: int = 0
+    lqer_rank: int = 4
+    fit: bool = False
+    qat_bits: int = 0
+    qat_start_frac: float = 0.85
 
 
 @dataclass
@@ -200,8 +226,19 @@ class Config:
             raise PgolfError(f"config: train.compile={t.compile!r} must be auto (CUDA only), on or off")
         if t.device not in ("auto", "cpu", "cuda"):
             raise PgolfError(f"config: train.device={t.device!r} must be auto, cpu or cuda")
-        if self.quant.scheme not in ("int8",):
-            raise PgolfError(f"config: unknown quant.scheme {self.quant.scheme!r} (known: int8)")
+        q = self.quant
+        if q.scheme not in ("int8", "mixed"):
+            raise PgolfError(f"config: unknown quant.scheme {q.scheme!r} (known: int8, mixed)")
+        if q.calib not in ("train", "self"):
+            raise PgolfError(f"config: quant.calib={q.calib!r} must be train or self")
+        if q.qat_bits and not 2 <= q.qat_bits <= 8:
+            raise PgolfError(f"config: quant.qat_bits={q.qat_bits} must be 0 (off) or in 2..8")
+        from pgolf.quant.recipe import parse_group_values  # validates the per-group strings
+
+        parse_group_values(q.bits, int, "quant.bits", lo=2, hi=8)
+        parse_group_values(q.clip_k, float, "quant.clip_k", lo=1e-3, hi=1e3)
+        if q.clip not in ("percentile", "search", "sdclip", "absmean"):
+            raise PgolfError(f"config: quant.clip={q.clip!r} must be percentile, search, sdclip or absmean")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank so that the global batch is `train_batch_tokens`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -105,3 +106,25 @@ def test_two_processes_match_one_process(tiny_data, tmp_path):
     assert "world_size:1 grad_accum_steps:2" in (tmp_path / "one" / "log.txt").read_text()
     for (_, a), (_, b) in zip(one, two):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+def test_training_time_is_counted_without_validation(tiny_data, tiny_config, tmp_path):
+    result = train(tiny_config("train.val_loss_every=0"), tiny_data, tmp_path / "run", echo=None)
+    assert result["train_seconds"] > 0 and result["phases"]["training"] > 0
+
+
+@pytest.mark.parametrize("calib", ["train", "self"])
+def test_mixed_gptq_export_with_budget_fit(tiny_data, tiny_config, tmp_path, calib):
+    """GPTQ calibration, LQER, QAT and the fitter run inside the trainer; the shipped file is what is scored."""
+    result = train(tiny_config("quant.scheme=mixed", "quant.gptq=true", f"quant.calib={calib}",
+                               "quant.calib_batches=2", "quant.calib_seqs=2", "quant.calib_seq_len=8",
+                               "quant.passthrough_numel=1024", "quant.lqer_top=1", "quant.fit=true",
+                               "quant.codec=lzma", "quant.qat_bits=6", "quant.qat_start_frac=0.5",
+                               "quant.gptq_reserve_seconds=0.5"), tiny_data, tmp_path / "run", echo=None)
+    quant = result["quant"]
+    assert quant["calibration"]["source"] == calib and quant["calibration"]["matrices"] > 0
+    assert quant["fit"]["actual_bytes"] == result["artifact_bytes"] <= quant["fit"]["budget_bytes"]
+    assert set(quant["fit"]["plan"]) >= {"embed", "mlp.fc"}
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "gptq_calibration:" in log and "budget_fit:" in log
+    assert math.isfinite(result["val_bpb"])

@@ -238,11 +238,69 @@ def _int8_tensor_check(arrays, shape, dtype) -> str | None:
     return _expect(arrays, {"q": ("int8", shape), "scale": ("float32", ())})
 
 
+# ------------------------------------------------------------------------- general per-row intN (+ LQER residual)
+
+LQER_GROUP = 64  # LQER's B factor carries one fp16 scale per 64 consecutive entries (PR #1797)
+LQER_A_RANGE = (-2, 1)  # INT2, asymmetric
+LQER_B_RANGE = (-8, 7)  # INT4, asymmetric
+
+
+def qmax(bits: int) -> int:
+    """Largest level of symmetric `bits`-bit storage: 1 (ternary, bits=2), 31 (int6), 127 (int8)."""
+    return (1 << (bits - 1)) - 1
+
+
+def lqer_residual(arrays: dict[str, np.ndarray]) -> torch.Tensor:
+    """The dequantized low-rank correction A @ B of an `..._lqer` record (LQER, PR #1797; CHALLENGE.md 3.3)."""
+    a = _tensor(arrays["lqer_a"]).float() * _tensor(arrays["lqer_a_scale"]).float()
+    b_q = _tensor(arrays["lqer_b"]).float()
+    b_scale = _tensor(arrays["lqer_b_scale"]).float().repeat_interleave(LQER_GROUP)[:b_q.numel()]
+    return a @ (b_q.reshape(-1) * b_scale).reshape(b_q.shape)
+
+
+def _make_int_row_scheme(bits: int, lqer: bool) -> Scheme:
+    """Symmetric per-row integers in [-qmax, qmax] stored one per int8 byte (the entropy coder removes the slack,
+    CHALLENGE.md 3.3) with one fp16 scale per row; `lqer` adds the low-rank residual arrays. The values are produced
+    by `pgolf.quant.recipe` (round-to-nearest or GPTQ); this scheme only stores and restores them."""
+    name = f"int{bits}_row" + ("_lqer" if lqer else "")
+    top = qmax(bits)
+
+    def quantize(t: torch.Tensor) -> dict[str, np.ndarray]:
+        raise PgolfError(f"{name} records are built by pgolf.quant.recipe, not by quantize_tensor")
+
+    def dequantize(arrays, shape) -> torch.Tensor:
+        w = _tensor(arrays["q"]).float() * _tensor(arrays["scale"]).float()[:, None]
+        return w + lqer_residual(arrays) if lqer else w
+
+    def check(arrays, shape, dtype) -> str | None:
+        if len(shape) != 2:
+            return f"{name} needs a 2-D shape, got {list(shape)}"
+        spec = {"q": ("int8", shape), "scale": ("float16", (shape[0],))}
+        if lqer:
+            rank = arrays["lqer_a"].shape[1] if "lqer_a" in arrays and arrays["lqer_a"].ndim == 2 else -1
+            n_groups = -(-rank * shape[1] // LQER_GROUP)
+            spec |= {"lqer_a": ("int8", (shape[0], rank)), "lqer_a_scale": ("float16", ()),
+                     "lqer_b": ("int8", (rank, shape[1])), "lqer_b_scale": ("float16", (n_groups,))}
+        problem = _expect(arrays, spec)
+        if problem:
+            return problem
+        checks = [("q", -top, top)] + ([("lqer_a", *LQER_A_RANGE), ("lqer_b", *LQER_B_RANGE)] if lqer else [])
+        for key, lo, hi in checks:
+            arr = arrays[key]
+            if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+                return f"array {key} has values outside [{lo}, {hi}]"
+        return None
+
+    return Scheme(quantize, dequantize, check, bits)
+
+
 SCHEMES: dict[str, Scheme] = {
     "raw": Scheme(_raw_quantize, _value_deq, _raw_check, None),
     "fp16": _float_scheme(torch.float16, "float16"),
     "fp32": _float_scheme(torch.float32, "float32"),
+    **{f"int{b}_row" + suffix: _make_int_row_scheme(b, bool(suffix)) for b in range(2, 8) for suffix in ("", "_lqer")},
     "int8_row": Scheme(_int8_row_quantize, _int8_row_deq, _int8_row_check, 8),
+    "int8_row_lqer": _make_int_row_scheme(8, True),
     "int8_tensor": Scheme(_int8_tensor_quantize, _int8_tensor_deq, _int8_tensor_check, 8),
 }
 

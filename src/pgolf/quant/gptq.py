@@ -1,0 +1,159 @@
+"""Full-Hessian GPTQ (Frantar et al., arXiv:2210.17323; records PRs #535/#1019/#1060, CHALLENGE.md 3.3).
+
+Round-to-nearest treats each weight alone. GPTQ quantizes a matrix W [rows, cols] one input column at a time and
+pushes each column's rounding error onto the columns not yet quantized, weighted by the inverse Hessian of the layer's
+reconstruction loss ||(W - Q) X^T||^2, H = X^T X over calibration inputs X. Details as the records use them:
+
+- dead inputs (diag H = 0) get diag 1 and their weights are zeroed; damping 0.01 * mean(diag H) on the diagonal;
+- act-order: columns in order of descending diag H (the most-used inputs are quantized first, when there is still
+  freedom left to compensate them);
+- the upper Cholesky factor of H^-1 drives the updates, in blocks of 128 columns (lazy batch updates);
+- the per-row scale is fixed up front (from `pgolf.quant.grid`), so GPTQ only changes which grid points are chosen.
+
+Hessians come from `HessianCollector`: forward pre-hooks on every `CastedLinear` accumulate X^T X of its input (a
+looped layer accumulates over all its applications); the tied embedding, used as the output projection, gets the
+final hidden states. Calibration tokens come either from training batches inside the training budget, or from
+sequences the model samples itself after training (`generate_calibration`, the 2026-03-25 record's AR
+self-generated calibration: no train or val data is touched after the clock).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pgolf.errors import PgolfError
+from pgolf.quant.grid import round_to_grid
+from pgolf.quant.schemes import qmax
+
+
+class HessianCollector:
+    """Accumulates H = sum X^T X for every linear layer of a GPT (and the tied embedding) over calibration batches.
+
+    Use as a context manager around `collect(tokens)` calls; `hessians` maps state-dict weight names to
+    float64 [in, in] matrices, `tokens_seen` counts rows.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        from pgolf.model.layers import CastedLinear
+
+        self.model = model
+        self.hessians: dict[str, torch.Tensor] = {}
+        self.tokens_seen = 0
+        self._handles = []
+        self._linears = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear)}
+
+    def _accumulate(self, name: str, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).double()
+        h = x.T @ x
+        if name in self.hessians:
+            self.hessians[name] += h
+        else:
+            self.hessians[name] = h
+
+    def __enter__(self) -> "HessianCollector":
+        for name, module in self._linears.items():
+            self._handles.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: self._accumulate(name, args[0])))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @torch.no_grad()
+    def collect(self, tokens: torch.Tensor) -> None:
+        """Run one batch of token ids [B, T] through the model, accumulating every layer's Hessian."""
+        if not self._handles:
+            raise PgolfError("internal: HessianCollector.collect outside its `with` block")
+        hidden = self.model.hidden(tokens)
+        if getattr(self.model, "lm_head", None) is None:
+            self._accumulate("tok_emb.weight", hidden)  # the tied embedding is the output projection
+        else:
+            self.model.lm_head(hidden)
+        self.tokens_seen += tokens.numel()
+
+
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, bits: int, *, block: int = 128,
+                  damp: float = 0.01, act_order: bool = True) -> torch.Tensor:
+    """GPTQ integers (int8 [rows, cols]) of `w` on the fixed per-row grid `scale` (see the module docstring)."""
+    rows, cols = w.shape
+    if hessian.shape != (cols, cols):
+        raise PgolfError(f"Hessian shape {list(hessian.shape)} does not match a matrix with {cols} columns")
+    top = qmax(bits)
+    w = w.detach().double().clone()
+    h = hessian.detach().double().clone()
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h.diagonal().add_(damp * torch.diagonal(h).mean())
+    perm = torch.argsort(torch.diagonal(h), descending=True) if act_order else torch.arange(cols)
+    w, h = w[:, perm], h[perm][:, perm]
+    try:
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except RuntimeError:
+        raise PgolfError("GPTQ: the damped Hessian is not positive definite; collect more calibration tokens or "
+                         "raise the damping") from None
+    s = scale.double()[:, None]
+    q = torch.zeros_like(w)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = w1[:, i:i + 1]
+            qc = torch.clamp(torch.round(col / s), -top, top)
+            q[:, i1 + i:i1 + i + 1] = qc
+            e = (col - qc * s) / h1[i, i]
+            w1[:, i:] -= e @ h1[i:i + 1, i:]
+            err1[:, i:i + 1] = e
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    out = torch.empty_like(q)
+    out[:, perm] = q
+    return out.to(torch.int8)
+
+
+def hessian_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor | None) -> float:
+    """The layer reconstruction error tr(E H E^T) / tr(H) (plain squared error when there is no Hessian)."""
+    e = (w.double() - w_hat.double())
+    if hessian is None:
+        return float((e * e).sum())
+    return float(((e @ hessian.double()) * e).sum() / torch.diagonal(hessian).sum().clamp_min(1e-30))
+
+
+@torch.no_grad()
+def generate_calibration(model: nn.Module, *, num_seqs: int, seq_len: int, temperature: float = 0.8,
+                         seed: int = 0, batch: int = 8, device: torch.device | None = None) -> torch.Tensor:
+    """Token sequences [num_seqs, seq_len] sampled by the model itself from a random first token.
+
+    Full recomputation per step (no KV cache): simple and exact for every architecture option, and the cost
+    (num_seqs * seq_len^2 / 2 token-forwards) is paid once, after the training clock.
+    """
+    device = device or next(model.parameters()).device
+    vocab = model.cfg.vocab_size
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, num_seqs, batch):
+            n = min(batch, num_seqs - start)
+            seqs = torch.randint(0, vocab, (n, 1), generator=gen).to(device)
+            for _ in range(seq_len - 1):
+                logits = model.logits(seqs)[:, -1].float() / max(temperature, 1e-6)
+                probs = torch.softmax(logits, dim=-1).cpu()
+                nxt = torch.multinomial(probs, 1, generator=gen).to(device)
+                seqs = torch.cat([seqs, nxt], dim=1)
+            out.append(seqs.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out, dim=0)
+
+
+def rtn_or_gptq(w: torch.Tensor, scale: torch.Tensor, bits: int, hessian: torch.Tensor | None) -> torch.Tensor:
+    """GPTQ integers when a Hessian is given, round-to-nearest otherwise."""
+    if hessian is None:
+        return round_to_grid(w.float(), scale.float(), bits).to(torch.int8)
+    return gptq_quantize(w, hessian, scale.float(), bits)
