@@ -114,6 +114,7 @@ class TrainConfig:
     compile: str = "auto"
     device: str = "auto"
     threads: int = 0
+    save_float: bool = False  # also write the exported float weights as model_fp32.pt (for quantization studies)
 
 
 @dataclass

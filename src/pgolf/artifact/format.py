@@ -352,20 +352,37 @@ def describe_artifact(path: str | Path) -> list[dict]:
     return rows
 
 
+def _aligned(head: tuple[str, ...], body: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
+            .rstrip() for line in [head, *body]]
+
+
 def format_inspect_table(rows: list[dict]) -> str:
     """Render `describe_artifact` rows as an aligned text table with a byte summary below it."""
-    head = ("tensor", "shape", "dtype", "scheme", "bits", "stored", "compressed*")
-    body = [(r["name"], "x".join(map(str, r["shape"])) or "-", r["dtype"] or "-", r["scheme"] or "-",
-             str(r["bits"]) if r["bits"] else "-", f"{r['stored_bytes']:,}", f"{r['compressed_bytes']:,}")
-            for r in rows]
-    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    right = {4, 5, 6}
-    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             .rstrip() for line in [head, *body]]
+    head = ("tensor", "group", "shape", "dtype", "scheme", "bits", "stored", "compressed*")
+    body = [(r["name"], r.get("group", "") or "-", "x".join(map(str, r["shape"])) or "-", r["dtype"] or "-",
+             r["scheme"] or "-", str(r["bits"]) if r["bits"] else "-", f"{r['stored_bytes']:,}",
+             f"{r['compressed_bytes']:,}") for r in rows]
+    lines = _aligned(head, body, right={5, 6, 7})
     lines.insert(1, "-" * len(lines[0]))
     if body:
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
     total = rows[-1] if rows and rows[-1].get("name") == "TOTAL" else None
+    groups: dict[str, list[int]] = {}
+    for r in rows:
+        if r["name"] != "TOTAL":
+            g = groups.setdefault(r.get("group", "other"), [0, 0, 0, set()])
+            g[0] += 1
+            g[1] += r["stored_bytes"]
+            g[2] += r["compressed_bytes"]
+            g[3].add(r["scheme"])
+    if groups:
+        lines.append("")
+        lines += _aligned(("group", "tensors", "schemes", "stored", "compressed*"),
+                          [(name, str(n), ",".join(sorted(sch)), f"{st:,}", f"{co:,}")
+                           for name, (n, st, co, sch) in sorted(groups.items(), key=lambda kv: -kv[1][2])],
+                          right={1, 3, 4})
     if total and "file_bytes" in total:
         lines.append(f"* each tensor compressed alone with {total['codec']}-{total['level']} (an estimate)")
         lines.append(f"file {total['file_bytes']:,} bytes = payload {total['payload_compressed_bytes']:,} "

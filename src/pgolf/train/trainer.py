@@ -333,6 +333,8 @@ class Trainer:
 
             with self.clock.phase("quantization"):
                 state = {k: v.detach().float().cpu() for k, v in self.base_model.state_dict().items()}
+                if cfg.train.save_float:
+                    torch.save(state, self.run_dir / "model_fp32.pt")  # plain tensors: loads with weights_only
                 qm, report = self._quantize(state, hessians, code_bytes, encode)
                 self.quant_report.update(report)
             with self.clock.phase("compression"):
