@@ -75,6 +75,10 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
+    # Per-group Adam betas "b1,b2" (empty: beta1, beta2), e.g. the record's embed/scalar beta2 0.99.
+    embed_betas: str = ""
+    head_betas: str = ""
+    scalar_betas: str = ""
     muon_momentum: float = 0.95
     muon_momentum_warmup_start: float = 0.85
     muon_momentum_warmup_steps: int = 500
@@ -217,6 +221,8 @@ class Config:
         if t.train_batch_tokens % t.micro_batch_tokens:
             raise PgolfError(f"config: train.train_batch_tokens={t.train_batch_tokens} is not a multiple of "
                              f"train.micro_batch_tokens={t.micro_batch_tokens}")
+        for which in ("embed_betas", "head_betas", "scalar_betas"):
+            parse_betas(getattr(self.optim, which), (0.9, 0.95), f"optim.{which}")
         if self.optim.muon_ns not in ("classic", "polar_express"):
             raise PgolfError(f"config: optim.muon_ns={self.optim.muon_ns!r} must be classic or polar_express")
         if not 0.0 <= self.optim.ema_decay < 1.0:
@@ -252,6 +258,19 @@ class Config:
 
 
 SECTIONS = ("model", "optim", "train", "quant", "eval")
+
+
+def parse_betas(text: str, default: tuple[float, float], where: str) -> tuple[float, float]:
+    """"0.9,0.99" -> (0.9, 0.99); empty -> `default`; PgolfError unless two numbers in [0, 1)."""
+    if not str(text).strip():
+        return default
+    try:
+        b1, b2 = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise PgolfError(f"config: {where}={text!r} must be two numbers 'beta1,beta2'") from None
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise PgolfError(f"config: {where}={text!r}: betas must be in [0, 1)")
+    return b1, b2
 
 
 def _coerce(value: Any, target_type: Any, where: str) -> Any:

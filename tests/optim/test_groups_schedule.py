@@ -55,3 +55,15 @@ def test_step_based_warmdown_without_cap():
     assert warmdown_multiplier(79, 0.0, 0.0, 20, 100) == 1.0
     assert warmdown_multiplier(90, 0.0, 0.0, 20, 100) == pytest.approx(0.5)
     assert warmdown_multiplier(100, 0.0, 0.0, 20, 100) == 0.0
+
+
+def test_adam_betas_per_group(tiny_config):
+    from pgolf.errors import PgolfError
+    from pgolf.model.gpt import GPT
+    from pgolf.optim.groups import build_optimizers
+
+    cfg = tiny_config("optim.embed_betas=0.8,0.99", "optim.scalar_betas=0.9,0.999")
+    adam = next(o for o in build_optimizers(GPT(cfg.model), cfg.optim) if isinstance(o, torch.optim.Adam))
+    assert [g["betas"] for g in adam.param_groups] == [(0.8, 0.99), (0.9, 0.999)]
+    with pytest.raises(PgolfError, match="beta1,beta2"):
+        tiny_config("optim.head_betas=0.9")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pgolf.config import OptimConfig
+from pgolf.config import OptimConfig, parse_betas
 from pgolf.model.gpt import CONTROL_PATTERNS
 from pgolf.optim.muon import Muon
 
@@ -38,10 +38,13 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     for name, role in roles.items():
         by_role[role].append(params[name])
     tied = getattr(getattr(model, "cfg", None), "tie_embeddings", True)
+    default = (cfg.beta1, cfg.beta2)
     adam_groups = [
-        {"params": by_role["embed"], "lr": cfg.tied_embed_lr if tied else cfg.embed_lr},
-        {"params": by_role["head"], "lr": cfg.head_lr},
-        {"params": by_role["scalar"], "lr": cfg.scalar_lr},
+        {"params": by_role["embed"], "lr": cfg.tied_embed_lr if tied else cfg.embed_lr,
+         "betas": parse_betas(cfg.embed_betas, default, "optim.embed_betas")},
+        {"params": by_role["head"], "lr": cfg.head_lr, "betas": parse_betas(cfg.head_betas, default, "optim.head_betas")},
+        {"params": by_role["scalar"], "lr": cfg.scalar_lr,
+         "betas": parse_betas(cfg.scalar_betas, default, "optim.scalar_betas")},
     ]
     adam_groups = [g for g in adam_groups if g["params"]]
     for g in adam_groups:
