@@ -90,6 +90,8 @@ class OptimConfig:
     muon_weight_decay: float = 0.0
     muon_wd_taper: bool = False
     ema_decay: float = 0.0
+    swa_every: int = 0  # SWA snapshot interval in steps (0: off)
+    swa_lr_below: float = 0.5  # ... taken once the LR multiplier is below this
 
 
 @dataclass
@@ -225,6 +227,8 @@ class Config:
             parse_betas(getattr(self.optim, which), (0.9, 0.95), f"optim.{which}")
         if self.optim.muon_ns not in ("classic", "polar_express"):
             raise PgolfError(f"config: optim.muon_ns={self.optim.muon_ns!r} must be classic or polar_express")
+        if self.optim.swa_every < 0 or (self.optim.swa_every and self.optim.ema_decay):
+            raise PgolfError("config: optim.swa_every must be >= 0, and SWA and EMA cannot both be on")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise PgolfError(f"config: optim.ema_decay={self.optim.ema_decay} must be in [0, 1) (0 = off)")
         if not 0.0 <= t.warmdown_frac <= 1.0 or not 0.0 <= t.min_lr <= 1.0:

@@ -89,3 +89,24 @@ def test_weight_decay_taper():
     assert wd_taper(1.0) == pytest.approx(0.5) and wd_taper(1.2) == pytest.approx(0.5)
     assert training_progress(10, 30.0, 600.0, 100) == pytest.approx(0.05)
     assert training_progress(10, 30.0, 0.0, 100) == pytest.approx(0.1)
+
+
+def test_swa_is_the_mean_of_the_snapshots_taken_below_the_lr_threshold():
+    from pgolf.optim.ema import SWA
+    model = torch.nn.Linear(3, 2, bias=False)
+    swa = SWA(model, every=2, lr_below=0.5)
+    taken = []
+    for step, lr_mul in enumerate([1.0, 0.9, 0.4, 0.4, 0.3, 0.2, 0.1], start=1):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        if swa.maybe_add(model, step, lr_mul):
+            taken.append(step)
+    assert taken == [4, 6]
+    swa.copy_to(model)
+    assert torch.allclose(model.weight, torch.full((2, 3), 5.0))
+
+
+def test_training_with_swa(tiny_data, tiny_config, tmp_path):
+    from pgolf.train.trainer import train
+    result = train(tiny_config("optim.swa_every=1", "optim.swa_lr_below=1.01"), tiny_data, tmp_path / "r", echo=None)
+    assert result["steps"] > 0

@@ -30,3 +30,38 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.shadow = {k: v.clone() for k, v in state.items()}
+
+
+class SWA:
+    """Stochastic weight averaging (Izmailov et al., arXiv:1803.05407): the uniform mean of snapshots taken every
+    `every` steps once the LR multiplier has fallen below `lr_below` (PR #265: every 120 steps below 0.5; the 03-22
+    "tight" SWA: every 50 steps below 0.2; CHALLENGE.md 5.2). Swapped in before export like EMA."""
+
+    def __init__(self, model: nn.Module, every: int, lr_below: float) -> None:
+        self.every, self.lr_below = every, lr_below
+        self.total = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in model.named_parameters()}
+        self.count = 0
+
+    @torch.no_grad()
+    def maybe_add(self, model: nn.Module, step: int, lr_mul: float) -> bool:
+        """Add a snapshot after `step` if it is due; returns whether it was taken."""
+        if lr_mul >= self.lr_below or step % self.every:
+            return False
+        for name, p in model.named_parameters():
+            self.total[name].add_(p.detach().float())
+        self.count += 1
+        return True
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Replace the model's parameters with the mean of the snapshots (no-op before the first one)."""
+        if self.count:
+            for name, p in model.named_parameters():
+                p.copy_((self.total[name] / self.count).to(p.dtype))
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "total": {k: v.clone() for k, v in self.total.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        self.total = {k: v.clone() for k, v in state["total"].items()}

@@ -90,6 +90,9 @@ class Trainer:
         if cfg.optim.ema_decay > 0:
             from pgolf.optim.ema import EMA
             self.ema = EMA(self.base_model, cfg.optim.ema_decay)
+        elif cfg.optim.swa_every > 0:
+            from pgolf.optim.ema import SWA
+            self.ema = SWA(self.base_model, cfg.optim.swa_every, cfg.optim.swa_lr_below)  # same swap-in protocol
         self.loader = DistributedTokenLoader(self.data_dir, "train", rank=self.ctx.rank,
                                              world_size=self.ctx.world_size, vocab_size=cfg.model.vocab_size)
         self.val = None
@@ -134,7 +137,10 @@ class Trainer:
         for opt in self.optimizers:
             opt.step()
         if self.ema is not None:
-            self.ema.update(self.base_model)
+            if hasattr(self.ema, "maybe_add"):
+                self.ema.maybe_add(self.base_model, step + 1, lr_mul)
+            else:
+                self.ema.update(self.base_model)
         return total / self.accum
 
     def _warmup(self) -> None:
