@@ -120,6 +120,8 @@ class TrainConfig:
     compile: str = "auto"
     device: str = "auto"
     threads: int = 0
+    seq_len_schedule: str = ""  # progressive sequence length "0:256,0.2:512" (ends at train_seq_len)
+    seq_len_full_frac: float = 0.5  # ... from this training fraction on, train_seq_len
     save_float: bool = False  # also write the exported float weights as model_fp32.pt (for quantization studies)
 
 
@@ -233,6 +235,8 @@ class Config:
             raise PgolfError(f"config: optim.ema_decay={self.optim.ema_decay} must be in [0, 1) (0 = off)")
         if not 0.0 <= t.warmdown_frac <= 1.0 or not 0.0 <= t.min_lr <= 1.0:
             raise PgolfError("config: train.warmdown_frac and train.min_lr must be in [0, 1]")
+        from pgolf.optim.schedule import parse_seq_len_schedule
+        parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len)
         if t.compile not in ("auto", "on", "off"):
             raise PgolfError(f"config: train.compile={t.compile!r} must be auto (CUDA only), on or off")
         if t.device not in ("auto", "cpu", "cuda"):

@@ -67,3 +67,22 @@ def test_adam_betas_per_group(tiny_config):
     assert [g["betas"] for g in adam.param_groups] == [(0.8, 0.99), (0.9, 0.999)]
     with pytest.raises(PgolfError, match="beta1,beta2"):
         tiny_config("optim.head_betas=0.9")
+
+
+def test_progressive_sequence_length_schedule():
+    from pgolf.errors import PgolfError
+    from pgolf.optim.schedule import parse_seq_len_schedule, seq_len_at
+
+    stages = parse_seq_len_schedule("0:256,0.2:512", 1024)
+    assert [seq_len_at(p, stages, 1024, 0.5) for p in (0.0, 0.1, 0.2, 0.49, 0.5, 0.9)] == [256, 256, 512, 512,
+                                                                                        1024, 1024]
+    for bad in ("0:300", "0.5:256,0.2:512", "x", "1.0:256"):
+        with pytest.raises(PgolfError):
+            parse_seq_len_schedule(bad, 1024)
+
+
+def test_training_with_progressive_sequence_length(tiny_data, tiny_config, tmp_path):
+    from pgolf.train.trainer import train
+    result = train(tiny_config("train.seq_len_schedule=0:16,0.2:32", "train.seq_len_full_frac=0.6",
+                               "train.iterations=10"), tiny_data, tmp_path / "r", echo=None)
+    assert result["steps"] == 10

@@ -59,3 +59,39 @@ def wd_taper(progress: float, start: float = 0.7, end_fraction: float = 0.5) -> 
     if progress <= start:
         return 1.0
     return 1.0 - (1.0 - end_fraction) * min((progress - start) / (1.0 - start), 1.0)
+
+
+def parse_seq_len_schedule(text: str, final: int) -> list[tuple[float, int]]:
+    """"0:256,0.3:512" -> [(0.0, 256), (0.3, 512)]: progressive sequence length (short sequences early are cheaper
+    per token and the model first learns local statistics; modded-nanogpt and PR #1394-era experiments). Lengths
+    must divide `final` (the micro-batch is a multiple of it), be increasing, and the schedule ends at `final`
+    from the last listed fraction's successor on, i.e. after the listed stages the run uses `final`."""
+    from pgolf.errors import PgolfError
+
+    if not str(text).strip():
+        return []
+    stages = []
+    for part in str(text).split(","):
+        frac, sep, length = part.partition(":")
+        try:
+            stage = (float(frac), int(length))
+        except ValueError:
+            raise PgolfError(f"config: train.seq_len_schedule: {part!r} is not FRACTION:LENGTH") from None
+        if not sep or not 0 <= stage[0] < 1 or stage[1] <= 0 or final % stage[1]:
+            raise PgolfError(f"config: train.seq_len_schedule: {part!r} needs 0 <= fraction < 1 and a length "
+                             f"dividing train_seq_len={final}")
+        stages.append(stage)
+    if [f for f, _ in stages] != sorted(f for f, _ in stages) or [n for _, n in stages] != sorted(n for _, n in stages):
+        raise PgolfError("config: train.seq_len_schedule must list increasing fractions and lengths")
+    return stages
+
+
+def seq_len_at(progress: float, stages: list[tuple[float, int]], final: int, end: float) -> int:
+    """The sequence length at training `progress`: the last stage started, or `final` once progress >= `end`."""
+    if progress >= end:
+        return final
+    length = final
+    for frac, n in stages:
+        if progress >= frac:
+            length = n
+    return length

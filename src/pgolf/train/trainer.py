@@ -74,6 +74,9 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.base_model = GPT(cfg.model).to(device)
+        from pgolf.optim.schedule import parse_seq_len_schedule
+        self.seq_len_stages = parse_seq_len_schedule(cfg.train.seq_len_schedule, cfg.train.train_seq_len)
+        self.seq_len = cfg.train.train_seq_len
         self.qat_layers = 0
         if cfg.quant.qat_bits:
             from pgolf.quant.qat import configure_qat
@@ -116,7 +119,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
         for micro in range(self.accum):
-            x, y = self.loader.next_batch(cfg.train.train_batch_tokens, cfg.train.train_seq_len, self.accum)
+            x, y = self.loader.next_batch(cfg.train.train_batch_tokens, self.seq_len, self.accum)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             last = micro == self.accum - 1
             sync = self.model.no_sync() if isinstance(self.model, DDP) and not last else nullcontext()
@@ -153,7 +156,9 @@ class Trainer:
             opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
             loader_state = self.loader.state_dict()
             ema_state = self.ema.state_dict() if self.ema is not None else None
+            lengths = sorted({n for _, n in self.seq_len_stages} | {self.cfg.train.train_seq_len})
             for step in range(n):
+                self.seq_len = lengths[step % len(lengths)]  # compile every sequence length the run will use
                 if self.cfg.model.num_loops > 0:
                     self.base_model.looping = step >= n // 2  # compile both the plain and the looped graph
                 self._step(step, 1.0)
@@ -161,6 +166,7 @@ class Trainer:
             for opt, state in zip(self.optimizers, opt_states):
                 opt.load_state_dict(state)
             self.loader.load_state_dict(loader_state)
+            self.seq_len = self.cfg.train.train_seq_len
             if self.ema is not None:
                 self.ema.load_state_dict(ema_state)
             for opt in self.optimizers:
@@ -201,6 +207,9 @@ class Trainer:
                 self.ema.copy_to(self.base_model)  # the averaged weights are what gets validated and exported
             elapsed_s = (train_ms + 1000 * (time.perf_counter() - t0)) / 1000
             progress = training_progress(step, elapsed_s, budget_s, t.iterations)
+            if self.seq_len_stages:
+                from pgolf.optim.schedule import seq_len_at
+                self.seq_len = seq_len_at(progress, self.seq_len_stages, t.train_seq_len, t.seq_len_full_frac)
             if self.qat_layers:
                 from pgolf.quant.qat import set_qat_active
                 set_qat_active(self.base_model, progress >= cfg.quant.qat_start_frac)
