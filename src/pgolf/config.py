@@ -120,6 +120,7 @@ class TrainConfig:
     compile: str = "auto"
     device: str = "auto"
     threads: int = 0
+    loader: str = "sequential"  # sequential (baseline) | shuffled (PR #1394) | packed (BOS-aligned rows)
     seq_len_schedule: str = ""  # progressive sequence length "0:256,0.2:512" (ends at train_seq_len)
     seq_len_full_frac: float = 0.5  # ... from this training fraction on, train_seq_len
     save_float: bool = False  # also write the exported float weights as model_fp32.pt (for quantization studies)
@@ -237,6 +238,10 @@ class Config:
             raise PgolfError("config: train.warmdown_frac and train.min_lr must be in [0, 1]")
         from pgolf.optim.schedule import parse_seq_len_schedule
         parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len)
+        if t.loader not in ("sequential", "shuffled", "packed"):
+            raise PgolfError(f"config: train.loader={t.loader!r} must be sequential, shuffled or packed")
+        if t.loader == "shuffled" and t.seq_len_schedule:
+            raise PgolfError("config: the shuffled loader cuts fixed windows; it cannot follow train.seq_len_schedule")
         if t.compile not in ("auto", "on", "off"):
             raise PgolfError(f"config: train.compile={t.compile!r} must be auto (CUDA only), on or off")
         if t.device not in ("auto", "cpu", "cuda"):

@@ -46,6 +46,7 @@ class TokenStream:
                     raise PgolfError("training shards hold no tokens")
                 self._advance()
                 continue
+            empty_visits = 0
             k = min(avail, left)
             parts.append(np.asarray(self.tokens[self.pos:self.pos + k]))
             self.pos += k
@@ -93,3 +94,132 @@ def load_split(data_dir: str | Path, split: str) -> np.ndarray:
     """The whole split as one uint16 array (for evaluation)."""
     parts = [np.asarray(read_shard(f)) for f in shard_paths(data_dir, split)]
     return np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
+
+
+class ShuffledSequenceLoader:
+    """Random windows instead of a stream (PR #1394's ShuffledSequenceLoader, CHALLENGE.md 5.2).
+
+    Rank r owns shards files[r::world] (all shards when there are fewer shards than ranks). Each shard gets a random
+    phase offset in [0, seq_len) and a random permutation of its (seq_len + 1)-token windows; every sequence comes
+    from a shard drawn in proportion to the windows it has left, so batches mix shards and documents. The generator
+    is PCG64 seeded by (seed, rank): deterministic per seed, different per rank. When every window has been used the
+    epoch restarts with fresh offsets and permutations.
+    """
+
+    def __init__(self, data_dir: str | Path, split: str = "train", rank: int = 0, world_size: int = 1,
+                 vocab_size: int | None = None, seed: int = 0, seq_len: int = 1024) -> None:
+        files = shard_paths(data_dir, split)
+        self.files = files[rank::world_size] if len(files) >= world_size else files
+        self.rank, self.world_size, self.vocab_size, self.seq_len = rank, world_size, vocab_size, seq_len
+        self.data_dir, self.split = Path(data_dir), split
+        self.rng = np.random.Generator(np.random.PCG64([seed, rank]))
+        self._shards = [read_shard(f) for f in self.files]
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.offsets, self.perms, self.cursor = [], [], []
+        for tokens in self._shards:
+            offset = int(self.rng.integers(0, self.seq_len)) if len(tokens) > 2 * (self.seq_len + 1) else 0
+            n = max(0, (len(tokens) - offset - 1) // self.seq_len)
+            self.offsets.append(offset)
+            self.perms.append(self.rng.permutation(n))
+            self.cursor.append(0)
+        if not sum(len(p) for p in self.perms):
+            raise PgolfError(f"{self.data_dir}: {self.split} shards hold no window of {self.seq_len + 1} tokens")
+
+    def _window(self) -> np.ndarray:
+        left = np.array([len(p) - c for p, c in zip(self.perms, self.cursor)], dtype=np.float64)
+        if left.sum() == 0:
+            self._new_epoch()
+            left = np.array([len(p) for p in self.perms], dtype=np.float64)
+        i = int(self.rng.choice(len(left), p=left / left.sum()))
+        start = self.offsets[i] + int(self.perms[i][self.cursor[i]]) * self.seq_len
+        self.cursor[i] += 1
+        return np.asarray(self._shards[i][start:start + self.seq_len + 1])
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        local = global_tokens // (self.world_size * grad_accum_steps)
+        if seq_len != self.seq_len or local <= 0 or local % seq_len:
+            raise PgolfError(f"shuffled loader: micro-batch of {local} tokens must be a positive multiple of its "
+                             f"seq_len {self.seq_len} (got seq_len {seq_len})")
+        rows = np.stack([self._window() for _ in range(local // seq_len)])
+        if self.vocab_size is not None and int(rows.max()) >= self.vocab_size:
+            raise PgolfError(f"{self.data_dir}: {self.split} shards hold token id {int(rows.max())} but the model's "
+                             f"vocabulary has {self.vocab_size} ids (tokenizer/shard mismatch)")
+        t = torch.from_numpy(rows.astype(np.int64))
+        return t[:, :-1], t[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "offsets": list(self.offsets),
+                "perms": [p.copy() for p in self.perms], "cursor": list(self.cursor)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.offsets, self.cursor = list(state["offsets"]), list(state["cursor"])
+        self.perms = [p.copy() for p in state["perms"]]
+
+
+class DocumentPackingLoader(DistributedTokenLoader):
+    """Sequential packing with every row starting at a document boundary (after PR #1530's packing loader).
+
+    The stream is read in order like the baseline's, but every row begins at a BOS token: a row takes whole
+    documents from the stream plus the start of the next one to fill it, and the next row starts at the first BOS
+    at or after the row's last token. So no row starts mid-document without the document's beginning in view. The
+    price, unlike PR #1530's variable-length attention which keeps every token: the tail of a document longer than
+    one row is skipped (`skipped_tokens` counts it), so use it with rows longer than most documents.
+    """
+
+    def __init__(self, data_dir: str | Path, split: str = "train", rank: int = 0, world_size: int = 1,
+                 vocab_size: int | None = None, bos_id: int = 1) -> None:
+        super().__init__(data_dir, split, rank, world_size, vocab_size)
+        self.bos_id = bos_id
+        self._buffer = np.zeros(0, dtype=np.uint16)
+        self.skipped_tokens = 0
+
+    def _row(self, length: int) -> np.ndarray:
+        while True:
+            bos = np.flatnonzero(self._buffer == self.bos_id)
+            if len(bos) and len(self._buffer) - bos[0] >= length:
+                start = int(bos[0])
+                row = self._buffer[start:start + length]
+                later = bos[bos >= start + length - 1]
+                self.skipped_tokens += (int(later[0]) if len(later) else len(self._buffer)) - (start + length - 1)
+                self._buffer = self._buffer[int(later[0]):] if len(later) else np.zeros(0, dtype=np.uint16)
+                return row
+            self._buffer = np.concatenate([self._buffer, self.stream.take(max(length, 65_536))])
+            if len(self._buffer) > 64 * max(length, 65_536) and not len(bos):
+                raise PgolfError(f"{self.data_dir}: {self.split} shards have no BOS token {self.bos_id}; "
+                                 "the document-packing loader needs document boundaries")
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        local = global_tokens // (self.world_size * grad_accum_steps)
+        if local <= 0 or local % seq_len:
+            raise PgolfError(f"per-rank micro-batch of {local} tokens is not a positive multiple of seq_len {seq_len}")
+        n_rows = local // seq_len
+        rows = [self._row(seq_len + 1) for _ in range(n_rows * self.world_size)][self.rank::self.world_size]
+        block = np.stack(rows)
+        if self.vocab_size is not None and int(block.max()) >= self.vocab_size:
+            raise PgolfError(f"{self.data_dir}: {self.split} shards hold token id {int(block.max())} but the model's "
+                             f"vocabulary has {self.vocab_size} ids (tokenizer/shard mismatch)")
+        t = torch.from_numpy(block.astype(np.int64))
+        return t[:, :-1], t[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"stream": self.stream.state_dict(), "buffer": self._buffer.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self._buffer = state["buffer"].copy()
+
+
+def make_loader(cfg, data_dir: str | Path, rank: int, world_size: int):
+    """The training loader `cfg.train.loader` names: sequential (the baseline), shuffled or packed."""
+    kind = cfg.train.loader
+    if kind == "sequential":
+        return DistributedTokenLoader(data_dir, "train", rank, world_size, cfg.model.vocab_size)
+    if kind == "shuffled":
+        return ShuffledSequenceLoader(data_dir, "train", rank, world_size, cfg.model.vocab_size, seed=cfg.train.seed,
+                                      seq_len=cfg.train.train_seq_len)
+    if kind == "packed":
+        return DocumentPackingLoader(data_dir, "train", rank, world_size, cfg.model.vocab_size, cfg.model.bos_id)
+    raise PgolfError(f"config: train.loader={kind!r} must be sequential, shuffled or packed")

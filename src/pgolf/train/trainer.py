@@ -47,7 +47,7 @@ class Trainer:
     def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
                  echo: TextIO | None = sys.stdout) -> None:
         from pgolf.data.build import check_data_dir
-        from pgolf.data.loader import DistributedTokenLoader
+        from pgolf.data.loader import make_loader
         from pgolf.eval.evaluate import ValidationData
         from pgolf.model.gpt import GPT
         from pgolf.optim.groups import build_optimizers
@@ -96,8 +96,7 @@ class Trainer:
         elif cfg.optim.swa_every > 0:
             from pgolf.optim.ema import SWA
             self.ema = SWA(self.base_model, cfg.optim.swa_every, cfg.optim.swa_lr_below)  # same swap-in protocol
-        self.loader = DistributedTokenLoader(self.data_dir, "train", rank=self.ctx.rank,
-                                             world_size=self.ctx.world_size, vocab_size=cfg.model.vocab_size)
+        self.loader = make_loader(cfg, self.data_dir, self.ctx.rank, self.ctx.world_size)
         self.val = None
         if cfg.train.val_loss_every > 0:
             self.val = ValidationData(self.data_dir, cfg.model.vocab_size, max_tokens=cfg.train.val_max_tokens)
