@@ -15,22 +15,47 @@ Codecs here:
   guards the bytes, and the xz framing would cost ~60 bytes). LZMA at preset 9 is what records used from 03-25
   on (CHALLENGE.md 3.4). Decoding uses a 64 MiB window, the largest any preset writes, so the level need not be
   stored.
+- `zstd`: one Zstandard frame at `level` 0-22 (0: zstd's default, 3; the 03-19/03-20 records used 22), no
+  checksum.
+- `brotli`: Brotli at quality `level` 0-11, window 2**24 (`lgwin` 24; the records' brotli-11).
+- `bshf-brotli`: every multi-byte array (fp16 scales, fp32 passthrough) split into byte planes
+  (`transforms.byte_shuffle`, the idea of PR #1089), then brotli at quality `level`. int8 arrays are unchanged.
+- `ans`: order-0 entropy coding of the quantized integers (arrays keyed "q"/"q..." stored as int8/uint8): one
+  stream per tensor group (all layers of one role; also split by scheme, key and dtype), each coded by rANS with
+  its own histogram (`entropy`); everything else byte-shuffled into one brotli blob at quality `level` 0-11.
+  Blob: b"PANS", varint payload length, varint stream count, per non-empty stream its model table and coded
+  length, varint side-blob length, the side blob, the coded streams. Bytes that no array describes (an empty
+  layout) go to the side blob, so `ans` also works as a plain brotli. Smaller than brotli-11 on int6 weights
+  because those are close to i.i.d. within a role, where a context-free coder with the exact statistics is
+  within a few hundred bytes per stream of the order-0 bound.
 
-Later codecs (zstd-22, byte-shuffle + brotli-11 from PR #1089, entropy coders; CHALLENGE.md 3.4) register here by
-adding an entry; the container format does not change because the header names the codec and the payload is an
-opaque blob.
+Layout-aware codecs (`bshf-brotli`, `ans`) read `layout` on both sides; the container derives the same one from
+the tensor table on load, so nothing about it is stored. The row-reordering and transposition transforms
+(`transforms`) help only context-modelling compressors and are not used by any codec yet.
+
+New codecs register here by adding an entry; the container format does not change because the header names the
+codec and the payload is an opaque blob.
 """
 
 from __future__ import annotations
 
 import lzma
 import zlib
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
+import brotli
+import numpy as np
+import zstandard
+
+from pgolf.artifact.entropy import (ByteReader, decode_symbols, encode_symbols, fit_model, histogram, model_bytes,
+                                    read_model, write_varint)
+from pgolf.artifact.transforms import byte_shuffle, byte_unshuffle
 from pgolf.errors import PgolfError
 
 # Largest LZMA2 dictionary of any preset (preset 8 and 9 use 64 MiB); decoding with it reads every preset's output.
 _LZMA_DICT_BYTES = 64 << 20
+# Brotli window: 2**24 bytes, the largest of the standard format (what records used with brotli-11).
+BROTLI_LGWIN = 24
 
 
 class Segment(NamedTuple):
@@ -111,10 +136,188 @@ def _lzma_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     return out
 
 
+def _zstd_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
+    level = _check_level("zstd", level, 0, 22)  # 0: zstd's default level (3)
+    return zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True).compress(data)
+
+
+def _zstd_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+    d = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = d.decompress(blob)
+    except zstandard.ZstdError as exc:
+        raise PgolfError(f"zstd data is corrupt ({exc})") from None
+    if not d.eof:
+        raise PgolfError("zstd data is truncated")
+    if d.unused_data:
+        raise PgolfError(f"zstd data has {len(d.unused_data)} trailing bytes")
+    return out
+
+
+def _brotli(data: bytes, quality: int) -> bytes:
+    return brotli.compress(data, quality=quality, lgwin=BROTLI_LGWIN)
+
+
+def _unbrotli(blob: bytes, what: str = "brotli data") -> bytes:
+    d = brotli.Decompressor()
+    try:
+        out = d.process(blob)  # refuses bytes after the end of the stream
+    except brotli.error:
+        raise PgolfError(f"{what} is corrupt or has trailing bytes") from None
+    if not d.is_finished():
+        raise PgolfError(f"{what} is truncated")
+    return out
+
+
+def _brotli_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
+    return _brotli(data, _check_level("brotli", level, 0, 11))
+
+
+def _brotli_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+    return _unbrotli(blob)
+
+
+# ---------------------------------------------------------------------------------------- layout-aware codecs
+
+def _itemsize(dtype: str) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:
+        return 1
+
+
+def is_symbol_stream(seg: Segment) -> bool:
+    """Whether an array holds quantized integers one per byte (key "q" or "q..."; int8/uint8), which `ans`
+    entropy-codes; everything else is generic bytes."""
+    return seg.dtype in ("int8", "uint8") and seg.key.startswith("q")
+
+
+def layout_pieces(total: int, layout: Layout) -> Iterator[tuple[int, int, Segment | None]]:
+    """(start, end, segment) covering [0, total) in order; bytes no segment describes come as segment None.
+    PgolfError when the layout's arrays overlap, run backwards or past `total`."""
+    pos = 0
+    for seg in layout:
+        if seg.offset < pos or seg.nbytes < 0 or seg.offset + seg.nbytes > total:
+            raise PgolfError(f"array {seg.tensor}.{seg.key} (offset {seg.offset:,}, {seg.nbytes:,} bytes) does not "
+                             f"fit a {total:,}-byte payload in order")
+        if seg.offset > pos:
+            yield pos, seg.offset, None
+        yield seg.offset, seg.offset + seg.nbytes, seg
+        pos = seg.offset + seg.nbytes
+    if pos < total:
+        yield pos, total, None
+
+
+def _shuffled(data: bytes, layout: Layout) -> bytes:
+    return b"".join(byte_shuffle(data[a:b], _itemsize(seg.dtype)) if seg else data[a:b]
+                    for a, b, seg in layout_pieces(len(data), layout))
+
+
+def _bshf_brotli_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
+    return _brotli(_shuffled(data, layout), _check_level("bshf-brotli", level, 0, 11))
+
+
+def _bshf_brotli_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+    raw = _unbrotli(blob)
+    return b"".join(byte_unshuffle(raw[a:b], _itemsize(seg.dtype)) if seg else raw[a:b]
+                    for a, b, seg in layout_pieces(len(raw), layout))
+
+
+ANS_MAGIC = b"PANS"
+
+
+def symbol_streams(pieces: Sequence[tuple[int, int, Segment | None]]) -> dict[tuple, list[tuple[int, int, Segment]]]:
+    """Integer arrays (`is_symbol_stream`) of `layout_pieces` output grouped into streams, in order of first
+    appearance: one per (group, scheme, key, dtype), so all layers of one role share a histogram (the 1.0611
+    record's per-group streams, CHALLENGE.md 3.4) while differently quantized arrays do not."""
+    streams: dict[tuple, list[tuple[int, int, Segment]]] = {}
+    for a, b, seg in pieces:
+        if seg is not None and is_symbol_stream(seg):
+            streams.setdefault((seg.group, seg.scheme, seg.key, seg.dtype), []).append((a, b, seg))
+    return streams
+
+
+def split_payload(data: bytes, layout: Layout) -> tuple[dict[tuple, np.ndarray], bytes]:
+    """What `ans` codes: each symbol stream's values (int8/uint8, layers concatenated) and the side bytes (every
+    other array byte-shuffled, plus bytes no array describes), in payload order."""
+    pieces = list(layout_pieces(len(data), layout))
+    streams = {key: np.frombuffer(b"".join(data[a:b] for a, b, _ in members), dtype=key[3])
+               for key, members in symbol_streams(pieces).items()}
+    side = b"".join(byte_shuffle(data[a:b], _itemsize(seg.dtype)) if seg else data[a:b]
+                    for a, b, seg in pieces if seg is None or not is_symbol_stream(seg))
+    return streams, side
+
+
+def _ans_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
+    quality = _check_level("ans", level, 0, 11)
+    streams, side = split_payload(data, layout)
+    head = bytearray(ANS_MAGIC)
+    write_varint(head, len(data))
+    write_varint(head, len(streams))
+    coded: list[bytes] = []
+    for values in streams.values():
+        if values.size == 0:
+            continue
+        model = fit_model(*histogram(values))
+        coded.append(encode_symbols(values, model))
+        head += model_bytes(model)
+        write_varint(head, len(coded[-1]))
+    side_blob = _brotli(side, quality) if side else b""
+    write_varint(head, len(side_blob))
+    return bytes(head) + side_blob + b"".join(coded)
+
+
+def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+    what = "ans data"
+    reader = ByteReader(blob, what)
+    if reader.take(len(ANS_MAGIC), "magic") != ANS_MAGIC:
+        raise PgolfError(f"{what} is corrupt: bad magic")
+    total = reader.varint("payload length")
+    try:
+        pieces = list(layout_pieces(total, layout))
+    except PgolfError:
+        raise reader.fail(f"payload length {total:,} does not hold the arrays the table lists") from None
+    streams = symbol_streams(pieces)
+    if reader.varint("stream count") != len(streams):
+        raise reader.fail("stream count does not match the tensor table")
+    plans = []
+    for (_, _, _, dtype), members in streams.items():
+        count = sum(b - a for a, b, _ in members)
+        if count == 0:
+            continue
+        info = np.iinfo(np.dtype(dtype))
+        model = read_model(reader, int(info.min), int(info.max))
+        plans.append((dtype, members, count, model, reader.varint("stream length")))
+    side_blob = reader.take(reader.varint("side blob length"), "side blob")
+    side_len = total - sum(count for _, _, count, _, _ in plans)
+    side = _unbrotli(side_blob, f"{what} (side blob)") if side_blob else b""
+    if len(side) != side_len:
+        raise reader.fail(f"side blob holds {len(side):,} bytes, expected {side_len:,}")
+    out = bytearray(total)
+    for dtype, members, count, model, nbytes in plans:
+        values = decode_symbols(reader.take(nbytes, "coded stream"), model, count, what).astype(dtype)
+        pos = 0
+        for a, b, _ in members:
+            out[a:b] = values[pos:pos + b - a].tobytes()
+            pos += b - a
+    reader.finish()
+    pos = 0
+    for a, b, seg in pieces:
+        if seg is not None and is_symbol_stream(seg):
+            continue
+        out[a:b] = byte_unshuffle(side[pos:pos + b - a], _itemsize(seg.dtype)) if seg else side[pos:pos + b - a]
+        pos += b - a
+    return bytes(out)
+
+
 CODECS: dict[str, Codec] = {
     "none": Codec(_none_compress, _none_decompress),
     "zlib": Codec(_zlib_compress, _zlib_decompress),
     "lzma": Codec(_lzma_compress, _lzma_decompress),
+    "zstd": Codec(_zstd_compress, _zstd_decompress),
+    "brotli": Codec(_brotli_compress, _brotli_decompress),
+    "bshf-brotli": Codec(_bshf_brotli_compress, _bshf_brotli_decompress),
+    "ans": Codec(_ans_compress, _ans_decompress),
 }
 
 

@@ -258,6 +258,8 @@ def _parse_table(path: str, header: dict, payload: bytes | None) -> QuantizedMod
                 raise PgolfError(f"{where}: array {key}: dtype {a.get('dtype')!r} is not allowed")
             if a_shape is None:
                 raise PgolfError(f"{where}: array {key}: invalid shape {a.get('shape')!r}")
+            if shape == () and a_shape == (1,):
+                a_shape = ()  # artifacts written before 2026-11-22 stored 0-d tensors as 1-element arrays
             dtype = ARRAY_DTYPES[a["dtype"]]
             count = math.prod(a_shape)
             lo, n = a.get("offset"), a.get("nbytes")
