@@ -61,6 +61,8 @@ class ModelConfig:
     loop_start: int = 0
     loop_end: int = 0
     loop_start_frac: float = 0.0
+    value_residual: bool = False
+    rope_ntk_train_len: int = 0  # NTK-aware RoPE base scaling beyond this length (0: off; set to train_seq_len)
 
 
 @dataclass
@@ -165,9 +167,11 @@ class QuantConfig:
 class EvalConfig:
     """How the artifact is scored."""
 
-    mode: str = "flat"
+    mode: str = "flat"  # flat, sliding or doc (pgolf.eval.modes)
     seq_len: int = 0
     batch_tokens: int = 524_288
+    stride: int = 0  # sliding/doc window stride; 0 = 64 capped at seq_len
+    max_seconds: float = 0.0  # scoring time budget; 0 = none (the challenge allows 600 s on 8xH100)
 
 
 @dataclass
@@ -259,6 +263,9 @@ class Config:
         parse_group_values(q.clip_k, float, "quant.clip_k", lo=1e-3, hi=1e3)
         if q.clip not in ("percentile", "search", "sdclip", "absmean"):
             raise PgolfError(f"config: quant.clip={q.clip!r} must be percentile, search, sdclip or absmean")
+        if self.eval.mode not in ("flat", "sliding", "doc") or self.eval.stride < 0 or self.eval.max_seconds < 0:
+            raise PgolfError(f"config: eval.mode={self.eval.mode!r} must be flat, sliding or doc, and eval.stride and "
+                             "eval.max_seconds must be >= 0")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank so that the global batch is `train_batch_tokens`."""

@@ -273,3 +273,36 @@ def test_value_embeddings_enter_only_the_last_layers_and_start_as_identity():
     model(x)
     assert values[0] is None and values[1] is None
     assert values[2] is not None and values[3] is not None and values[2].shape == (2, 10, 32)
+
+
+def test_ntk_rope_scaling_only_beyond_the_training_length():
+    plain, ntk = Rotary(16, 10000.0), Rotary(16, 10000.0, ntk_train_len=8)
+    x = torch.randn(1, 1, 8, 16)
+    assert torch.equal(plain(x), ntk(x))  # up to the training length nothing changes
+    long = torch.randn(1, 1, 32, 16)
+    scaled = ntk(long)
+    assert not torch.allclose(plain(long), scaled)
+    # The base grows by (32/8)^(d/(d-2)): the lowest frequency slows down by exactly that factor^((d-2)/d) = 4.
+    manual = Rotary(16, 10000.0 * 4 ** (16 / 14))
+    assert torch.allclose(scaled, manual(long))
+    assert manual.inv_freq[-1] == pytest.approx(plain.inv_freq[-1] / 4, rel=1e-5)
+
+
+def test_value_residual_mixes_the_first_layers_values():
+    torch.manual_seed(0)
+    model = GPT(_cfg(value_residual=True, num_layers=3))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.2)
+    x = torch.randint(0, 64, (1, 10))
+    base = model(x)
+    with torch.no_grad():
+        model.blocks[0].attn.vres_alpha.fill_(5.0)  # layer 0 provides v_first; its own alpha is unused
+    assert torch.equal(model(x), base)
+    with torch.no_grad():
+        model.blocks[2].attn.vres_alpha.fill_(-30.0)  # sigmoid ~ 0: layer 2 ignores v_first
+        model.blocks[1].attn.vres_alpha.fill_(-30.0)
+    off = GPT(_cfg(num_layers=3))
+    off.load_state_dict({k: v for k, v in model.state_dict().items() if "vres_alpha" not in k})
+    assert torch.allclose(model(x), off(x), atol=1e-5)

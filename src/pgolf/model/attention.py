@@ -11,19 +11,34 @@ from pgolf.config import ModelConfig
 from pgolf.model.layers import CastedLinear
 
 
-class Rotary(nn.Module):
-    """Rotary position embedding over the full head dimension (Su et al., RoFormer, arXiv:2104.09864)."""
+def rope_inv_freq(base: float, rope_dims: int) -> torch.Tensor:
+    return 1.0 / (base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32) / rope_dims))
 
-    def __init__(self, head_dim: int, base: float, rope_dims: int = 0) -> None:
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al., RoFormer, arXiv:2104.09864) over the first `rope_dims` head dims.
+
+    NTK-aware scaling for contexts longer than training (`ntk_train_len` > 0; bloc97's NTK-aware RoPE, the
+    records' ROPE_YARN option, CHALLENGE.md 5.2): for a sequence of T > ntk_train_len tokens the base becomes
+    base * (T / ntk_train_len) ** (d / (d - 2)), so the lowest frequency stretches over the longer context while the
+    highest stay put. Sequences up to the training length are unchanged.
+    """
+
+    def __init__(self, head_dim: int, base: float, rope_dims: int = 0, ntk_train_len: int = 0) -> None:
         super().__init__()
         self.rope_dims = rope_dims or head_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, self.rope_dims, 2, dtype=torch.float32) / self.rope_dims))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.base, self.ntk_train_len = base, ntk_train_len
+        self.register_buffer("inv_freq", rope_inv_freq(base, self.rope_dims), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate the first `rope_dims` dims of x [B, H, T, D] by position (pairs (i, i + rope_dims/2))."""
-        t = torch.arange(x.size(-2), device=x.device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq.to(x.device))
+        n = x.size(-2)
+        t = torch.arange(n, device=x.device, dtype=torch.float32)
+        inv_freq = self.inv_freq
+        if self.ntk_train_len and n > self.ntk_train_len and self.rope_dims > 2:
+            d = self.rope_dims
+            inv_freq = rope_inv_freq(self.base * (n / self.ntk_train_len) ** (d / (d - 2)), d)
+        freqs = torch.outer(t, inv_freq.to(x.device))
         cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
         rot, rest = x[..., :self.rope_dims], x[..., self.rope_dims:]
         half = self.rope_dims // 2
@@ -47,16 +62,25 @@ class Attention(nn.Module):
         self.c_v = CastedLinear(cfg.model_dim, kv_dim)
         self.proj = CastedLinear(cfg.model_dim, cfg.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), float(cfg.qk_gain_init)))
-        self.rotary = Rotary(self.head_dim, cfg.rope_base, cfg.rope_dims)
+        self.rotary = Rotary(self.head_dim, cfg.rope_base, cfg.rope_dims, cfg.rope_ntk_train_len)
+        self.vres_alpha = nn.Parameter(torch.zeros(())) if cfg.value_residual else None
 
-    def forward(self, x: torch.Tensor, value_embed: torch.Tensor | None = None) -> torch.Tensor:
-        """`value_embed` [B, T, kv_dim], when given, is added to V before the heads are split (VE, PR #374)."""
+    def forward(self, x: torch.Tensor, value_embed: torch.Tensor | None = None,
+                shared: dict | None = None) -> torch.Tensor:
+        """`value_embed` [B, T, kv_dim], when given, is added to V before the heads are split (VE, PR #374).
+        `shared` carries the first applied layer's V to later layers for the value residual."""
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.c_v(x)
         if value_embed is not None:
             v = v + value_embed
+        if self.vres_alpha is not None and shared is not None:
+            # Value residual (ResFormer, arXiv:2410.17897; PR #569 style): v <- v + sigmoid(alpha) * v_first.
+            if "v_first" not in shared:
+                shared["v_first"] = v
+            else:
+                v = v + torch.sigmoid(self.vres_alpha).to(v.dtype) * shared["v_first"]
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = self.rotary(F.rms_norm(q, (self.head_dim,)))
         k = self.rotary(F.rms_norm(k, (self.head_dim,)))

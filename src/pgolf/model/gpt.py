@@ -24,7 +24,9 @@ Record techniques are options of this same model (ModelConfig fields, all off by
 - `num_loops`, `loop_start`, `loop_end`, `loop_start_frac`: depth recurrence (`pgolf/model/recurrence.py`); the
   trainer sets `model.looping` from training progress, evaluation always loops;
 - `attn_gate` (`out`, `gated`, `sparse`) and `attn_gate_scale`: attention output gates (`pgolf/model/attention.py`);
-- `parallel_mode` (`gptj`, `two_lane`) from layer `parallel_start`: parallel residuals (see `Block`).
+- `parallel_mode` (`gptj`, `two_lane`) from layer `parallel_start`: parallel residuals (see `Block`);
+- `value_residual`: every later attention adds sigmoid(alpha) times the first applied layer's V (ResFormer);
+- `rope_ntk_train_len = L`: NTK-aware RoPE base scaling for eval contexts longer than L (`Rotary`).
 """
 
 from __future__ import annotations
@@ -94,19 +96,20 @@ class Block(nn.Module):
         return self.norm_scale * F.rms_norm(x, (x.size(-1),))
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor, lane1: torch.Tensor | None = None,
-                value_embed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                value_embed: torch.Tensor | None = None, shared: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         ve = self.ve_layer_scale.to(x.dtype) * value_embed if self.uses_value_embed else None
         if self.parallel == "none":
-            x = x + self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve)
+            x = x + self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve, shared)
             return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), lane1
         if self.parallel == "gptj":
             h = self._norm(x)
-            return (x + self.attn_scale.to(x.dtype) * self.attn(h, ve) + self.mlp_scale.to(x.dtype) * self.mlp(h),
-                    lane1)
+            a = self.attn_scale.to(x.dtype) * self.attn(h, ve, shared)
+            return x + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1
         lane1 = x if lane1 is None else lane1
-        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve)
+        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve, shared)
         m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1))
         rho, p = self.lane_rho.to(x.dtype), self.lane_mix.to(x.dtype)
         return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m
@@ -159,9 +162,9 @@ class GPT(nn.Module):
         ve = None
         if self.value_embed is not None:
             ve = self.value_embed_scale.to(x.dtype) * self.value_embed_proj(self.value_embed(input_ids).to(x.dtype))
-        skips, lane1 = [], None
+        skips, lane1, shared = [], None, {}
         for i in encoder:
-            x, lane1 = self.blocks[i](x, x0, lane1, ve)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)
             skips.append(x)
         for j, i in enumerate(decoder):
             if j < len(encoder):
@@ -170,7 +173,7 @@ class GPT(nn.Module):
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)
         if lane1 is not None:
             x = 0.5 * (x + lane1)
         return F.rms_norm(x, (x.size(-1),))
