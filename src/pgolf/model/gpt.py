@@ -179,7 +179,10 @@ class GPT(nn.Module):
         return F.rms_norm(x, (x.size(-1),))
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        h = self.hidden(input_ids)
+        return self.head(self.hidden(input_ids))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Softcapped float32 logits of final hidden states (the tied embedding or the untied head)."""
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         z = F.linear(h, weight.to(h.dtype)).float()
         c = self.cfg.logit_softcap

@@ -142,7 +142,7 @@ def generate_calibration(model: nn.Module, *, num_seqs: int, seq_len: int, tempe
             n = min(batch, num_seqs - start)
             seqs = torch.randint(0, vocab, (n, 1), generator=gen).to(device)
             for _ in range(seq_len - 1):
-                logits = model.logits(seqs)[:, -1].float() / max(temperature, 1e-6)
+                logits = model.head(model.hidden(seqs)[:, -1]).float() / max(temperature, 1e-6)
                 probs = torch.softmax(logits, dim=-1).cpu()
                 nxt = torch.multinomial(probs, 1, generator=gen).to(device)
                 seqs = torch.cat([seqs, nxt], dim=1)
