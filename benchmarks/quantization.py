@@ -34,6 +34,8 @@ VARIANTS = [
     ("int8 + zlib (baseline)", {"scheme": "int8", "codec": "zlib"}, None),
     ("int6 round-to-nearest (percentile clip)", {"clip": "percentile"}, None),
     ("int6 GPTQ-lite (per-row clip search)", {"clip": "search"}, None),
+    ("int6 percentile clip + full GPTQ (train calibration)", {"clip": "percentile", "gptq": True}, "train"),
+    ("int6 percentile clip + full GPTQ (self-generated calibration)", {"clip": "percentile", "gptq": True}, "self"),
     ("int6 SDClip k=12.85", {"clip": "sdclip"}, None),
     ("int6 SDClip + full GPTQ (train calibration)", {"clip": "sdclip", "gptq": True}, "train"),
     ("int6 SDClip + full GPTQ (self-generated calibration)", {"clip": "sdclip", "gptq": True}, "self"),

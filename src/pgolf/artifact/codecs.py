@@ -20,14 +20,15 @@ Codecs here:
 - `brotli`: Brotli at quality `level` 0-11, window 2**24 (`lgwin` 24; the records' brotli-11).
 - `bshf-brotli`: every multi-byte array (fp16 scales, fp32 passthrough) split into byte planes
   (`transforms.byte_shuffle`, the idea of PR #1089), then brotli at quality `level`. int8 arrays are unchanged.
-- `ans`: order-0 entropy coding of the quantized integers (arrays keyed "q"/"q..." stored as int8/uint8): one
-  stream per tensor group (all layers of one role; also split by scheme, key and dtype), each coded by rANS with
-  its own histogram (`entropy`); everything else byte-shuffled into one brotli blob at quality `level` 0-11.
-  Blob: b"PANS", varint payload length, varint stream count, per non-empty stream its model table and coded
-  length, varint side-blob length, the side blob, the coded streams. Bytes that no array describes (an empty
-  layout) go to the side blob, so `ans` also works as a plain brotli. Smaller than brotli-11 on int6 weights
-  because those are close to i.i.d. within a role, where a context-free coder with the exact statistics is
-  within a few hundred bytes per stream of the order-0 bound.
+- `ans`: entropy coding of the quantized integers (arrays keyed "q"/"q..." stored as int8/uint8): one stream per
+  tensor group (all layers of one role; also split by scheme, key and dtype). Each stream's columns may be split
+  into 2 or 4 classes by their mean |q| (input features of unequal importance leave some columns with smaller
+  integers even after per-row scaling); the encoder keeps the class count (1, 2 or 4) with the fewest total bytes,
+  stores 2-bit column labels, and codes every class by rANS with its own histogram (`entropy`). Everything else is
+  byte-shuffled into one brotli blob at quality `level` 0-11. Blob: b"PANS", varint payload length, varint stream
+  count, per non-empty stream: class count, packed labels, per class its model table and coded length; then varint
+  side-blob length, the side blob, the coded classes. Bytes that no array describes (an empty layout) go to the
+  side blob, so `ans` also works as a plain brotli. Smaller than brotli-11 on int6 weights (docs/BENCHMARKS.md).
 
 Layout-aware codecs (`bshf-brotli`, `ans`) read `layout` on both sides; the container derives the same one from
 the tensor table on load, so nothing about it is stored. The row-reordering and transposition transforms
@@ -47,8 +48,8 @@ import brotli
 import numpy as np
 import zstandard
 
-from pgolf.artifact.entropy import (ByteReader, decode_symbols, encode_symbols, fit_model, histogram, model_bytes,
-                                    read_model, write_varint)
+from pgolf.artifact.entropy import (ByteReader, decode_symbols, encode_symbols, entropy_bits, fit_model, histogram,
+                                    model_bytes, read_model, write_varint)
 from pgolf.artifact.transforms import byte_shuffle, byte_unshuffle
 from pgolf.errors import PgolfError
 
@@ -248,20 +249,95 @@ def split_payload(data: bytes, layout: Layout) -> tuple[dict[tuple, np.ndarray],
     return streams, side
 
 
+ANS_CLASS_CHOICES = (1, 2, 4)  # column classes per stream (labels cost 2 bits per column when > 1)
+
+
+def _column_labels(members: list[tuple[int, int, Segment]], values: np.ndarray, k: int) -> np.ndarray:
+    """Class of every column of every 2-D member (by quantile of its mean |q| within the stream), concatenated;
+    members of other ranks contribute no labels (their values are class 0)."""
+    if k == 1:
+        return np.zeros(0, dtype=np.uint8)
+    means, pos = [], 0
+    for a, b, seg in members:
+        n = b - a
+        if len(seg.shape) == 2 and n:
+            means.append(np.abs(values[pos:pos + n].reshape(seg.shape).astype(np.int16)).mean(axis=0))
+        pos += n
+    if not means:
+        return np.zeros(0, dtype=np.uint8)
+    m = np.concatenate(means)
+    edges = np.quantile(m, np.linspace(0, 1, k + 1)[1:-1])
+    return np.digitize(m, edges).astype(np.uint8)
+
+
+def _element_classes(members: list[tuple[int, int, Segment]], labels: np.ndarray, count: int) -> np.ndarray:
+    """Per element of the stream, its column's class (0 for members without labels)."""
+    out = np.zeros(count, dtype=np.uint8)
+    pos = li = 0
+    for a, b, seg in members:
+        n = b - a
+        if len(seg.shape) == 2 and n and labels.size:
+            cols = seg.shape[1]
+            out[pos:pos + n] = np.tile(labels[li:li + cols], seg.shape[0])
+            li += cols
+        pos += n
+    return out
+
+
+def _label_count(members: list[tuple[int, int, Segment]]) -> int:
+    return sum(seg.shape[1] for a, b, seg in members if len(seg.shape) == 2 and b > a)
+
+
+def _pack2(labels: np.ndarray) -> bytes:
+    padded = np.zeros(-(-labels.size // 4) * 4, dtype=np.uint8)
+    padded[:labels.size] = labels
+    q = padded.reshape(-1, 4)
+    return (q[:, 0] | q[:, 1] << 2 | q[:, 2] << 4 | q[:, 3] << 6).astype(np.uint8).tobytes()
+
+
+def _unpack2(data: bytes, count: int) -> np.ndarray:
+    b = np.frombuffer(data, dtype=np.uint8)
+    return np.stack([b & 3, b >> 2 & 3, b >> 4 & 3, b >> 6 & 3], axis=1).reshape(-1)[:count]
+
+
+def _code_stream(values: np.ndarray, members, head: bytearray, coded: list[bytes]) -> None:
+    """Choose the number of column classes (fewest total bytes: models + coded bits + labels), write the choice,
+    labels and one model per class to `head`, and the coded classes to `coded`."""
+    best = None
+    for k in ANS_CLASS_CHOICES:
+        labels = _column_labels(members, values, k)
+        if k > 1 and labels.size == 0:
+            continue
+        classes = _element_classes(members, labels, values.size) if k > 1 else np.zeros(values.size, np.uint8)
+        if k > 1 and np.bincount(classes, minlength=k).min() == 0:
+            continue  # every class must hold symbols
+        models = [fit_model(*histogram(values[classes == c])) for c in range(k)]
+        bits = sum(entropy_bits(histogram(values[classes == c])[1]) + 8 * len(model_bytes(m))
+                   for c, m in enumerate(models)) + 2 * labels.size * (k > 1)
+        if best is None or bits < best[0]:
+            best = (bits, k, labels, classes, models)
+    _, k, labels, classes, models = best
+    write_varint(head, k)
+    if k > 1:
+        head += _pack2(labels)
+    for c, model in enumerate(models):
+        coded.append(encode_symbols(values[classes == c], model))
+        head += model_bytes(model)
+        write_varint(head, len(coded[-1]))
+
+
 def _ans_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     quality = _check_level("ans", level, 0, 11)
+    pieces = list(layout_pieces(len(data), layout))
     streams, side = split_payload(data, layout)
+    members_of = symbol_streams(pieces)
     head = bytearray(ANS_MAGIC)
     write_varint(head, len(data))
     write_varint(head, len(streams))
     coded: list[bytes] = []
-    for values in streams.values():
-        if values.size == 0:
-            continue
-        model = fit_model(*histogram(values))
-        coded.append(encode_symbols(values, model))
-        head += model_bytes(model)
-        write_varint(head, len(coded[-1]))
+    for key, values in streams.items():
+        if values.size:
+            _code_stream(values, members_of[key], head, coded)
     side_blob = _brotli(side, quality) if side else b""
     write_varint(head, len(side_blob))
     return bytes(head) + side_blob + b"".join(coded)
@@ -285,17 +361,34 @@ def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
         count = sum(b - a for a, b, _ in members)
         if count == 0:
             continue
+        k = reader.varint("class count")
+        if k not in ANS_CLASS_CHOICES:
+            raise reader.fail(f"class count {k} is not one of {ANS_CLASS_CHOICES}")
+        classes = np.zeros(count, dtype=np.uint8)
+        if k > 1:
+            n_labels = _label_count(members)
+            labels = _unpack2(reader.take(-(-n_labels // 4), "column classes"), n_labels)
+            if n_labels == 0 or int(labels.max()) >= k:
+                raise reader.fail("column classes out of range")
+            classes = _element_classes(members, labels, count)
         info = np.iinfo(np.dtype(dtype))
-        model = read_model(reader, int(info.min), int(info.max))
-        plans.append((dtype, members, count, model, reader.varint("stream length")))
+        parts = []
+        for c in range(k):
+            model = read_model(reader, int(info.min), int(info.max))
+            parts.append((c, model, reader.varint("stream length")))
+        plans.append((dtype, members, count, classes, parts))
     side_blob = reader.take(reader.varint("side blob length"), "side blob")
     side_len = total - sum(count for _, _, count, _, _ in plans)
     side = _unbrotli(side_blob, f"{what} (side blob)") if side_blob else b""
     if len(side) != side_len:
         raise reader.fail(f"side blob holds {len(side):,} bytes, expected {side_len:,}")
     out = bytearray(total)
-    for dtype, members, count, model, nbytes in plans:
-        values = decode_symbols(reader.take(nbytes, "coded stream"), model, count, what).astype(dtype)
+    for dtype, members, count, classes, parts in plans:
+        values = np.zeros(count, dtype=np.int32)
+        for c, model, nbytes in parts:
+            mask = classes == c
+            values[mask] = decode_symbols(reader.take(nbytes, "coded stream"), model, int(mask.sum()), what)
+        values = values.astype(dtype)
         pos = 0
         for a, b, _ in members:
             out[a:b] = values[pos:pos + b - a].tobytes()
