@@ -32,7 +32,7 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
         raise PgolfError("data build: give exactly one of --tokenizer MODEL or --vocab-size N")
     manifest = build_dataset(args.docs, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                              val_docs=args.val_docs, workers=args.workers, shard_size=args.shard_size,
-                             progress=not args.quiet)
+                             progress=not args.quiet, caseops=args.caseops)
     _print_manifest(args.out, manifest)
     return 0
 
@@ -136,7 +136,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len,
-                                batch_tokens=args.batch_tokens, device=ctx.device, ctx=ctx)
+                                batch_tokens=args.batch_tokens, device=ctx.device, ctx=ctx, stride=args.stride,
+                                max_seconds=args.max_seconds, max_tokens=args.max_tokens)
     finally:
         ctx.shutdown()
     if ctx.is_main:
@@ -145,9 +146,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         else:
             print(f"val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f} "
                   f"tokens:{result['val_tokens']} bytes:{result['val_bytes']}")
+            print(f"mode: {result['mode']} seq_len:{result['seq_len']}"
+                  + (f" stride:{result['stride']}" if "stride" in result else "")
+                  + (" (first --max-tokens of val only: not a score)" if result.get("full_val") is False else "")
+                  + f" scoring:{result['phases'].get('scoring', 0.0):.2f}s")
             print(f"total_bytes: {result['total_bytes']} (artifact {result['artifact_bytes']} + "
                   f"code {result['code_bytes']})")
     return 0
+
+
+def _cmd_legality(args: argparse.Namespace) -> int:
+    import torch
+
+    from pgolf.eval.legality import check_artifact
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = check_artifact(args.artifact, args.data, mode=args.mode, tokens=args.tokens, seq_len=args.seq_len,
+                            stride=args.stride, batch_tokens=args.batch_tokens, perturbations=args.perturbations,
+                            tolerance=args.tolerance, device=torch.device(args.device), seed=args.seed)
+    print(report.table())
+    return 0 if report.passed else 1
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -163,6 +182,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from pgolf.submit.bundle import write_bundle
+
+    bundle = write_bundle(args.preset, args.out)
+    print(f"wrote {args.out}: {len(bundle.data)} bytes (preset {bundle.preset}, {len(bundle.modules)} modules, "
+          f"{bundle.source_bytes} source bytes -> {bundle.minified_bytes} minified -> {bundle.codec} + base85)")
+    print(f"run it: python {args.out} --data DIR [pgolf train options]")
+    return 0
+
+
 def _add_train_options(p: argparse.ArgumentParser, default_preset: str) -> None:
     p.add_argument("--preset", default=default_preset, help=f"preset name or TOML path (default {default_preset})")
     p.add_argument("--max-steps", type=int, help="stop after N steps (sets train.iterations)")
@@ -170,6 +199,20 @@ def _add_train_options(p: argparse.ArgumentParser, default_preset: str) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path, help="where config.json, logs, artifact and result.json go")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
+
+
+def _add_train_command(p: argparse.ArgumentParser, default_preset: str) -> None:
+    p.add_argument("--data", type=Path, required=True)
+    _add_train_options(p, default_preset)
+    p.set_defaults(func=_cmd_train)
+
+
+def train_main(argv: list[str] | None = None, *, preset: str = "baseline", prog: str = "train_gpt.py") -> int:
+    """`pgolf train` alone, with `preset` as the default: the entry point of a train_gpt.py bundle, which thereby
+    carries no code for the other commands."""
+    parser = argparse.ArgumentParser(prog=prog, description=f"Train the {preset} preset (pgolf train).")
+    _add_train_command(parser, preset)
+    return _run(parser.parse_args(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-docs", type=int, default=50_000, help="the first N documents are the val split")
     p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: all cores)")
     p.add_argument("--shard-size", type=int, default=10**8, help="tokens per shard (official: 10^8)")
+    p.add_argument("--caseops", action="store_true",
+                   help="CaseOps: tokenize case-folded text with operator symbols, write the val byte sidecar")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_build)
 
@@ -210,9 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data_fineweb)
 
     p = sub.add_parser("train", help="train a preset under the wall clock, write the artifact and its score")
-    p.add_argument("--data", type=Path, required=True)
-    _add_train_options(p, "baseline")
-    p.set_defaults(func=_cmd_train)
+    _add_train_command(p, "baseline")
 
     p = sub.add_parser("run", help="the whole pipeline on the offline demo corpus, CPU-sized")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DEMO_DATA)
@@ -233,26 +276,54 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score an artifact file on a data directory's val split")
     p.add_argument("artifact", type=Path)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--mode", default="flat")
+    p.add_argument("--mode", choices=("flat", "sliding", "doc"),
+                   help="default: the artifact's eval.mode; sliding and doc take --stride")
     p.add_argument("--seq-len", type=int, default=0, help="default: the artifact's eval/train sequence length")
+    p.add_argument("--stride", type=int, default=0, help="sliding/doc window stride (default: 64, capped at seq-len)")
+    p.add_argument("--max-seconds", type=float, help="fail if scoring takes longer (default: eval.max_seconds)")
+    p.add_argument("--max-tokens", type=int, default=0, help="score only the first N val tokens (not a score)")
     p.add_argument("--batch-tokens", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("legality", help="check an eval mode against C1-C4 (issue #1017) on a slice of val")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--mode", required=True, help="flat, sliding, doc, or a fixture of pgolf/eval/fixtures.py")
+    p.add_argument("--tokens", type=int, default=4096, help="val tokens checked (from the start of val)")
+    p.add_argument("--seq-len", type=int, default=0)
+    p.add_argument("--stride", type=int, default=0)
+    p.add_argument("--batch-tokens", type=int, default=16_384)
+    p.add_argument("--perturbations", type=int, default=8, help="tokens changed, one per rerun, for C1")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=_cmd_legality)
+
     p = sub.add_parser("inspect", help="list an artifact's tensors, schemes and bytes")
     p.add_argument("artifact", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("bundle", help="write one self-extracting train_gpt.py for a preset (its size is code_bytes)")
+    p.add_argument("--preset", required=True, help="preset name or TOML path baked in as the default")
+    p.add_argument("--out", type=Path, required=True, help="the file to write, e.g. train_gpt.py")
+    p.set_defaults(func=_cmd_bundle)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if getattr(args, "workers", None) == 0:
         args.workers = os.cpu_count() or 1
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a parsed command; user errors become one `pgolf: error:` line and a non-zero exit."""
     try:
         return args.func(args)
     except PgolfError as exc:

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pgolf.data.bytes import byte_tables, stream_bytes
+from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, load_val_sidecar, operator_ids
 from pgolf.data.corpus import demo_documents, iter_documents
 from pgolf.data.shards import HEADER_BYTES, ShardWriter, read_header, read_shard, shard_paths
 from pgolf.data.tokenizer import check_encodable, encode_documents, file_sha256, load_tokenizer, train_tokenizer
@@ -35,8 +36,12 @@ def _tokenizer_entry(path: Path, sp) -> dict:
 
 def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer: str | Path | None = None,
                   vocab_size: int | None = None, val_docs: int = 50_000, workers: int = 1, shard_size: int = 10**8,
-                  progress: bool = True) -> dict:
-    """Build shards and manifest.json in `out_dir` from document files (in order); returns the manifest."""
+                  progress: bool = True, caseops: bool = False) -> dict:
+    """Build shards and manifest.json in `out_dir` from document files (in order); returns the manifest.
+
+    `caseops=True` tokenizes CaseOps-transformed text (`pgolf.data.caseops`), writes the val original-byte sidecar
+    `fineweb_val_bytes_*.bin` beside the val shards, and records `caseops: true`, the sidecar files and ORIGINAL
+    UTF-8 byte totals in the manifest."""
     if (tokenizer is None) == (vocab_size is None):
         raise PgolfError("give exactly one of a tokenizer model or a vocab size")
     out_dir = Path(out_dir)
@@ -46,6 +51,8 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
             raise PgolfError(f"{p}: documents file is missing")
     if tokenizer is not None:
         sp = load_tokenizer(tokenizer)
+        if caseops:
+            operator_ids(sp)  # refuses a tokenizer without the reserved operators before anything is written
     texts = [t for p in paths for t in iter_documents(p)]  # reads (and validates) every file before writing
     if val_docs <= 0 or val_docs >= len(texts):
         raise PgolfError(f"--val-docs {val_docs} must leave both splits non-empty ({len(texts)} documents read)")
@@ -58,7 +65,8 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
         if Path(tokenizer).resolve() != tok_path.resolve():
             shutil.copyfile(tokenizer, tok_path)
     else:
-        tok_path = train_tokenizer(texts, vocab_size, out_dir / "tokenizer.model")
+        train_texts = (encode_caseops(t) for t in texts) if caseops else texts
+        tok_path = train_tokenizer(train_texts, vocab_size, out_dir / "tokenizer.model", caseops=caseops)
         sp = load_tokenizer(tok_path)
     check_encodable(sp, str(tok_path))
     tables = byte_tables(sp)
@@ -67,6 +75,9 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
     for split, part in (("val", texts[:val_docs]), ("train", texts[val_docs:])):
         total_bytes = 0
         prev_last: int | None = None
+        if caseops:
+            splits[split] = _write_caseops_split(sp, out_dir, split, part, shard_size, workers, bar)
+            continue
         with ShardWriter(out_dir, split, shard_size) as writer:
             for i in range(0, len(part), _ENCODE_BATCH):
                 encoded = encode_documents(sp, part[i:i + _ENCODE_BATCH], workers=workers)
@@ -85,8 +96,40 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
         "splits": {"train": splits["train"], "val": splits["val"]},
         "source": {"docs": [p.name for p in paths], "val_docs": val_docs, "shard_size": shard_size},
     }
+    if caseops:
+        manifest["caseops"] = True
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _write_caseops_split(sp, out_dir: Path, split: str, part: Sequence[str], shard_size: int, workers: int,
+                         bar) -> dict:
+    """One split of transformed text; val also gets its byte sidecar. Byte totals are original UTF-8 bytes."""
+    original_bytes = sidecar_bytes = 0
+    sidecar = ShardWriter(out_dir, SIDECAR_SPLIT, shard_size) if split == "val" else None
+    with ShardWriter(out_dir, split, shard_size) as writer:
+        for i in range(0, len(part), _ENCODE_BATCH):
+            batch = part[i:i + _ENCODE_BATCH]
+            original_bytes += sum(len(t.encode("utf-8")) for t in batch)
+            transformed = [encode_caseops(t) for t in batch]
+            if sidecar is None:
+                for toks in encode_documents(sp, transformed, workers=workers):
+                    writer.add(toks)
+            else:
+                for toks, counts in encode_with_sidecars(sp, transformed, workers=workers):
+                    writer.add(toks)
+                    sidecar.add(counts)
+                    sidecar_bytes += int(counts.sum(dtype=np.int64))
+            bar.update(len(batch))
+    entry = {"docs": len(part), "tokens": writer.num_tokens, "bytes": original_bytes,
+             "files": [f.name for f in writer.files]}
+    if sidecar is not None:
+        sidecar.close()
+        if sidecar_bytes != original_bytes or sidecar.num_tokens != writer.num_tokens:
+            raise PgolfError(f"internal: CaseOps sidecar ({sidecar.num_tokens} entries, {sidecar_bytes} bytes) does "
+                             f"not match the val split ({writer.num_tokens} tokens, {original_bytes} bytes)")
+        entry["byte_files"] = [f.name for f in sidecar.files]
+    return entry
 
 
 def manifest_from_shards(data_dir: str | Path, tokenizer_path: str | Path, docs: dict | None = None,
@@ -154,6 +197,8 @@ def check_data_dir(data_dir: str | Path, expected_vocab: int | None = None) -> t
             count += read_header(data_dir / name)
         if count != s["tokens"]:
             raise PgolfError(f"{data_dir}: {split} shards hold {count} tokens but the manifest says {s['tokens']}")
+    if manifest.get("caseops"):
+        load_val_sidecar(data_dir, manifest)
     if expected_vocab is not None and expected_vocab != tok["vocab_size"]:
         raise PgolfError(f"vocabulary mismatch: model has {expected_vocab} tokens but tokenizer {tok['file']} has "
                          f"{tok['vocab_size']}")

@@ -38,10 +38,17 @@ def training_text(texts: Iterable[str]) -> Iterable[str]:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path,
-                    user_defined_symbols: Sequence[str] = (), **overrides) -> Path:
-    """Train a BPE SentencePiece model with the official settings and write `out_path` atomically."""
+                    user_defined_symbols: Sequence[str] = (), caseops: bool = False, **overrides) -> Path:
+    """Train a BPE SentencePiece model with the official settings and write `out_path` atomically.
+
+    `caseops=True` reserves the four CaseOps operators as user-defined pieces (ids 4..7, as in the official CaseOps
+    tokenizer); `texts` must then already be CaseOps-transformed (`pgolf.data.caseops.encode_caseops`)."""
     if not 16 <= vocab_size <= 65_536:
         raise PgolfError(f"tokenizer vocab size {vocab_size} must be in [16, 65536]")
+    if caseops:
+        from pgolf.data.caseops import OPERATORS
+
+        user_defined_symbols = [*OPERATORS, *(s for s in user_defined_symbols if s not in OPERATORS)]
     settings = {**OFFICIAL_TRAINER_SETTINGS, **overrides}
     if user_defined_symbols:
         settings["user_defined_symbols"] = list(user_defined_symbols)

@@ -1,11 +1,12 @@
-"""Scoring: flat evaluation of a model on a token stream, and `score_artifact`, which reads only the artifact, the
-tokenizer and the val shards.
+"""Scoring: totals of an evaluation mode over a token stream, and `score_artifact`, which reads only the artifact,
+the tokenizer and the val shards.
 
-Flat mode cuts the stream into consecutive windows of `seq_len` targets; window i reads tokens[i*L : i*L+L] and
-predicts tokens[i*L+1 : i*L+L+1]. Unlike the official script, which drops the last partial window, the final short
-window is scored too, so every token of the split after the first is scored exactly once and the byte denominator
-equals the manifest's `bytes` for the split (a check the evaluator makes). Windows are split contiguously across
-ranks and the float64 sums are all-reduced.
+The modes (`flat`, `sliding`, `doc`; `pgolf.eval.modes`) yield scored chunks; this module sums their nats and
+bytes in float64/int64 on the device, all-reduces the sums across ranks (each rank scores its share of the
+windows), and checks that every target tokens[1:] was scored exactly once (count and position checksum) and that
+the byte total equals the manifest's. Unlike the official script, which drops the last partial window, the final
+short window is scored too. Scoring time can be capped (`eval.max_seconds`): every rank stops once over budget and
+all ranks then fail together with one PgolfError.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import torch
 
 from pgolf.errors import PgolfError
 from pgolf.eval.bpb import bpb_from_sums
+from pgolf.eval.modes import EVAL_MODES, EvalMode, FlatMode, ScoredChunk, make_mode  # noqa: F401  (re-exported)
+from pgolf.eval.windows import sliding_plan
 from pgolf.train.clock import PhaseClock
-from pgolf.train.dist import DistContext, autocast_for
-
-EVAL_MODES = ("flat",)
+from pgolf.train.dist import DistContext
 
 
 @dataclass
@@ -41,8 +42,25 @@ class EvalResult:
         return asdict(self)
 
 
+class _Totals:
+    """Device-side running sums of scored chunks (no host sync per batch)."""
+
+    def __init__(self, target_bytes: np.ndarray, device: torch.device) -> None:
+        self.bytes_of_target = torch.from_numpy(np.asarray(target_bytes, dtype=np.int64)).to(device)
+        self.nats = torch.zeros((), dtype=torch.float64, device=device)
+        self.counts = torch.zeros(3, dtype=torch.int64, device=device)  # scored, bytes, sum of positions
+
+    def add(self, chunk: ScoredChunk) -> None:
+        m = chunk.mask
+        self.nats += torch.where(m, chunk.nats.double(), 0.0).sum()
+        pos = torch.where(m, chunk.positions, 0)
+        self.counts[0] += m.sum()
+        self.counts[1] += torch.where(m, self.bytes_of_target[(pos - 1).clamp(min=0)], 0).sum()
+        self.counts[2] += pos.sum()
+
+
 def flat_windows(n_targets: int, seq_len: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
-    """The contiguous range [first, last) of window indices that `rank` scores (window i covers targets
+    """The contiguous range [first, last) of flat window indices that `rank` scores (window i covers targets
     i*seq_len+1 .. min((i+1)*seq_len, n_targets))."""
     n_windows = math.ceil(n_targets / seq_len)
     return n_windows * rank // world_size, n_windows * (rank + 1) // world_size
@@ -51,35 +69,22 @@ def flat_windows(n_targets: int, seq_len: int, rank: int = 0, world_size: int = 
 @torch.no_grad()
 def score_windows(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, first: int, last: int, *,
                   seq_len: int, per_batch: int, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    """Sum of nats (float64 tensor), scored targets and their bytes over windows [first, last)."""
+    """Sum of nats (float64 tensor), scored targets and their bytes over flat windows [first, last)."""
     n_targets = len(tokens) - 1
-    nats = torch.zeros((), dtype=torch.float64, device=device)
-    scored = num_bytes = 0
-    w = first
-    while w < last:
-        # Full windows go in batches; the final partial window (if any) is its own batch.
-        full_end = min(last, w + per_batch, n_targets // seq_len)
-        if full_end > w:
-            a, b, rows = w * seq_len, full_end * seq_len, full_end - w
-            w = full_end
-        else:
-            a, b, rows = w * seq_len, n_targets, 1
-            w += 1
-        x = torch.from_numpy(np.asarray(tokens[a:b], dtype=np.int64).reshape(rows, -1)).to(device)
-        y = torch.from_numpy(np.asarray(tokens[a + 1:b + 1], dtype=np.int64).reshape(rows, -1)).to(device)
-        with autocast_for(device):
-            loss = model(x, y, reduction="none")
-        nats += loss.double().sum()
-        scored += b - a
-        num_bytes += int(target_bytes[a:b].sum())
-    return nats, scored, num_bytes
+    plan = sliding_plan(np.array([0]), np.array([n_targets]), seq_len, seq_len).take(slice(first, last))
+    totals = _Totals(target_bytes, device)
+    for chunk in FlatMode(seq_len).run_plan(model, tokens, plan, device=device, batch_tokens=per_batch * seq_len):
+        totals.add(chunk)
+    return totals.nats, int(totals.counts[0]), int(totals.counts[1])
 
 
-def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, *, seq_len: int,
-               batch_tokens: int, device: torch.device, ctx: DistContext | None = None) -> EvalResult:
-    """Score every target tokens[1:] once with non-overlapping windows of `seq_len`, split across ranks.
+def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, mode: EvalMode, *,
+                 batch_tokens: int, device: torch.device, ctx: DistContext | None = None,
+                 max_seconds: float = 0.0) -> EvalResult:
+    """Score every target tokens[1:] exactly once with `mode`, split across ranks; `batch_tokens` is global.
 
     `target_bytes[i]` is the byte count charged to target tokens[i+1] (from `pgolf.data.bytes.token_bytes`).
+    `max_seconds` > 0 caps the scoring time (PgolfError on every rank when any rank exceeds it).
     """
     start = time.perf_counter()
     n_targets = len(tokens) - 1
@@ -88,24 +93,43 @@ def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndar
     if len(target_bytes) != n_targets:
         raise PgolfError(f"internal: {len(target_bytes)} byte counts for {n_targets} targets")
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
-    first, last = flat_windows(n_targets, seq_len, rank, world)
+    totals = _Totals(target_bytes, device)
+    over_budget = False
     was_training = model.training
     model.eval()
     try:
-        nats, scored, num_bytes = score_windows(model, tokens, target_bytes, first, last, seq_len=seq_len,
-                                                per_batch=max(1, batch_tokens // (seq_len * world)), device=device)
+        with torch.no_grad():
+            for chunk in mode.run(model, tokens, device=device, batch_tokens=max(1, batch_tokens // world),
+                                  rank=rank, world_size=world):
+                totals.add(chunk)
+                if max_seconds > 0 and time.perf_counter() - start > max_seconds:
+                    over_budget = True
+                    break
     finally:
         model.train(was_training)
-    totals = torch.tensor([float(scored), float(num_bytes)], dtype=torch.float64, device=device)
+    elapsed = torch.tensor([time.perf_counter() - start, float(over_budget)], dtype=torch.float64, device=device)
     if ctx is not None:
-        ctx.all_reduce_sum(nats)
-        ctx.all_reduce_sum(totals)
-    tokens_scored, bytes_scored = int(totals[0].item()), int(totals[1].item())
-    if tokens_scored != n_targets:
-        raise PgolfError(f"internal: scored {tokens_scored} of {n_targets} targets")
-    total_nats = float(nats.item())
-    val_loss, val_bpb = bpb_from_sums(total_nats, tokens_scored, bytes_scored)
-    return EvalResult(val_loss, val_bpb, total_nats, tokens_scored, bytes_scored, time.perf_counter() - start)
+        ctx.all_reduce_max(elapsed)
+        ctx.all_reduce_sum(totals.nats)
+        ctx.all_reduce_sum(totals.counts)
+    if elapsed[1].item() > 0:
+        raise PgolfError(f"eval: {mode.describe()} scoring exceeded the eval time budget of {max_seconds:g} s "
+                         f"(stopped after {elapsed[0].item():.1f} s); raise eval.max_seconds / --max-seconds or "
+                         "use a cheaper mode")
+    scored, num_bytes, position_sum = (int(v) for v in totals.counts.tolist())
+    if scored != n_targets or position_sum != n_targets * (n_targets + 1) // 2:
+        raise PgolfError(f"internal: {mode.describe()} scored {scored} of {n_targets} targets "
+                         f"(position checksum {position_sum}, expected {n_targets * (n_targets + 1) // 2})")
+    total_nats = float(totals.nats.item())
+    val_loss, val_bpb = bpb_from_sums(total_nats, scored, num_bytes)
+    return EvalResult(val_loss, val_bpb, total_nats, scored, num_bytes, time.perf_counter() - start)
+
+
+def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, *, seq_len: int,
+               batch_tokens: int, device: torch.device, ctx: DistContext | None = None) -> EvalResult:
+    """Flat mode: every target once with non-overlapping windows of `seq_len`, split across ranks."""
+    return score_stream(model, tokens, target_bytes, FlatMode(seq_len), batch_tokens=batch_tokens, device=device,
+                        ctx=ctx)
 
 
 class ValidationData:
@@ -133,12 +157,23 @@ class ValidationData:
                 raise PgolfError(f"{data_dir}: val bytes {int(self.target_bytes.sum())} disagree with the manifest's "
                                  f"{expected}; the data directory is inconsistent")
 
+    @property
+    def bos_id(self) -> int:
+        return int(self.manifest["tokenizer"].get("bos_id", 1))
+
     def score(self, model: torch.nn.Module, *, seq_len: int, batch_tokens: int, device: torch.device,
-              ctx: DistContext | None = None, mode: str = "flat") -> EvalResult:
+              ctx: DistContext | None = None, mode: str = "flat", stride: int = 0,
+              max_seconds: float = 0.0) -> EvalResult:
+        """Score the stream with the named mode (`EVAL_MODES`); stride 0 = the mode's default."""
         if mode not in EVAL_MODES:
             raise PgolfError(f"unknown eval mode {mode!r} (available: {', '.join(EVAL_MODES)})")
-        return score_flat(model, self.tokens, self.target_bytes, seq_len=seq_len, batch_tokens=batch_tokens,
-                          device=device, ctx=ctx)
+        scorer = make_mode(mode, seq_len=seq_len, stride=stride, bos_id=self.bos_id)
+        result = score_stream(model, self.tokens, self.target_bytes, scorer, batch_tokens=batch_tokens,
+                              device=device, ctx=ctx, max_seconds=max_seconds)
+        if self.full and result.bytes != int(self.manifest["splits"]["val"]["bytes"]):
+            raise PgolfError(f"internal: {scorer.describe()} charged {result.bytes} bytes, the manifest says "
+                             f"{self.manifest['splits']['val']['bytes']}")
+        return result
 
 
 def model_from_artifact(artifact, path: str | Path, device: torch.device) -> tuple[torch.nn.Module, "object"]:
@@ -161,14 +196,18 @@ def model_from_artifact(artifact, path: str | Path, device: torch.device) -> tup
     return model.to(device), cfg
 
 
-def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str = "flat", seq_len: int = 0,
+def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str = "", seq_len: int = 0,
                    batch_tokens: int = 0, device: torch.device | None = None, ctx: DistContext | None = None,
                    clock: PhaseClock | None = None, code_bytes: int | None = None,
-                   enforce_cap: bool = True) -> dict:
+                   enforce_cap: bool = True, stride: int = 0, max_seconds: float | None = None,
+                   max_tokens: int = 0) -> dict:
     """Score an artifact file: decompress, rebuild the model, score the val split. Reads nothing else.
 
-    `enforce_cap` refuses an artifact whose bytes plus code bytes exceed the cap (the trainer scores over-cap
-    runs anyway so that result.json can record them, then exits non-zero). Returns a dict with val_loss, val_bpb, tokens, bytes, artifact bytes and the phase times.
+    `mode`, `seq_len`, `stride`, `batch_tokens` and `max_seconds` default to the artifact's `eval` config (seq_len
+    then to its training length). `enforce_cap` refuses an artifact whose bytes plus code bytes exceed the cap (the
+    trainer scores over-cap runs anyway so that result.json can record them, then exits non-zero). `max_tokens` > 0
+    scores only the first N val tokens (a quick look, not a score: `full_val` is then false and the manifest byte
+    check is skipped). Returns a dict with val_loss, val_bpb, tokens, bytes, artifact bytes and the phase times.
     """
     from pgolf.artifact.format import check_cap, load_artifact
 
@@ -184,17 +223,21 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     with clock.phase("model_load"):
         model, cfg = model_from_artifact(artifact, artifact_path, device)
     with clock.phase("val_load"):
-        val = ValidationData(data_dir, expected_vocab=cfg.model.vocab_size)
+        val = ValidationData(data_dir, expected_vocab=cfg.model.vocab_size, max_tokens=max_tokens)
     sha = artifact.tokenizer.get("sha256")
     if sha and sha != val.manifest["tokenizer"]["sha256"]:
         raise PgolfError(f"{artifact_path}: tokenizer mismatch: the artifact was trained with "
                          f"{artifact.tokenizer.get('file')} (sha256 {sha[:12]}) but {data_dir} uses "
                          f"{val.manifest['tokenizer']['file']} (sha256 {val.manifest['tokenizer']['sha256'][:12]})")
+    mode = mode or cfg.eval.mode
     seq_len = seq_len or cfg.eval.seq_len or cfg.train.train_seq_len
+    stride = stride or cfg.eval.stride
     batch_tokens = batch_tokens or cfg.eval.batch_tokens
+    max_seconds = cfg.eval.max_seconds if max_seconds is None else max_seconds
     with clock.phase("scoring"):
-        result = val.score(model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx, mode=mode)
-    return {
+        result = val.score(model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx, mode=mode,
+                           stride=stride, max_seconds=max_seconds)
+    out = {
         "mode": mode,
         "val_loss": result.val_loss,
         "val_bpb": result.val_bpb,
@@ -207,3 +250,8 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         "total_bytes": total,
         "phases": clock.as_dict(),
     }
+    if mode != "flat":
+        out["stride"] = make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id).stride
+    if not val.full:
+        out["full_val"] = False
+    return out

@@ -330,15 +330,16 @@ class Trainer:
         from pgolf.artifact.format import CAP_BYTES, encode_artifact
         from pgolf.eval.evaluate import score_artifact
         from pgolf.fileio import atomic_write_bytes
-        from pgolf.submit.code_bytes import METHOD, package_code_bytes
+        from pgolf.submit.code_bytes import code_bytes_method, package_code_bytes
 
         cfg, ctx = self.cfg, self.ctx
         path = self.run_dir / ARTIFACT_NAME
-        code_bytes = package_code_bytes()
+        code_bytes = package_code_bytes(cfg.preset)
+        method = code_bytes_method(cfg.preset)
         tok = self.manifest["tokenizer"]
         self.quant_report: dict = {"scheme": cfg.quant.scheme, "codec": cfg.quant.codec}
         if ctx.is_main:
-            meta = {"code_bytes": code_bytes, "code_bytes_method": METHOD, "pgolf_version": pgolf.__version__,
+            meta = {"code_bytes": code_bytes, "code_bytes_method": method, "pgolf_version": pgolf.__version__,
                     "steps": steps, "seed": cfg.train.seed, "preset": cfg.preset}
 
             def encode(qm) -> bytes:
@@ -357,7 +358,7 @@ class Trainer:
                 artifact_bytes = len(data)
             tag = f"{cfg.quant.scheme}+{cfg.quant.codec}"
             self.log.line(f"Serialized model {tag}: {artifact_bytes} bytes")
-            self.log.line(f"Code size ({METHOD}): {code_bytes} bytes")
+            self.log.line(f"Code size ({method}): {code_bytes} bytes")
             self.log.line(f"Total submission size {tag}: {artifact_bytes + code_bytes} bytes")
         ctx.barrier()
         scored = score_artifact(path, self.data_dir, device=ctx.device, ctx=ctx, clock=self.clock,
@@ -382,7 +383,7 @@ class Trainer:
                 "quant": self.quant_report | ({"calibration": self.calibration} if hessians else {}),
                 "artifact_bytes": scored["artifact_bytes"],
                 "code_bytes": code_bytes,
-                "code_bytes_method": METHOD,
+                "code_bytes_method": method,
                 "total_bytes": total,
                 "cap_bytes": CAP_BYTES,
                 "within_cap": total <= CAP_BYTES,

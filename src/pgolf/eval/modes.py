@@ -1,0 +1,202 @@
+"""Evaluation modes: the one API every scorer implements, so that `pgolf eval` totals it and `pgolf legality`
+audits it (conditions C1-C4 of issue #1017, CHALLENGE.md 2.5).
+
+The mode API
+------------
+A mode is an `EvalMode` object. `mode.run(model, tokens, device=..., batch_tokens=..., rank=..., world_size=...)`
+is a generator of `ScoredChunk`s. A chunk is a [B, T] grid of slots; the slots where `mask` is true are scored
+events, each a (position, full log-prob vector) pair:
+
+- `positions[b, t]`: the index in `tokens` of the token being scored (1 .. len(tokens) - 1; token 0 is only
+  context);
+- `log_probs[b, t]`: the FULL log-probability vector over the vocabulary that scores it (normalised: its
+  logsumexp is 0);
+- `nats[b, t]`: the loss charged, which must be -log_probs[b, t, token].
+
+Over all ranks a mode must score every position exactly once. A mode may read any token of the stream to build
+its inputs, but the distribution for position p may depend only on the artifact and tokens[:p] (C1).
+
+Adaptive modes (test-time training, caches) set `adaptive = True` and receive val tokens for adaptation ONLY
+through `mode.adapt(model, positions, tokens)`: call it from inside `run` after the chunk holding those positions
+has been yielded (score first, then update: C3), and pass the token values (`tokens[positions]`) as well as their
+positions. `pgolf legality` wraps `adapt` to record what it was given and when, and compares that with the yield
+order. `run` is consumed under `torch.no_grad()` (by the evaluator and the checker); adaptation that needs
+gradients turns them on itself with `torch.enable_grad()`. An adaptive mode may change the model's weights: the
+checker gives every run its own copy of the model. `pgolf.eval.fixtures.UnigramCacheMode` is a small legal
+reference of this protocol.
+
+The non-adaptive modes are `WindowedMode`s: a window plan (`pgolf.eval.windows`) run in batches of right-padded
+windows (causal attention makes padding after the last real position exact). `flat`, `sliding` and `doc` differ
+only in their plans. `doc` scores every document in its own windows (isolated rows, positions restarting at its
+BOS), which isolates every token-mixing path of the model at once: attention, SmearGate and BigramHash (which hashes
+the previous token and would leak across a boundary under a mere attention mask). The records get the same effect
+with `flash_attn_varlen_func` and `cu_seqlens` at BOS positions (PR #1530).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pgolf.errors import PgolfError
+from pgolf.eval.windows import (WindowPlan, batch_bounds, check_window_args, document_segments, sliding_plan,
+                                split_for_rank)
+from pgolf.train.dist import autocast_for
+
+EVAL_MODES = ("flat", "sliding", "doc")
+DEFAULT_STRIDE = 64
+PAD_TOKEN = 0
+
+
+@dataclass
+class ScoredChunk:
+    """A batch of scored events; slots with mask False (padding, context-only positions) are not events."""
+
+    positions: torch.Tensor  # int64 [B, T]
+    targets: torch.Tensor  # int64 [B, T], tokens[positions]
+    log_probs: torch.Tensor  # float32 [B, T, V]
+    nats: torch.Tensor  # float32 [B, T]
+    mask: torch.Tensor  # bool [B, T]
+
+    def events(self) -> Iterator[tuple[int, int, float, torch.Tensor]]:
+        """(position, target token, nats, full log-prob vector) of every scored slot, on the CPU."""
+        rows, cols = self.mask.nonzero(as_tuple=True)
+        pos = self.positions[rows, cols].cpu().tolist()
+        tgt = self.targets[rows, cols].cpu().tolist()
+        nats = self.nats[rows, cols].double().cpu().tolist()
+        logp = self.log_probs[rows, cols].cpu()
+        for i in range(len(pos)):
+            yield pos[i], tgt[i], nats[i], logp[i]
+
+
+class EvalMode:
+    """Base of all modes; see the module docstring for the contract."""
+
+    name: str = "mode"
+    adaptive: bool = False
+
+    def describe(self) -> str:
+        return self.name
+
+    def run(self, model: torch.nn.Module, tokens: np.ndarray, *, device: torch.device, batch_tokens: int,
+            rank: int = 0, world_size: int = 1) -> Iterator[ScoredChunk]:
+        raise NotImplementedError
+
+    def adapt(self, model: torch.nn.Module, positions: np.ndarray, tokens: np.ndarray) -> None:
+        """Adaptive modes only: update state from already-scored tokens (`tokens[i]` sits at `positions[i]`)."""
+        raise PgolfError(f"eval mode {self.name!r} is not adaptive")
+
+
+class WindowedMode(EvalMode):
+    """A fixed predictor scored over a window plan; subclasses choose the plan (and fixtures break the rules)."""
+
+    ordered = False  # True: keep plan order on each rank (adaptive subclasses need it)
+
+    def __init__(self, seq_len: int, stride: int) -> None:
+        check_window_args(seq_len, stride)
+        self.seq_len, self.stride = seq_len, stride
+
+    def describe(self) -> str:
+        return f"{self.name} (seq_len {self.seq_len}, stride {self.stride})"
+
+    def plan(self, tokens: np.ndarray) -> WindowPlan:
+        n = len(tokens) - 1
+        return sliding_plan(np.array([0]), np.array([n]), self.seq_len, self.stride)
+
+    def log_probs(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Full log-prob vectors [B, T, V] for inputs x (y, the targets, is for fixtures that misuse it)."""
+        with autocast_for(x.device):
+            logits = model(x)
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def run(self, model, tokens, *, device, batch_tokens, rank=0, world_size=1):
+        share = split_for_rank(self.plan(tokens), rank, world_size, ordered=self.ordered)
+        yield from self.run_plan(model, tokens, share, device=device, batch_tokens=batch_tokens)
+
+    def run_plan(self, model: torch.nn.Module, tokens: np.ndarray, plan: WindowPlan, *, device: torch.device,
+                 batch_tokens: int, before_batch: Callable | None = None) -> Iterator[ScoredChunk]:
+        """Score the windows of `plan`, in order, batched to about `batch_tokens` input tokens
+        (`before_batch(model, stream, windows)` runs before each batch; only a broken fixture uses it)."""
+        stream = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(device)
+        for i, j in batch_bounds(plan.lengths, max(1, batch_tokens)):
+            windows = plan.take(slice(i, j))
+            if before_batch is not None:
+                before_batch(model, stream, windows)
+            yield self.score_batch(model, stream, windows, device)
+
+    @torch.no_grad()
+    def score_batch(self, model: torch.nn.Module, stream: torch.Tensor, windows: WindowPlan,
+                    device: torch.device) -> ScoredChunk:
+        longest = int(windows.lengths.max())
+        starts = torch.from_numpy(windows.starts).to(device)[:, None]
+        lengths = torch.from_numpy(windows.lengths).to(device)[:, None]
+        score_from = torch.from_numpy(windows.score_from).to(device)[:, None]
+        cols = torch.arange(longest, device=device)[None, :]
+        real = cols < lengths
+        idx = torch.where(real, starts + cols, starts)  # padding re-reads a real token; it is never scored
+        x = torch.where(real, stream[idx], PAD_TOKEN)
+        y = torch.where(real, stream[idx + 1], PAD_TOKEN)
+        logp = self.log_probs(model, x, y)
+        nats = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        return ScoredChunk(positions=idx + 1, targets=y, log_probs=logp, nats=nats, mask=real & (cols >= score_from))
+
+
+class FlatMode(WindowedMode):
+    """Consecutive non-overlapping windows; the last, short window is scored too."""
+
+    name = "flat"
+
+    def __init__(self, seq_len: int, stride: int = 0) -> None:
+        super().__init__(seq_len, seq_len)
+
+
+class SlidingMode(WindowedMode):
+    """Windows every `stride` targets; each target scored once with >= seq_len - stride context (PR #50 lineage,
+    `R/2026-03-19_SlidingWindowEval`)."""
+
+    name = "sliding"
+
+
+class DocumentMode(WindowedMode):
+    """Document-isolated scoring: no window crosses a BOS; documents longer than seq_len slide inside themselves
+    (`R/2026-03-17_LoRA_TTT` README: most of its gain came from not attending across documents)."""
+
+    name = "doc"
+
+    def __init__(self, seq_len: int, stride: int, bos_id: int) -> None:
+        super().__init__(seq_len, stride)
+        self.bos_id = bos_id
+
+    def describe(self) -> str:
+        return f"{self.name} (seq_len {self.seq_len}, stride {self.stride}, BOS {self.bos_id})"
+
+    def plan(self, tokens: np.ndarray) -> WindowPlan:
+        starts, ends = document_segments(tokens, self.bos_id)
+        return sliding_plan(starts, ends, self.seq_len, self.stride)
+
+
+ModeFactory = Callable[[int, int, int], EvalMode]
+
+MODE_FACTORIES: dict[str, ModeFactory] = {
+    "flat": lambda seq_len, stride, bos_id: FlatMode(seq_len),
+    "sliding": lambda seq_len, stride, bos_id: SlidingMode(seq_len, stride),
+    "doc": lambda seq_len, stride, bos_id: DocumentMode(seq_len, stride, bos_id),
+}
+
+
+def resolve_stride(seq_len: int, stride: int) -> int:
+    """0 means the records' 64, capped at seq_len."""
+    return stride if stride > 0 else min(DEFAULT_STRIDE, seq_len)
+
+
+def make_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1,
+              extra: dict[str, ModeFactory] | None = None) -> EvalMode:
+    """Build a mode by name (`extra` adds factories, e.g. the legality fixtures)."""
+    factories = {**MODE_FACTORIES, **(extra or {})}
+    if name not in factories:
+        raise PgolfError(f"unknown eval mode {name!r} (available: {', '.join(factories)})")
+    return factories[name](seq_len, resolve_stride(seq_len, stride), bos_id)

@@ -1,0 +1,405 @@
+"""`pgolf bundle`: one self-contained, self-extracting `train_gpt.py` for a preset (CHALLENGE.md 3.5 and 6).
+
+A submission ships a single `train_gpt.py`, and the records count the size of a minified, compressed,
+self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and the runtime
+`_compressed_code_size` of PR #1530 onward). This module builds exactly such a file from the pgolf sources:
+
+1. reachability (`analyse`): from `pgolf.cli.main`, every `pgolf` module reached by `import pgolf...` /
+   `from pgolf... import ...` (including imports inside functions, read with `ast`), and within each module only
+   the top-level definitions that kept code can reach (a conservative, name-based tree shake: a name used as an
+   attribute or identifier-like string anywhere keeps every definition of that name). The bundle only ever runs
+   `train`, so the other `pgolf.cli` handlers become one-line stubs (`STUB_IN_BUNDLE`) and what only they use
+   (data building, eval, inspect) drops out. Modules in `NOT_AT_TRAIN_TIME` (data download, ablations, this tool)
+   are left out when imported inside a function only; a module-level import still pulls them in;
+2. each module minified with python-minifier (docstrings dropped, locals renamed, annotations dropped except class
+   attribute annotations, which dataclasses need), plus the preset's TOML file;
+3. one payload: a small stage-2 loader, a NUL, then `path NUL source NUL ...`, compressed with raw LZMA2 or
+   brotli (whichever gives the smaller file), embedded as a latin-1 string literal in a 3-line script. At run time stage 2 installs an
+   in-memory `importlib` finder/loader (with a resource reader for `pgolf/presets`) ahead of everything on
+   `sys.meta_path`, then runs `pgolf train --preset NAME` with the command-line arguments.
+
+The output depends only on the sources and the preset, so the same checkout always gives a byte-identical bundle,
+which is why `pgolf.submit.code_bytes` can count its size during a run.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import lzma
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgolf.errors import PgolfError
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = (("pgolf.cli", "train_main"),)
+# The bundle only ever runs `train`; every other subcommand's handler becomes a one-line stub, so the parser (and
+# so `--help`) stays the same while the code behind data building, eval, inspect and ablate is left out.
+STUB_IN_BUNDLE = {"pgolf.cli": lambda name: name.startswith("_cmd_") and name != "_cmd_train"}
+STUB_MESSAGE = "{name}: not available in a train_gpt.py bundle; use the pgolf package"
+NOT_AT_TRAIN_TIME = {
+    "pgolf.__main__": "the `python -m pgolf` entry point; the bundle has its own",
+    "pgolf.data.hub": "downloads the official export from the Hugging Face Hub",
+    "pgolf.train.ablate": "runs technique ablations, not one training run",
+    "pgolf.submit.bundle": "this tool; a running bundle counts its own file instead",
+}
+
+# Runs inside the bundle with `D` (the decompressed payload) and `__file__` (the script) in scope. `F.bundle_file`
+# is how pgolf.submit.code_bytes recognises that it is running from a bundle. Written pre-minified on purpose:
+# every byte here is counted code.
+_STAGE2 = '''import sys,importlib.abc as A,importlib.util as U
+P=D[D.index(0)+1:].decode().split("\\0");P=dict(zip(P[::2],P[1::2]))
+class T:
+ def __init__(s,p):s.p=p;s.name=p.split("/")[-1]
+ def __truediv__(s,c):return T(s.p+"/"+c)
+ joinpath=__truediv__
+ def is_file(s):return s.p in P
+ def is_dir(s):return any(k.startswith(s.p+"/")for k in P)
+ def iterdir(s):return[T(s.p+"/"+c)for c in sorted({k[len(s.p)+1:].split("/")[0]for k in P if k.startswith(s.p+"/")})]
+ def read_text(s,encoding=None):return P[s.p]
+ def read_bytes(s):return P[s.p].encode()
+ def files(s):return s
+class F(A.MetaPathFinder,A.Loader):
+ bundle_file=__file__
+ def find_spec(s,n,p=None,t=None):
+  k=n.replace(".","/")
+  for f in(k+"/__init__.py",k+".py"):
+   if f in P:return U.spec_from_loader(n,s,origin=f,is_package="/__init__"in f)
+ def create_module(s,m):pass
+ def exec_module(s,m):o=m.__spec__.origin;exec(compile(P[o],o,"exec",dont_inherit=1),m.__dict__)
+ def get_resource_reader(s,n):return T(n.replace(".","/"))
+sys.meta_path.insert(0,F())
+if __name__=="__main__":from pgolf.cli import train_main;sys.exit(train_main(preset=%r))
+'''
+
+# The compressed payload is embedded as a latin-1 string literal: a source file declared latin-1 may hold every byte
+# value, so only backslash, quote, CR, LF and NUL need escapes (~2.7% overhead, where base85 costs 25%).
+_LZMA_WRAPPER = (b'#coding:latin-1\nimport lzma as L\nD=L.decompress(\'%s\'.encode("latin-1"),3,None,[{"id":33}])'
+                 b';exec(D[:D.index(0)])\n')
+_BROTLI_WRAPPER = b'#coding:latin-1\nimport brotli\nD=brotli.decompress(\'%s\'.encode("latin-1"));exec(D[:D.index(0)])\n'
+_ESCAPES = {ord("\\"): b"\\\\", ord("'"): b"\\'", ord("\n"): b"\\n", ord("\r"): b"\\r", 0: b"\\x00"}
+
+
+def latin1_literal(blob: bytes) -> bytes:
+    """The body of a single-quoted str literal that, in a latin-1 source file, spells `blob` byte for byte."""
+    table = [_ESCAPES.get(b, bytes([b])) for b in range(256)]
+    return b"".join(table[b] for b in blob)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built bundle: the file's bytes and what went into it."""
+
+    data: bytes
+    preset: str
+    modules: tuple[str, ...]
+    resources: tuple[str, ...]
+    codec: str
+    source_bytes: int
+    minified_bytes: int
+
+
+def _module_path(name: str) -> Path | None:
+    """The source file of a pgolf module, or None when `name` is not one."""
+    base = PACKAGE_ROOT.parent.joinpath(*name.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+class _Module:
+    """One pgolf module's top-level statements, with the names each binds and the code each references."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        stub = STUB_IN_BUNDLE.get(name)
+        self.stubbed: list[str] = []
+        for node in self.tree.body:
+            if stub and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and stub(node.name):
+                node.body = ast.parse(f"raise PgolfError({STUB_MESSAGE.format(name=node.name)!r})").body
+                self.stubbed.append(node.name)
+        self.binds: dict[str, list[ast.stmt]] = {}  # top-level name -> the statements that bind it
+        self.always: list[ast.stmt] = []  # statements kept whenever the module is imported
+        for node in self.tree.body:
+            names = _bound_names(node)
+            if names is None:
+                self.always.append(node)
+            for bound in names or ():
+                self.binds.setdefault(bound, []).append(node)
+
+    def absolute(self, node: ast.ImportFrom) -> str:
+        """The absolute module name of a `from ... import` (relative imports resolved against this package)."""
+        if not node.level:
+            return node.module or ""
+        parts = self.package.split(".")
+        anchor = parts[:len(parts) - node.level + 1]
+        return ".".join(anchor + ([node.module] if node.module else []))
+
+
+def _bound_names(node: ast.stmt) -> list[str] | None:
+    """Top-level names a prunable statement binds, or None for a statement that must always run: anything with
+    effects (expressions, control flow, `import a.b`, `from __future__`) and every binding of a dunder name."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        names = [node.name]
+    elif isinstance(node, ast.ImportFrom):
+        if node.module == "__future__" or any(a.name == "*" for a in node.names):
+            return None
+        names = [a.asname or a.name for a in node.names]
+    elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if isinstance(node, ast.AnnAssign) and node.value is None:
+            return None
+        names = []
+        for target in targets:
+            elts = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+            if not all(isinstance(e, ast.Name) for e in elts):
+                return None
+            names += [e.id for e in elts]
+    else:
+        return None
+    return None if any(n.startswith("__") for n in names) else names
+
+
+@dataclass
+class _Uses:
+    """What a piece of code refers to: bare names, attribute names and identifier-like strings (any of which may
+    name a top-level definition somewhere), and the pgolf imports it executes."""
+
+    names: set[str]
+    words: set[str]
+    imports: list[tuple[str, str | None]]  # (module, imported name or None for the module itself)
+
+
+def _uses(mod: _Module, node: ast.AST) -> _Uses:
+    names: set[str] = set()
+    words: set[str] = set()
+    imports: list[tuple[str, str | None]] = []
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name):
+            names.add(child.id)
+        elif isinstance(child, ast.Attribute):
+            words.add(child.attr)
+        elif isinstance(child, ast.Constant) and isinstance(child.value, str) and child.value.isidentifier():
+            words.add(child.value)
+        elif isinstance(child, ast.Import):
+            imports += [(alias.name, None) for alias in child.names]
+        elif isinstance(child, ast.ImportFrom):
+            base = mod.absolute(child)
+            imports += [(base, alias.name) for alias in child.names]
+    return _Uses(names, words, imports)
+
+
+def _is_pgolf(module: str) -> bool:
+    return module.split(".")[0] == "pgolf" and _module_path(module) is not None
+
+
+@dataclass
+class Closure:
+    """The result of the reachability analysis: kept modules and, per module, the kept top-level names."""
+
+    modules: dict[str, _Module]
+    kept: dict[str, set[str]]
+    excluded: set[str]
+
+    def source(self, name: str) -> str:
+        """The module's source with unreachable top-level definitions removed (unused pgolf import names too)."""
+        mod = self.modules[name]
+        kept = self.kept[name]
+        body = []
+        for node in mod.tree.body:
+            bound = _bound_names(node)
+            if bound is None:
+                body.append(node)
+            elif isinstance(node, ast.ImportFrom):
+                if not _is_pgolf(mod.absolute(node)):
+                    body.append(node)  # third-party imports stay: importing them may matter
+                    continue
+                aliases = [a for a in node.names if (a.asname or a.name) in kept]
+                if aliases:
+                    body.append(ast.ImportFrom(module=node.module, names=aliases, level=node.level))
+            elif any(n in kept for n in bound):
+                body.append(node)
+        return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])))
+
+
+def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
+    """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions.
+
+    Conservative by construction: a definition is kept when its name is used as a bare name in its own module,
+    imported by name from another, or appears anywhere as an attribute name or identifier-like string (so
+    `module.func`, `getattr(obj, "func")` and methods keep it). Statements with effects always run.
+    """
+    modules: dict[str, _Module] = {}
+    kept: dict[str, set[str]] = {}
+    words: set[str] = set()
+    excluded: set[str] = set()
+    todo: list[tuple[str, str]] = []  # (module, name) to keep
+
+    def use(mod: _Module, uses: _Uses, *, lazy: bool) -> None:
+        for name in uses.names:
+            if name in mod.binds:
+                todo.append((mod.name, name))
+        for word in uses.words - words:
+            words.add(word)
+            for other in modules.values():
+                if word in other.binds:
+                    todo.append((other.name, word))
+        for base, name in uses.imports:
+            if base in NOT_AT_TRAIN_TIME and lazy:
+                excluded.add(base)  # imported inside a function only: a path training never takes
+                continue
+            if not _is_pgolf(base):
+                continue
+            load(base)
+            if name is None:
+                continue
+            if _is_pgolf(f"{base}.{name}"):
+                load(f"{base}.{name}")
+            else:
+                todo.append((base, name))
+
+    def load(name: str) -> None:
+        if name in modules:
+            return
+        path = _module_path(name)
+        if path is None:
+            raise PgolfError(f"bundle: {name} is not a pgolf module")
+        mod = modules[name] = _Module(name, path)
+        kept[name] = set()
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            load(".".join(parts[:i]))  # importing a.b.c runs a and a.b first
+        for word in words:
+            if word in mod.binds:
+                todo.append((name, word))
+        for node in mod.always:
+            use(mod, _uses(mod, node), lazy=False)
+
+    for module, function in entries:
+        load(module)
+        todo.append((module, function))
+    while todo:
+        module, name = todo.pop()
+        if name in kept[module]:
+            continue
+        mod = modules[module]
+        kept[module].add(name)
+        if name not in mod.binds:
+            continue  # bound by a statement that always runs (a dunder, a name set inside `if`/`try`)
+        for node in mod.binds[name]:
+            if isinstance(node, ast.ImportFrom):
+                base = mod.absolute(node)
+                chosen = [a for a in node.names if (a.asname or a.name) == name]
+                use(mod, _Uses(set(), set(), [(base, a.name) for a in chosen]), lazy=False)
+            else:
+                lazy = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                use(mod, _uses(mod, node), lazy=lazy)
+    return Closure(modules=modules, kept=kept, excluded=excluded - set(modules))
+
+
+def import_closure(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> list[str]:
+    """The pgolf modules a training run from the bundle can import, sorted."""
+    return sorted(analyse(entries).modules)
+
+
+def resolve_preset(preset: str) -> tuple[str, str]:
+    """(name, TOML text) of a shipped preset name or a path to a TOML file; the TOML must parse."""
+    path = Path(preset)
+    if path.suffix == ".toml" or path.exists():
+        name = path.stem
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PgolfError(f"{path}: cannot read preset: {exc.strerror}") from None
+    else:
+        name = preset
+        shipped = PACKAGE_ROOT / "presets" / f"{preset}.toml"
+        if not shipped.is_file():
+            known = ", ".join(sorted(p.stem for p in (PACKAGE_ROOT / "presets").glob("*.toml")))
+            raise PgolfError(f"bundle: unknown preset {preset!r} (known: {known})")
+        text = shipped.read_text(encoding="utf-8")
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PgolfError(f"{preset}: invalid TOML: {exc}") from None
+    if not name or "/" in name or "\0" in name:
+        raise PgolfError(f"bundle: cannot use {name!r} as a preset name")
+    return name, text
+
+
+@functools.lru_cache(maxsize=256)
+def minify_source(source: str, filename: str) -> str:
+    """Behaviour-preserving minification: docstrings, comments, annotations (not on class attributes), long
+    local names and redundant syntax go; global names stay, since other modules import them."""
+    import python_minifier
+
+    return python_minifier.minify(source, filename=filename, remove_literal_statements=True, rename_globals=False,
+                                  hoist_literals=False, remove_asserts=False, remove_debug=False)
+
+
+def _strip_toml(text: str) -> str:
+    """A preset without comments and blank lines (the parsed values are unchanged)."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append(line)
+    out = "\n".join(lines) + "\n"
+    return out if tomllib.loads(out) == tomllib.loads(text) else text
+
+
+def _lzma(data: bytes) -> bytes:
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
+
+
+def _brotli(data: bytes) -> bytes | None:
+    try:
+        import brotli
+    except ImportError:
+        return None
+    return brotli.compress(data, quality=11, lgwin=24, mode=brotli.MODE_TEXT)
+
+
+def build_bundle(preset: str) -> Bundle:
+    """Build the bundle for `preset` (a shipped name or a TOML path); deterministic in the sources."""
+    name, toml_text = resolve_preset(preset)
+    closure = analyse()
+    modules = sorted(closure.modules)
+    files: list[tuple[str, str]] = []
+    source_bytes = 0
+    for module in modules:
+        path = closure.modules[module].path
+        source_bytes += path.stat().st_size
+        rel = path.relative_to(PACKAGE_ROOT.parent).as_posix()
+        minified = minify_source(closure.source(module), rel)
+        if "\0" in minified:
+            raise PgolfError(f"bundle: {rel} contains a NUL character, which the bundle format uses as separator")
+        files.append((rel, minified))
+    resource = f"pgolf/presets/{name}.toml"
+    files.append((resource, _strip_toml(toml_text)))
+    packed = "\0".join(part for pair in files for part in pair)
+    payload = (_STAGE2 % name).encode() + b"\0" + packed.encode()
+    candidates = [("lzma2", _LZMA_WRAPPER, _lzma(payload))]
+    compressed = _brotli(payload)
+    if compressed is not None:
+        candidates.append(("brotli", _BROTLI_WRAPPER, compressed))
+    scripts = [(codec, wrapper % latin1_literal(blob)) for codec, wrapper, blob in candidates]
+    codec, data = min(scripts, key=lambda item: (len(item[1]), item[0]))
+    return Bundle(data=data, preset=name, modules=tuple(modules), resources=(resource,), codec=codec,
+                  source_bytes=source_bytes, minified_bytes=len(packed.encode()))
+
+
+def write_bundle(preset: str, out: str | Path) -> Bundle:
+    """Build the bundle for `preset` and write it to `out` (atomically)."""
+    from pgolf.fileio import atomic_write_bytes
+
+    bundle = build_bundle(preset)
+    atomic_write_bytes(Path(out), bundle.data)
+    return bundle
