@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pgolf.errors import PgolfError
+from pgolf.eval.names import EVAL_MODES
 
 DEFAULT_DEMO_DATA = Path("data/demo")
 
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score an artifact file on a data directory's val split")
     p.add_argument("artifact", type=Path)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--mode", choices=("flat", "sliding", "doc"),
+    p.add_argument("--mode", choices=EVAL_MODES,
                    help="default: the artifact's eval.mode; sliding and doc take --stride")
     p.add_argument("--seq-len", type=int, default=0, help="default: the artifact's eval/train sequence length")
     p.add_argument("--stride", type=int, default=0, help="sliding/doc window stride (default: 64, capped at seq-len)")

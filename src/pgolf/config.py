@@ -172,6 +172,22 @@ class EvalConfig:
     batch_tokens: int = 524_288
     stride: int = 0  # sliding/doc window stride; 0 = 64 capped at seq_len
     max_seconds: float = 0.0  # scoring time budget; 0 = none (the challenge allows 600 s on 8xH100)
+    # Score-first test-time training (modes lora-ttt, sgd-ttt, phased-ttt; pgolf/eval/ttt.py, CHALLENGE.md 2.6).
+    ttt_chunk: int = 256
+    ttt_rank: int = 8
+    ttt_alpha: float = 0.0
+    ttt_targets: str = "attn.c_q,attn.c_v"
+    ttt_lr: float = 0.01
+    ttt_beta1: float = 0.9
+    ttt_beta2: float = 0.95
+    ttt_weight_decay: float = 0.0
+    ttt_warm_start_a: bool = False
+    ttt_chunk_tokens: int = 32_768
+    ttt_sgd_lr: float = 0.002
+    ttt_epochs: int = 3
+    ttt_phases: int = 3
+    ttt_prefix_docs: int = 2000
+    ttt_phase_lr: float = 0.001
 
 
 @dataclass
@@ -263,9 +279,13 @@ class Config:
         parse_group_values(q.clip_k, float, "quant.clip_k", lo=1e-3, hi=1e3)
         if q.clip not in ("percentile", "search", "sdclip", "absmean"):
             raise PgolfError(f"config: quant.clip={q.clip!r} must be percentile, search, sdclip or absmean")
-        if self.eval.mode not in ("flat", "sliding", "doc") or self.eval.stride < 0 or self.eval.max_seconds < 0:
-            raise PgolfError(f"config: eval.mode={self.eval.mode!r} must be flat, sliding or doc, and eval.stride and "
-                             "eval.max_seconds must be >= 0")
+        from pgolf.eval.names import EVAL_MODES
+        e = self.eval
+        if e.mode not in EVAL_MODES or e.stride < 0 or e.max_seconds < 0:
+            raise PgolfError(f"config: eval.mode={e.mode!r} must be one of {', '.join(EVAL_MODES)}, and eval.stride "
+                             "and eval.max_seconds must be >= 0")
+        if min(e.ttt_chunk, e.ttt_rank, e.ttt_chunk_tokens, e.ttt_phases) < 1 or e.ttt_epochs < 0:
+            raise PgolfError("config: eval.ttt_chunk, ttt_rank, ttt_chunk_tokens and ttt_phases must be >= 1")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank so that the global batch is `train_batch_tokens`."""

@@ -88,3 +88,14 @@ def test_lora_leaves_the_model_as_it_was(tiny_config):
     _score(model, tokens, _modes()[0])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model.blocks[0].attn.c_q._forward_hooks
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_ttt_modes_pass_the_legality_checker(tiny_config, index):
+    from pgolf.eval.legality import check_mode
+
+    tokens = _stream(docs=4)
+    model = _model(tiny_config)
+    report = check_mode(lambda: _modes()[index], model, tokens, device=torch.device("cpu"), batch_tokens=4096,
+                        perturbations=3, tolerance=1e-4, seed=0)
+    assert report.passed, report.table()

@@ -132,6 +132,17 @@ def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndar
                         ctx=ctx)
 
 
+def build_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1, ttt=None) -> EvalMode:
+    """Any mode of `pgolf.eval.names.EVAL_MODES` (TTT modes take `ttt`, a `TTTSettings`; defaults otherwise)."""
+    from pgolf.eval.names import EVAL_MODES
+    from pgolf.eval.ttt import TTTSettings, ttt_factories
+
+    if name not in EVAL_MODES:
+        raise PgolfError(f"unknown eval mode {name!r} (available: {', '.join(EVAL_MODES)})")
+    return make_mode(name, seq_len=seq_len, stride=stride, bos_id=bos_id,
+                     extra=ttt_factories(ttt or TTTSettings()))
+
+
 class ValidationData:
     """The val stream, its per-target byte counts and the manifest totals they must match."""
 
@@ -147,8 +158,11 @@ class ValidationData:
         tokens = load_split(data_dir, "val")
         self.full = not (0 < max_tokens < len(tokens))
         self.tokens = tokens if self.full else tokens[:max_tokens]
+        from pgolf.data.caseops import val_target_bytes
+
         try:
-            self.target_bytes = token_bytes(self.tokens, tables)
+            sidecar = val_target_bytes(data_dir, self.tokens)  # CaseOps: BPB on the original bytes
+            self.target_bytes = sidecar if sidecar is not None else token_bytes(self.tokens, tables)
         except PgolfError as exc:
             raise PgolfError(f"{data_dir}: val shards: {exc}") from None
         if self.full:
@@ -163,11 +177,10 @@ class ValidationData:
 
     def score(self, model: torch.nn.Module, *, seq_len: int, batch_tokens: int, device: torch.device,
               ctx: DistContext | None = None, mode: str = "flat", stride: int = 0,
-              max_seconds: float = 0.0) -> EvalResult:
-        """Score the stream with the named mode (`EVAL_MODES`); stride 0 = the mode's default."""
-        if mode not in EVAL_MODES:
-            raise PgolfError(f"unknown eval mode {mode!r} (available: {', '.join(EVAL_MODES)})")
-        scorer = make_mode(mode, seq_len=seq_len, stride=stride, bos_id=self.bos_id)
+              max_seconds: float = 0.0, ttt=None) -> EvalResult:
+        """Score the stream with the named mode (`pgolf.eval.names.EVAL_MODES`); stride 0 = the mode's default;
+        `ttt` (a `TTTSettings`) configures the test-time-training modes."""
+        scorer = build_mode(mode, seq_len=seq_len, stride=stride, bos_id=self.bos_id, ttt=ttt)
         result = score_stream(model, self.tokens, self.target_bytes, scorer, batch_tokens=batch_tokens,
                               device=device, ctx=ctx, max_seconds=max_seconds)
         if self.full and result.bytes != int(self.manifest["splits"]["val"]["bytes"]):
@@ -234,9 +247,11 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     stride = stride or cfg.eval.stride
     batch_tokens = batch_tokens or cfg.eval.batch_tokens
     max_seconds = cfg.eval.max_seconds if max_seconds is None else max_seconds
+    from pgolf.eval.ttt import ttt_settings
+
     with clock.phase("scoring"):
         result = val.score(model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx, mode=mode,
-                           stride=stride, max_seconds=max_seconds)
+                           stride=stride, max_seconds=max_seconds, ttt=ttt_settings(cfg.eval))
     out = {
         "mode": mode,
         "val_loss": result.val_loss,
@@ -251,7 +266,9 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         "phases": clock.as_dict(),
     }
     if mode != "flat":
-        out["stride"] = make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id).stride
+        scorer = build_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=ttt_settings(cfg.eval))
+        out["stride"] = getattr(scorer, "stride", 0)
+        out["mode_detail"] = scorer.describe()
     if not val.full:
         out["full_val"] = False
     return out

@@ -229,8 +229,9 @@ def mode_factories() -> dict:
     """Every mode the checker can name: the eval modes and the fixtures."""
     from pgolf.eval.fixtures import FIXTURES
     from pgolf.eval.modes import MODE_FACTORIES
+    from pgolf.eval.ttt import TTTSettings, ttt_factories
 
-    return {**MODE_FACTORIES, **FIXTURES}
+    return {**MODE_FACTORIES, **ttt_factories(TTTSettings()), **FIXTURES}
 
 
 def check_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str, tokens: int = 4096,
@@ -254,8 +255,12 @@ def check_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     seq_len = seq_len or cfg.eval.seq_len or cfg.train.train_seq_len
     stride = stride or cfg.eval.stride
 
+    from pgolf.eval.ttt import ttt_factories, ttt_settings
+
+    extra = {**FIXTURES, **ttt_factories(ttt_settings(cfg.eval))}
+
     def make() -> EvalMode:
-        return make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, extra=FIXTURES)
+        return make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, extra=extra)
 
     make()  # unknown names and bad strides fail here, before any scoring
     return check_mode(make, model, val.tokens, device=device, batch_tokens=batch_tokens,

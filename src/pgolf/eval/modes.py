@@ -47,7 +47,7 @@ from pgolf.eval.windows import (WindowPlan, batch_bounds, check_window_args, doc
                                 split_for_rank)
 from pgolf.train.dist import autocast_for
 
-EVAL_MODES = ("flat", "sliding", "doc")
+from pgolf.eval.names import FIXED_MODES as EVAL_MODES  # noqa: E402  (the fixed-predictor modes)
 DEFAULT_STRIDE = 64
 PAD_TOKEN = 0
 

@@ -41,7 +41,7 @@ from pgolf.eval.modes import EvalMode, ScoredChunk, WindowedMode
 from pgolf.eval.windows import WindowPlan, document_segments, sliding_plan
 from pgolf.train.dist import autocast_for
 
-TTT_MODES = ("lora-ttt", "sgd-ttt", "phased-ttt")
+from pgolf.eval.names import TTT_MODES  # noqa: F401
 
 
 @dataclass
@@ -346,7 +346,18 @@ class PhasedTTTMode(LoRATTTMode):
         self.lora = LoRALearner(model, self.s)
 
 
-def ttt_factories(s: TTTSettings, stride_default: int = 64) -> dict:
+def ttt_settings(eval_cfg) -> TTTSettings:
+    """The TTT knobs of an `EvalConfig` (fields `ttt_*`)."""
+    e = eval_cfg
+    return TTTSettings(chunk=e.ttt_chunk, rank=e.ttt_rank, alpha=e.ttt_alpha,
+                       targets=tuple(t.strip() for t in e.ttt_targets.split(",") if t.strip()), lr=e.ttt_lr,
+                       betas=(e.ttt_beta1, e.ttt_beta2), weight_decay=e.ttt_weight_decay,
+                       warm_start_a=e.ttt_warm_start_a, chunk_tokens=e.ttt_chunk_tokens, sgd_lr=e.ttt_sgd_lr,
+                       epochs=e.ttt_epochs, phases=e.ttt_phases, prefix_docs=e.ttt_prefix_docs,
+                       phase_lr=e.ttt_phase_lr)
+
+
+def ttt_factories(s: TTTSettings) -> dict:
     """Factories for `pgolf.eval.modes.make_mode(extra=...)`."""
     return {
         "lora-ttt": lambda seq_len, stride, bos_id: LoRATTTMode(seq_len, s, bos_id),
