@@ -138,7 +138,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len,
                                 batch_tokens=args.batch_tokens, device=ctx.device, ctx=ctx, stride=args.stride,
-                                max_seconds=args.max_seconds, max_tokens=args.max_tokens)
+                                max_seconds=args.max_seconds, max_tokens=args.max_tokens, overrides=args.set)
     finally:
         ctx.shutdown()
     if ctx.is_main:
@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=0, help="sliding/doc window stride (default: 64, capped at seq-len)")
     p.add_argument("--max-seconds", type=float, help="fail if scoring takes longer (default: eval.max_seconds)")
     p.add_argument("--max-tokens", type=int, default=0, help="score only the first N val tokens (not a score)")
+    p.add_argument("--set", action="append", metavar="eval.FIELD=VALUE",
+                   help="override an eval setting of the artifact's config (e.g. eval.ttt_lr=0.005)")
     p.add_argument("--batch-tokens", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0)

@@ -209,11 +209,23 @@ def model_from_artifact(artifact, path: str | Path, device: torch.device) -> tup
     return model.to(device), cfg
 
 
+def apply_eval_overrides(cfg, overrides: list[str]) -> None:
+    """`--set eval.FIELD=VALUE` at scoring time: only the eval section may change (the model is the artifact's)."""
+    from pgolf.config import _assign, parse_override
+
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section != "eval":
+            raise PgolfError(f"--set {text}: only eval.* settings can change when scoring an artifact")
+        _assign(cfg, section, key, value, source="--set")
+    cfg.validate()
+
+
 def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str = "", seq_len: int = 0,
                    batch_tokens: int = 0, device: torch.device | None = None, ctx: DistContext | None = None,
                    clock: PhaseClock | None = None, code_bytes: int | None = None,
                    enforce_cap: bool = True, stride: int = 0, max_seconds: float | None = None,
-                   max_tokens: int = 0) -> dict:
+                   max_tokens: int = 0, overrides: list[str] | None = None) -> dict:
     """Score an artifact file: decompress, rebuild the model, score the val split. Reads nothing else.
 
     `mode`, `seq_len`, `stride`, `batch_tokens` and `max_seconds` default to the artifact's `eval` config (seq_len
@@ -235,6 +247,7 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         check_cap(artifact.file_bytes, code, artifact_path)
     with clock.phase("model_load"):
         model, cfg = model_from_artifact(artifact, artifact_path, device)
+    apply_eval_overrides(cfg, overrides or [])
     with clock.phase("val_load"):
         val = ValidationData(data_dir, expected_vocab=cfg.model.vocab_size, max_tokens=max_tokens)
     sha = artifact.tokenizer.get("sha256")
