@@ -4,6 +4,7 @@ charges exactly the original UTF-8 bytes of every document (trained and official
 from __future__ import annotations
 
 import json
+import math
 import random
 import unicodedata
 from pathlib import Path
@@ -345,3 +346,17 @@ def test_missing_sidecar_is_refused(caseops_data, tmp_path):
     del manifest["splits"]["val"]["byte_files"]
     (data / "manifest.json").write_text(json.dumps(manifest))
     assert "byte_files" in _one_line_error(val_target_bytes, data, np.zeros(3, dtype=np.uint16))
+
+
+def test_training_on_caseops_data_charges_original_bytes(caseops_data, caseops_corpus, tmp_path, tiny_config):
+    """End to end: the score's byte denominator is the original UTF-8 text, not the transformed text."""
+    from pgolf.eval.evaluate import ValidationData
+    from pgolf.train.trainer import train
+
+    _, docs = caseops_corpus
+    original = sum(len(d.encode("utf-8")) for d in docs[:30])
+    val = ValidationData(caseops_data, expected_vocab=400)
+    assert int(val.target_bytes.sum()) == original
+    result = train(tiny_config("model.vocab_size=400", "train.val_max_tokens=0", "eval.mode=doc"), caseops_data,
+                   tmp_path / "run", echo=None)
+    assert result["val_bytes"] == original and math.isfinite(result["val_bpb"])
