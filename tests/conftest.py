@@ -61,3 +61,15 @@ def tiny_config():
         return resolve_config("cpu-smoke", [*TINY_MODEL_SETS, *extra], environ={})
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run much faster on one thread than on several of a shared CPU (use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,17 +15,12 @@ from pgolf.eval.legality import check_mode
 from pgolf.eval.modes import make_mode
 from pgolf.model.gpt import GPT
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BOS = 1
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run much faster on one thread than on several of a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def model():

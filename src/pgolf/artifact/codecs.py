@@ -105,17 +105,23 @@ def _zlib_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return zlib.compress(data, _check_level("zlib", level, 0, 9))
 
 
+def _strict_stream(name: str, decoder, run, error: type[Exception]) -> bytes:
+    """Decode one complete stream with a zlib/lzma decompressor object: corrupt, truncated or trailing data is a
+    PgolfError."""
+    try:
+        out = run()
+    except error as exc:
+        raise PgolfError(f"{name} data is corrupt ({exc})") from None
+    if not decoder.eof:
+        raise PgolfError(f"{name} data is truncated")
+    if decoder.unused_data:
+        raise PgolfError(f"{name} data has {len(decoder.unused_data)} trailing bytes")
+    return out
+
+
 def _zlib_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     d = zlib.decompressobj()
-    try:
-        out = d.decompress(blob) + d.flush()
-    except zlib.error as exc:
-        raise PgolfError(f"zlib data is corrupt ({exc})") from None
-    if not d.eof:
-        raise PgolfError("zlib data is truncated")
-    if d.unused_data:
-        raise PgolfError(f"zlib data has {len(d.unused_data)} trailing bytes")
-    return out
+    return _strict_stream("zlib", d, lambda: d.decompress(blob) + d.flush(), zlib.error)
 
 
 def _lzma_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
@@ -126,15 +132,7 @@ def _lzma_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
 def _lzma_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
                               filters=[{"id": lzma.FILTER_LZMA2, "dict_size": _LZMA_DICT_BYTES}])
-    try:
-        out = d.decompress(blob)
-    except lzma.LZMAError as exc:
-        raise PgolfError(f"lzma data is corrupt ({exc})") from None
-    if not d.eof:
-        raise PgolfError("lzma data is truncated")
-    if d.unused_data:
-        raise PgolfError(f"lzma data has {len(d.unused_data)} trailing bytes")
-    return out
+    return _strict_stream("lzma", d, lambda: d.decompress(blob), lzma.LZMAError)
 
 
 def _zstd_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
