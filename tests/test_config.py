@@ -79,3 +79,14 @@ def test_launch_env_reads_torchrun_variables():
     assert not launch_env({}).distributed
     with pytest.raises(PgolfError):
         launch_env({"RANK": "x"})
+
+
+def test_codec_and_level_are_checked_when_the_config_is_built():
+    from pgolf.config import resolve_config
+    from pgolf.errors import PgolfError
+
+    with pytest.raises(PgolfError, match="level must be an integer 0..9"):
+        resolve_config("record-cpu", ["quant.codec=zlib"])  # the preset's level 11 is a brotli quality
+    with pytest.raises(PgolfError, match="unknown codec"):
+        resolve_config("baseline", ["quant.codec=gzip"])
+    assert resolve_config("record-cpu", ["quant.codec=zlib", "quant.level=9"]).quant.codec == "zlib"

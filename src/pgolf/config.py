@@ -269,6 +269,11 @@ class Config:
         q = self.quant
         if q.scheme not in ("int8", "mixed"):
             raise PgolfError(f"config: unknown quant.scheme {q.scheme!r} (known: int8, mixed)")
+        from pgolf.artifact.codecs import check_codec
+        try:
+            check_codec(q.codec, q.level)
+        except PgolfError as exc:
+            raise PgolfError(f"config: quant.codec={q.codec!r}, quant.level={q.level}: {exc}") from None
         if q.calib not in ("train", "self"):
             raise PgolfError(f"config: quant.calib={q.calib!r} must be train or self")
         if q.qat_bits and not 2 <= q.qat_bits <= 8:

@@ -87,6 +87,18 @@ class Codec(NamedTuple):
     decompress: Callable[[bytes, Layout], bytes]
 
 
+# Valid `level` range of each codec (zlib/lzma presets, zstd levels, brotli qualities; `none` ignores it).
+LEVELS: dict[str, tuple[int, int]] = {"none": (-(2 ** 31), 2 ** 31), "zlib": (0, 9), "lzma": (0, 9), "zstd": (0, 22),
+                                      "brotli": (0, 11), "bshf-brotli": (0, 11), "ans": (0, 11)}
+
+
+def check_codec(name: str, level: int) -> None:
+    """PgolfError unless `name` is a codec and `level` is valid for it (checked when a config is built, so a bad
+    pair fails before training rather than at export)."""
+    get_codec(name)
+    _check_level(name, level, *LEVELS[name])
+
+
 def _check_level(codec: str, level: int, lo: int, hi: int) -> int:
     if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
         raise PgolfError(f"codec {codec}: level must be an integer {lo}..{hi}, got {level!r}")
@@ -102,7 +114,7 @@ def _none_decompress(blob: bytes, layout: Layout = ()) -> bytes:
 
 
 def _zlib_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    return zlib.compress(data, _check_level("zlib", level, 0, 9))
+    return zlib.compress(data, _check_level("zlib", level, *LEVELS["zlib"]))
 
 
 def _strict_stream(name: str, decoder, run, error: type[Exception]) -> bytes:
@@ -125,7 +137,7 @@ def _zlib_decompress(blob: bytes, layout: Layout = ()) -> bytes:
 
 
 def _lzma_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    preset = _check_level("lzma", level, 0, 9)
+    preset = _check_level("lzma", level, *LEVELS["lzma"])
     return lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": preset}])
 
 
@@ -136,7 +148,7 @@ def _lzma_decompress(blob: bytes, layout: Layout = ()) -> bytes:
 
 
 def _zstd_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    level = _check_level("zstd", level, 0, 22)  # 0: zstd's default level (3)
+    level = _check_level("zstd", level, *LEVELS["zstd"])  # 0: zstd's default level (3)
     return zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True).compress(data)
 
 
@@ -169,7 +181,7 @@ def _unbrotli(blob: bytes, what: str = "brotli data") -> bytes:
 
 
 def _brotli_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    return _brotli(data, _check_level("brotli", level, 0, 11))
+    return _brotli(data, _check_level("brotli", level, *LEVELS["brotli"]))
 
 
 def _brotli_decompress(blob: bytes, layout: Layout = ()) -> bytes:
@@ -213,7 +225,7 @@ def _shuffled(data: bytes, layout: Layout) -> bytes:
 
 
 def _bshf_brotli_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    return _brotli(_shuffled(data, layout), _check_level("bshf-brotli", level, 0, 11))
+    return _brotli(_shuffled(data, layout), _check_level("bshf-brotli", level, *LEVELS["bshf-brotli"]))
 
 
 def _bshf_brotli_decompress(blob: bytes, layout: Layout = ()) -> bytes:
@@ -325,7 +337,7 @@ def _code_stream(values: np.ndarray, members, head: bytearray, coded: list[bytes
 
 
 def _ans_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    quality = _check_level("ans", level, 0, 11)
+    quality = _check_level("ans", level, *LEVELS["ans"])
     pieces = list(layout_pieces(len(data), layout))
     streams, side = split_payload(data, layout)
     members_of = symbol_streams(pieces)

@@ -219,6 +219,10 @@ class ScoreFirstMode(EvalMode):
     def before_unit(self, model: nn.Module, kind: str) -> None:
         """Called before a unit is scored (e.g. fresh adapters for a new document); sees no tokens."""
 
+    def scored_prefix(self) -> ScoredTokens:
+        """Every token scored so far (positions 1 .. mark): what a global adaptation phase may train on."""
+        return ScoredTokens(1, self._stream[1:self._mark + 1], 0)
+
     def start(self, model: nn.Module) -> None:
         pass
 
@@ -277,6 +281,7 @@ class SGDTTTMode(ScoreFirstMode):
     def __init__(self, seq_len: int, s: TTTSettings, bos_id: int, stride: int) -> None:
         super().__init__(seq_len, s, bos_id)
         self.stride = stride
+        self._plan: WindowPlan | None = None
 
     def describe(self) -> str:
         return (f"{self.name} (seq_len {self.seq_len}, stride {self.stride}, chunk {self.s.chunk_tokens} tokens, "
@@ -284,17 +289,13 @@ class SGDTTTMode(ScoreFirstMode):
 
     def units(self, tokens):
         n = len(tokens) - 1
+        self._plan = sliding_plan(np.array([0]), np.array([n]), self.seq_len, self.stride)
         bounds = list(range(0, n, self.s.chunk_tokens)) + [n]
         self._n_chunks = len(bounds) - 1
         for i, (a, e) in enumerate(zip(bounds[:-1], bounds[1:])):
             # Windows that START in [a, e) of one sliding plan over the whole stream: same windows as `sliding`.
-            yield self._chunk_plan(n, a, e), "last" if i == self._n_chunks - 1 else f"chunk{i}"
-
-    def _chunk_plan(self, n: int, a: int, e: int) -> WindowPlan:
-        if not hasattr(self, "_plan") or self._plan_n != n:
-            self._plan, self._plan_n = sliding_plan(np.array([0]), np.array([n]), self.seq_len, self.stride), n
-        first = self._plan.starts + self._plan.score_from
-        return self._plan.take((first >= a) & (first < e))
+            first = self._plan.starts + self._plan.score_from
+            yield self._plan.take((first >= a) & (first < e)), "last" if i == self._n_chunks - 1 else f"chunk{i}"
 
     def start(self, model):
         self.sgd = SGDLearner(model, self.s.sgd_lr, self.seq_len)
@@ -317,6 +318,7 @@ class PhasedTTTMode(LoRATTTMode):
         return super().describe() + f", {self.s.phases} phases over {self.s.prefix_docs} docs"
 
     def units(self, tokens):
+        self.sgd = None
         starts, _ = document_segments(tokens, self.bos_id)
         n_docs = min(self.s.prefix_docs, len(starts))
         self._boundaries = {round(n_docs * (k + 1) / self.s.phases) for k in range(self.s.phases)} - {0}
@@ -335,11 +337,10 @@ class PhasedTTTMode(LoRATTTMode):
         self.lora.remove()
         for p in model.parameters():
             p.requires_grad_(True)
-        prefix = self._stream[1:self._mark + 1]
-        if not hasattr(self, "sgd"):
+        if self.sgd is None:
             self.sgd = SGDLearner(model, self.s.phase_lr, self.seq_len)
         model.train()
-        self.sgd.epoch(model, ScoredTokens(1, prefix, 0), self.s.phase_lr, 1)
+        self.sgd.epoch(model, self.scored_prefix(), self.s.phase_lr, 1)
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
