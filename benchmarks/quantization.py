@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from pgolf.artifact.format import save_artifact
+from pgolf.artifact.format import encode_artifact, save_artifact
 from pgolf.config import Config
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.eval.evaluate import ValidationData, score_artifact
 from pgolf.model.gpt import GPT
+from pgolf.quant.fitter import fit_budget
 from pgolf.quant.gptq import HessianCollector, generate_calibration
 from pgolf.quant.recipe import quantize_for_export
 from pgolf.submit.code_bytes import package_code_bytes
@@ -42,6 +43,8 @@ VARIANTS = [
     ("int6 SDClip + GPTQ (train) + LQER top-3 rank 4", {"clip": "sdclip", "gptq": True, "lqer_top": 3}, "train"),
     ("int5 SDClip k=12.85 + GPTQ (train)", {"clip": "sdclip", "gptq": True, "bits": "embed=8,default=5"}, "train"),
     ("ternary matrices (absmean), int8 embedding", {"clip": "absmean", "bits": "embed=8,default=2"}, None),
+    ("budget fitter (--fit-bytes), SDClip + GPTQ (train), ans", {"fit": True, "gptq": True, "codec": "ans",
+                                                                  "level": 11}, "train"),
 ]
 
 
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-seqs", type=int, default=16)
     ap.add_argument("--self-len", type=int, default=256)
     ap.add_argument("--only", default="", help="comma-separated variant indices to run")
+    ap.add_argument("--fit-bytes", type=int, default=450_000, help="artifact budget of the fitter variant")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -98,11 +102,20 @@ def main(argv: list[str] | None = None) -> int:
             q.scheme, q.codec, q.passthrough_numel = "mixed", args.codec, args.passthrough
             for k, v in overrides.items():
                 setattr(q, k, v)
-            t0 = time.perf_counter()
-            qm, _ = quantize_for_export(state, q, hessians=hessians.get(calib) if calib else None)
-            quant_s = time.perf_counter() - t0
             run_cfg = copy.deepcopy(cfg)
             run_cfg.quant = q
+            t0 = time.perf_counter()
+            if q.fit:
+                def size(m, q=q, run_cfg=run_cfg):
+                    return len(encode_artifact(m, config=run_cfg.to_dict(), tokenizer=dict(val.manifest["tokenizer"]),
+                                               codec=q.codec, level=q.level, meta={"code_bytes": code}))
+                qm, fit = fit_budget(state, q, budget_bytes=args.fit_bytes, encoded_size=size,
+                                     hessians=hessians.get(calib) if calib else None)
+                name = f"{name}: budget {args.fit_bytes:,}, plan {fit.plan}, predicted {fit.predicted_bytes:,}"
+                print(f"fit: {fit.to_dict()}", flush=True)
+            else:
+                qm, _ = quantize_for_export(state, q, hessians=hessians.get(calib) if calib else None)
+            quant_s = time.perf_counter() - t0
             path = Path(tmp) / f"v{i}.pgolf"
             size = save_artifact(path, qm, config=run_cfg.to_dict(), tokenizer=dict(val.manifest["tokenizer"]),
                                  codec=q.codec, level=q.level, meta={"code_bytes": code})
