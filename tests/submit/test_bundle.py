@@ -15,7 +15,9 @@ import pytest
 from pgolf.cli import main
 from pgolf.errors import PgolfError
 from pgolf.submit import code_bytes
-from pgolf.submit.bundle import NOT_AT_TRAIN_TIME, analyse, build_bundle, write_bundle
+from pgolf.config import resolve_config
+from pgolf.errors import choose
+from pgolf.submit.bundle import CHOICES, NOT_AT_TRAIN_TIME, analyse, build_bundle, write_bundle
 
 from conftest import TINY_MODEL_SETS
 
@@ -88,6 +90,41 @@ def test_closure_leaves_out_what_training_never_imports():
     assert not modules & set(NOT_AT_TRAIN_TIME)
     assert "build_demo" not in closure.kept["pgolf.data.build"]  # the demo corpus builder is unreachable
     assert "check_data_dir" in closure.kept["pgolf.data.build"]
+
+
+def _registry_keys(closure, module: str, registry: str) -> set[str]:
+    import ast
+
+    for node in ast.parse(closure.source(module)).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and registry in ast.unparse(node).split("=")[0]:
+            return {k.value for k in node.value.keys}
+    raise AssertionError(f"{module}.{registry} missing from the bundle source")
+
+
+def test_preset_bundle_keeps_only_the_registry_entries_its_preset_selects():
+    cfg = resolve_config("record", environ={})
+    closure, full = analyse(cfg=cfg), analyse()
+    for (module, registry), keys in CHOICES.items():
+        every = _registry_keys(full, module, registry)
+        assert len(every) > 1 and _registry_keys(closure, module, registry) == keys(cfg) & every, registry
+    # What only the dropped entries used is gone: other loaders, TTT modes, other codecs, SWA, self-calibration.
+    assert not {"ShuffledSequenceLoader", "DocumentPackingLoader"} & closure.kept["pgolf.data.loader"]
+    assert not {"LoRATTTMode", "PhasedTTTMode", "LoRALearner"} & closure.kept["pgolf.eval.ttt"]
+    assert not {"_zlib_compress", "_zstd_decompress"} & closure.kept["pgolf.artifact.codecs"]
+    assert "SWA" not in closure.kept["pgolf.optim.ema"] and "EMA" in closure.kept["pgolf.optim.ema"]
+    assert "_calibrate_on_samples" not in closure.kept["pgolf.train.trainer"]
+    # Without a config (the package's own view) every entry stays.
+    assert {"ShuffledSequenceLoader", "DocumentPackingLoader"} <= full.kept["pgolf.data.loader"]
+    # A different choice keeps a different entry.
+    other = analyse(cfg=resolve_config("record", ["train.loader=packed", "eval.mode=lora-ttt"], environ={}))
+    assert _registry_keys(other, "pgolf.data.loader", "LOADERS") == {"packed"}
+    assert "LoRATTTMode" in other.kept["pgolf.eval.ttt"]
+
+
+def test_choose_names_what_is_available():
+    assert choose({"a": 1, "b": 2}, "b", "thing") == 2
+    with pytest.raises(PgolfError, match=r"unknown thing 'c' \(available: a, b\)$"):
+        choose({"b": 2, "a": 1}, "c", "thing")
 
 
 def test_code_bytes_counts_the_preset_bundle(bundles):
@@ -164,3 +201,14 @@ def test_record_bundle_trains_from_memory_only(bundles, tiny_data, tmp_path):
     assert math.isfinite(result["val_bpb"]) and result["val_bpb"] > 0
     assert result["code_bytes"] == bundles["record"].stat().st_size
     assert result["quant"]["scheme"] == "mixed"
+
+
+def test_record_bundle_refuses_a_choice_it_does_not_carry(bundles, tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _run_bundle(bundles["record"], tiny_data, run_dir, [*TINY_MODEL_SETS, *RECORD_TINY_SETS,
+                                                                "train.loader=shuffled"], cwd=tmp_path)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "unknown train.loader 'shuffled' (available: sequential; this train_gpt.py bundle" in err
+    assert not (run_dir / "result.json").exists()

@@ -51,7 +51,7 @@ import zstandard
 from pgolf.artifact.entropy import (ByteReader, decode_symbols, encode_symbols, entropy_bits, fit_model, histogram,
                                     model_bytes, read_model, write_varint)
 from pgolf.artifact.transforms import byte_shuffle, byte_unshuffle
-from pgolf.errors import PgolfError
+from pgolf.errors import PgolfError, choose
 
 # Largest LZMA2 dictionary of any preset (preset 8 and 9 use 64 MiB); decoding with it reads every preset's output.
 _LZMA_DICT_BYTES = 64 << 20
@@ -426,10 +426,7 @@ CODECS: dict[str, Codec] = {
 
 def get_codec(name: str) -> Codec:
     """The registered codec `name`; PgolfError naming the known ones otherwise."""
-    codec = CODECS.get(name) if isinstance(name, str) else None
-    if codec is None:
-        raise PgolfError(f"unknown codec {name!r} (known: {', '.join(sorted(CODECS))})")
-    return codec
+    return choose(CODECS, name if isinstance(name, str) else repr(name), "codec")
 
 
 def compress(name: str, data: bytes, level: int = 9, layout: Layout = ()) -> bytes:

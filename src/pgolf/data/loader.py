@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pgolf.data.shards import read_shard, shard_paths
-from pgolf.errors import PgolfError
+from pgolf.errors import PgolfError, choose
 
 
 class TokenStream:
@@ -212,14 +212,18 @@ class DocumentPackingLoader(DistributedTokenLoader):
         self._buffer = state["buffer"].copy()
 
 
+# `train.loader` -> loader factory (cfg, data_dir, rank, world_size). A registry, so a preset's bundle keeps only
+# the loader it uses (pgolf.submit.bundle.CHOICES).
+LOADERS = {
+    "sequential": lambda cfg, data_dir, rank, world: DistributedTokenLoader(data_dir, "train", rank, world,
+                                                                            cfg.model.vocab_size),
+    "shuffled": lambda cfg, data_dir, rank, world: ShuffledSequenceLoader(
+        data_dir, "train", rank, world, cfg.model.vocab_size, seed=cfg.train.seed, seq_len=cfg.train.train_seq_len),
+    "packed": lambda cfg, data_dir, rank, world: DocumentPackingLoader(data_dir, "train", rank, world,
+                                                                       cfg.model.vocab_size, cfg.model.bos_id),
+}
+
+
 def make_loader(cfg, data_dir: str | Path, rank: int, world_size: int):
     """The training loader `cfg.train.loader` names: sequential (the baseline), shuffled or packed."""
-    kind = cfg.train.loader
-    if kind == "sequential":
-        return DistributedTokenLoader(data_dir, "train", rank, world_size, cfg.model.vocab_size)
-    if kind == "shuffled":
-        return ShuffledSequenceLoader(data_dir, "train", rank, world_size, cfg.model.vocab_size, seed=cfg.train.seed,
-                                      seq_len=cfg.train.train_seq_len)
-    if kind == "packed":
-        return DocumentPackingLoader(data_dir, "train", rank, world_size, cfg.model.vocab_size, cfg.model.bos_id)
-    raise PgolfError(f"config: train.loader={kind!r} must be sequential, shuffled or packed")
+    return choose(LOADERS, cfg.train.loader, "train.loader")(cfg, data_dir, rank, world_size)

@@ -134,11 +134,8 @@ def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndar
 
 def build_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1, ttt=None) -> EvalMode:
     """Any mode of `pgolf.eval.names.EVAL_MODES` (TTT modes take `ttt`, a `TTTSettings`; defaults otherwise)."""
-    from pgolf.eval.names import EVAL_MODES
     from pgolf.eval.ttt import TTTSettings, ttt_factories
 
-    if name not in EVAL_MODES:
-        raise PgolfError(f"unknown eval mode {name!r} (available: {', '.join(EVAL_MODES)})")
     return make_mode(name, seq_len=seq_len, stride=stride, bos_id=bos_id,
                      extra=ttt_factories(ttt or TTTSettings()))
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pgolf.errors import PgolfError
+from pgolf.errors import PgolfError, choose
 from pgolf.eval.windows import (WindowPlan, batch_bounds, check_window_args, document_segments, sliding_plan,
                                 split_for_rank)
 from pgolf.train.dist import autocast_for
@@ -197,6 +197,4 @@ def make_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1,
               extra: dict[str, ModeFactory] | None = None) -> EvalMode:
     """Build a mode by name (`extra` adds factories, e.g. the legality fixtures)."""
     factories = {**MODE_FACTORIES, **(extra or {})}
-    if name not in factories:
-        raise PgolfError(f"unknown eval mode {name!r} (available: {', '.join(factories)})")
-    return factories[name](seq_len, resolve_stride(seq_len, stride), bos_id)
+    return choose(factories, name, "eval mode")(seq_len, resolve_stride(seq_len, stride), bos_id)

@@ -27,6 +27,7 @@ Adaptation runs on one process (documents are not yet split across ranks for TTT
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -358,10 +359,15 @@ def ttt_settings(eval_cfg) -> TTTSettings:
                        phase_lr=e.ttt_phase_lr)
 
 
+# TTT mode name -> factory (settings, seq_len, stride, bos_id). A registry, so a preset's bundle keeps only the
+# mode its preset scores with (pgolf.submit.bundle.CHOICES).
+TTT_MODE_FACTORIES = {
+    "lora-ttt": lambda s, seq_len, stride, bos_id: LoRATTTMode(seq_len, s, bos_id),
+    "sgd-ttt": lambda s, seq_len, stride, bos_id: SGDTTTMode(seq_len, s, bos_id, stride),
+    "phased-ttt": lambda s, seq_len, stride, bos_id: PhasedTTTMode(seq_len, s, bos_id),
+}
+
+
 def ttt_factories(s: TTTSettings) -> dict:
-    """Factories for `pgolf.eval.modes.make_mode(extra=...)`."""
-    return {
-        "lora-ttt": lambda seq_len, stride, bos_id: LoRATTTMode(seq_len, s, bos_id),
-        "sgd-ttt": lambda seq_len, stride, bos_id: SGDTTTMode(seq_len, s, bos_id, stride),
-        "phased-ttt": lambda seq_len, stride, bos_id: PhasedTTTMode(seq_len, s, bos_id),
-    }
+    """Factories for `pgolf.eval.modes.make_mode(extra=...)`, bound to the settings `s`."""
+    return {name: functools.partial(factory, s) for name, factory in TTT_MODE_FACTORIES.items()}

@@ -65,3 +65,16 @@ class SWA:
     def load_state_dict(self, state: dict) -> None:
         self.count = int(state["count"])
         self.total = {k: v.clone() for k, v in state["total"].items()}
+
+
+# Weight average kind -> factory (model, optim config). A registry, so a preset's bundle keeps only the average its
+# preset uses (pgolf.submit.bundle.CHOICES).
+WEIGHT_AVERAGES = {
+    "ema": lambda model, o: EMA(model, o.ema_decay),
+    "swa": lambda model, o: SWA(model, o.swa_every, o.swa_lr_below),  # same swap-in protocol as EMA
+}
+
+
+def weight_average_kind(optim_cfg) -> str:
+    """The average a run keeps: "ema" when ema_decay > 0, else "swa" when swa_every > 0, else "" (none)."""
+    return "ema" if optim_cfg.ema_decay > 0 else "swa" if optim_cfg.swa_every > 0 else ""

@@ -30,7 +30,9 @@ import lzma
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from pgolf.config import Config, resolve_config
 from pgolf.errors import PgolfError
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,19 @@ NOT_AT_TRAIN_TIME = {
     "pgolf.data.hub": "downloads the official export from the Hugging Face Hub",
     "pgolf.train.ablate": "runs technique ablations, not one training run",
     "pgolf.submit.bundle": "this tool; a running bundle counts its own file instead",
+}
+
+# Registries that dispatch on the config: module-level dict literals keyed by string constants, each with the keys a
+# run of the preset looks up. The bundle keeps only those entries, so what only the others use (other loaders, eval
+# and TTT modes, codecs, weight averages, calibration sources) drops out; a `--set` that picks a dropped entry fails
+# with one clear line (`pgolf.errors.choose`).
+CHOICES: dict[tuple[str, str], Callable[[Config], set[str]]] = {
+    ("pgolf.data.loader", "LOADERS"): lambda cfg: {cfg.train.loader},
+    ("pgolf.eval.modes", "MODE_FACTORIES"): lambda cfg: {"flat", cfg.eval.mode},  # flat: validation during training
+    ("pgolf.eval.ttt", "TTT_MODE_FACTORIES"): lambda cfg: {cfg.eval.mode},
+    ("pgolf.artifact.codecs", "CODECS"): lambda cfg: {cfg.quant.codec},
+    ("pgolf.optim.ema", "WEIGHT_AVERAGES"): lambda cfg: {_weight_average_kind(cfg)},
+    ("pgolf.train.trainer", "CALIBRATION_SOURCES"): lambda cfg: {cfg.quant.calib},
 }
 
 # Runs inside the bundle with `D` (the decompressed payload) and `__file__` (the script) in scope. `F.bundle_file`
@@ -82,6 +97,12 @@ _BROTLI_WRAPPER = b'#coding:latin-1\nimport brotli\nD=brotli.decompress(\'%s\'.e
 _ESCAPES = {ord("\\"): b"\\\\", ord("'"): b"\\'", ord("\n"): b"\\n", ord("\r"): b"\\r", 0: b"\\x00"}
 
 
+def _weight_average_kind(cfg: Config) -> str:
+    from pgolf.optim.ema import weight_average_kind  # imports torch, so only when a bundle is built
+
+    return weight_average_kind(cfg.optim)
+
+
 def latin1_literal(blob: bytes) -> bytes:
     """The body of a single-quoted str literal that, in a latin-1 source file, spells `blob` byte for byte."""
     table = [_ESCAPES.get(b, bytes([b])) for b in range(256)]
@@ -113,11 +134,13 @@ def _module_path(name: str) -> Path | None:
 class _Module:
     """One pgolf module's top-level statements, with the names each binds and the code each references."""
 
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, registries: dict[str, set[str]] | None = None) -> None:
         self.name = name
         self.path = path
         self.package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for registry, keys in (registries or {}).items():
+            _prune_registry(self.tree, name, registry, keys)
         stub = STUB_IN_BUNDLE.get(name)
         self.stubbed: list[str] = []
         for node in self.tree.body:
@@ -140,6 +163,21 @@ class _Module:
         parts = self.package.split(".")
         anchor = parts[:len(parts) - node.level + 1]
         return ".".join(anchor + ([node.module] if node.module else []))
+
+
+def _prune_registry(tree: ast.Module, module: str, registry: str, keys: set[str]) -> None:
+    """Keep only the entries `keys` of the module-level dict literal `registry` (CHOICES); PgolfError when the
+    registry is not such a literal, so a refactoring cannot silently turn the pruning off."""
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(
+            node, "target", None)
+        if isinstance(target, ast.Name) and target.id == registry and isinstance(node.value, ast.Dict):
+            if not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.value.keys):
+                break
+            pairs = [(k, v) for k, v in zip(node.value.keys, node.value.values) if k.value in keys]
+            node.value.keys, node.value.values = [k for k, _ in pairs], [v for _, v in pairs]
+            return
+    raise PgolfError(f"bundle: {module}.{registry} is not a module-level dict literal with string keys")
 
 
 def _bound_names(node: ast.stmt) -> list[str] | None:
@@ -228,13 +266,17 @@ class Closure:
         return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])))
 
 
-def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
-    """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions.
+def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | None = None) -> Closure:
+    """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions; with
+    `cfg`, the CHOICES registries keep only the entries that config selects.
 
     Conservative by construction: a definition is kept when its name is used as a bare name in its own module,
     imported by name from another, or appears anywhere as an attribute name or identifier-like string (so
     `module.func`, `getattr(obj, "func")` and methods keep it). Statements with effects always run.
     """
+    registries: dict[str, dict[str, set[str]]] = {}
+    for (module, registry), keys in CHOICES.items() if cfg is not None else ():
+        registries.setdefault(module, {})[registry] = keys(cfg)
     modules: dict[str, _Module] = {}
     kept: dict[str, set[str]] = {}
     words: set[str] = set()
@@ -270,7 +312,7 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
         path = _module_path(name)
         if path is None:
             raise PgolfError(f"bundle: {name} is not a pgolf module")
-        mod = modules[name] = _Module(name, path)
+        mod = modules[name] = _Module(name, path, registries.get(name))
         kept[name] = set()
         parts = name.split(".")
         for i in range(1, len(parts)):
@@ -303,9 +345,9 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
     return Closure(modules=modules, kept=kept, excluded=excluded - set(modules))
 
 
-def import_closure(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> list[str]:
-    """The pgolf modules a training run from the bundle can import, sorted."""
-    return sorted(analyse(entries).modules)
+def import_closure(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | None = None) -> list[str]:
+    """The pgolf modules a training run from the bundle can import (of `cfg`'s bundle when given), sorted."""
+    return sorted(analyse(entries, cfg).modules)
 
 
 def resolve_preset(preset: str) -> tuple[str, str]:
@@ -370,7 +412,7 @@ def _brotli(data: bytes) -> bytes | None:
 def build_bundle(preset: str) -> Bundle:
     """Build the bundle for `preset` (a shipped name or a TOML path); deterministic in the sources."""
     name, toml_text = resolve_preset(preset)
-    closure = analyse()
+    closure = analyse(cfg=resolve_config(preset, environ={}))
     modules = sorted(closure.modules)
     files: list[tuple[str, str]] = []
     source_bytes = 0

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pgolf
 from pgolf.config import Config, LaunchEnv, launch_env
-from pgolf.errors import PgolfError
+from pgolf.errors import PgolfError, choose
 from pgolf.fileio import atomic_write_json
 from pgolf.train.clock import PhaseClock
 from pgolf.train.dist import DistContext, autocast_for, init_distributed
@@ -89,13 +89,9 @@ class Trainer:
             model = DDP(model, device_ids=ids, broadcast_buffers=False)
         self.model = model
         self.optimizers = build_optimizers(self.base_model, cfg.optim)
-        self.ema = None
-        if cfg.optim.ema_decay > 0:
-            from pgolf.optim.ema import EMA
-            self.ema = EMA(self.base_model, cfg.optim.ema_decay)
-        elif cfg.optim.swa_every > 0:
-            from pgolf.optim.ema import SWA
-            self.ema = SWA(self.base_model, cfg.optim.swa_every, cfg.optim.swa_lr_below)  # same swap-in protocol
+        from pgolf.optim.ema import WEIGHT_AVERAGES, weight_average_kind
+        average = weight_average_kind(cfg.optim)
+        self.ema = choose(WEIGHT_AVERAGES, average, "weight average")(self.base_model, cfg.optim) if average else None
         self.loader = make_loader(cfg, self.data_dir, self.ctx.rank, self.ctx.world_size)
         self.val = None
         if cfg.train.val_loss_every > 0:
@@ -270,25 +266,14 @@ class Trainer:
     def _calibrate(self, train_ms: float) -> dict[str, torch.Tensor] | None:
         """Hessians for GPTQ: from `calib_batches` training micro-batches right after training (inside the
         budget), or from sequences the trained model samples itself (touching no data after the clock)."""
-        from pgolf.quant.gptq import HessianCollector, generate_calibration
+        from pgolf.quant.gptq import HessianCollector
 
         cfg, ctx, q = self.cfg, self.ctx, self.cfg.quant
         if not (q.scheme == "mixed" and q.gptq):
             return None
         self.base_model.eval()
         with self.clock.phase("calibration"), HessianCollector(self.base_model) as collector:
-            if q.calib == "train":
-                for _ in range(q.calib_batches):
-                    x, _ = self.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size,
-                                                  cfg.train.train_seq_len, 1)
-                    with autocast_for(ctx.device):
-                        collector.collect(x.to(ctx.device))
-            else:
-                seqs = generate_calibration(self.base_model, num_seqs=q.calib_seqs, seq_len=q.calib_seq_len,
-                                            temperature=q.calib_temperature, seed=cfg.train.seed + ctx.rank,
-                                            device=ctx.device)
-                with autocast_for(ctx.device):
-                    collector.collect(seqs.to(ctx.device))
+            choose(CALIBRATION_SOURCES, q.calib, "quant.calib")(self, collector)
         self.base_model.train()
         hessians = collector.hessians
         for h in hessians.values():
@@ -410,6 +395,31 @@ class Trainer:
             raise PgolfError(f"{path}: artifact over the cap: {scored['artifact_bytes']:,} + code {code_bytes:,} = "
                              f"{total:,} bytes > {CAP_BYTES:,} (result.json records within_cap: false)")
         return result
+
+
+def _calibrate_on_train(trainer: Trainer, collector) -> None:
+    """GPTQ calibration from `calib_batches` training micro-batches, taken right after training (inside the budget)."""
+    cfg, ctx = trainer.cfg, trainer.ctx
+    for _ in range(cfg.quant.calib_batches):
+        x, _ = trainer.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size, cfg.train.train_seq_len, 1)
+        with autocast_for(ctx.device):
+            collector.collect(x.to(ctx.device))
+
+
+def _calibrate_on_samples(trainer: Trainer, collector) -> None:
+    """GPTQ calibration from sequences the trained model samples itself (touching no data after the clock)."""
+    from pgolf.quant.gptq import generate_calibration
+
+    cfg, ctx, q = trainer.cfg, trainer.ctx, trainer.cfg.quant
+    seqs = generate_calibration(trainer.base_model, num_seqs=q.calib_seqs, seq_len=q.calib_seq_len,
+                                temperature=q.calib_temperature, seed=cfg.train.seed + ctx.rank, device=ctx.device)
+    with autocast_for(ctx.device):
+        collector.collect(seqs.to(ctx.device))
+
+
+# `quant.calib` -> Hessian source. A registry, so a preset's bundle keeps only the one its preset uses
+# (pgolf.submit.bundle.CHOICES).
+CALIBRATION_SOURCES = {"train": _calibrate_on_train, "self": _calibrate_on_samples}
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
