@@ -24,6 +24,11 @@ from typing import Any, Mapping
 
 from pgolf.errors import PgolfError
 
+# Empty in the package. A preset's train_gpt.py bundle fixes its preset's technique switches here
+# ("section.field" -> value; `pgolf.submit.bundle` writes it and folds the code that reads them), so a config that
+# changes one is refused instead of silently running code the bundle left out.
+BUNDLE_FROZEN: dict[str, Any] = {}
+
 
 @dataclass
 class ModelConfig:
@@ -217,6 +222,11 @@ class Config:
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with one clear line."""
+        for key, value in BUNDLE_FROZEN.items():
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) != value:
+                raise PgolfError(f"config: {key}={getattr(getattr(self, section), name)!r}: this train_gpt.py bundle "
+                                 f"fixes {key}={value!r} (its preset's value); rebuild it with `pgolf bundle`")
         m, t = self.model, self.train
         if not 2 <= m.vocab_size <= 65_536:
             raise PgolfError(f"config: model.vocab_size={m.vocab_size} must be in [2, 65536] (shards store uint16)")

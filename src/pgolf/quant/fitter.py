@@ -23,12 +23,15 @@ bytes per group, and predicted versus actual size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from pgolf.errors import PgolfError
+
+if TYPE_CHECKING:
+    from pgolf.config import QuantConfig
 from pgolf.quant.grid import round_to_grid, row_scales
 from pgolf.quant.groups import tensor_group
 from pgolf.quant.recipe import GroupPlan, is_row_matrix, plan_for, quantize_mixed
@@ -165,7 +168,7 @@ def _record(report: FitReport, selection: dict[str, Option], ratio: float) -> No
     report.proxy_error = sum(o.error for o in selection.values())
 
 
-def fit_budget(state: dict[str, torch.Tensor], qcfg, *, budget_bytes: int,
+def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_bytes: int,
                encoded_size: Callable[[QuantizedModel], int],
                hessians: dict[str, torch.Tensor] | None = None) -> tuple[QuantizedModel, FitReport]:
     """The `mixed` quantization of `state` that fits `budget_bytes` (as measured by `encoded_size`) with the

@@ -7,13 +7,18 @@ records found little or no benefit (2026-04-01 README), so it is off by default.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from pgolf.quant.groups import tensor_group
 from pgolf.quant.recipe import plan_for
 
+if TYPE_CHECKING:
+    from pgolf.config import QuantConfig
 
-def configure_qat(model: nn.Module, qcfg) -> int:
+
+def configure_qat(model: nn.Module, qcfg: QuantConfig) -> int:
     """Mark the block linears for QAT at `qcfg.qat_bits` with their group's SDClip k; returns how many."""
     from pgolf.model.layers import CastedLinear
 

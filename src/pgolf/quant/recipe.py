@@ -18,11 +18,14 @@ plans and calls `quantize_mixed` with the one it picks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from pgolf.errors import PgolfError
+
+if TYPE_CHECKING:
+    from pgolf.config import QuantConfig
 from pgolf.quant.gptq import hessian_error, rtn_or_gptq
 from pgolf.quant.grid import row_scales
 from pgolf.quant.groups import GROUPS, tensor_group
@@ -75,7 +78,7 @@ class MixedReport:
     lqer: list[str] = field(default_factory=list)
 
 
-def plan_for(qcfg, groups: list[str] | None = None) -> dict[str, GroupPlan]:
+def plan_for(qcfg: QuantConfig, groups: list[str] | None = None) -> dict[str, GroupPlan]:
     """The per-group plan a `QuantConfig` asks for."""
     bits = parse_group_values(qcfg.bits, int, "quant.bits", lo=2, hi=8)
     ks = parse_group_values(qcfg.clip_k, float, "quant.clip_k", lo=1e-3, hi=1e3)
@@ -94,7 +97,8 @@ def quantize_matrix(w: torch.Tensor, plan: GroupPlan, clip: str, hessian: torch.
     return rtn_or_gptq(w, scale, plan.bits, hessian), scale.to(torch.float16)
 
 
-def quantize_mixed(state: dict[str, torch.Tensor], qcfg, *, hessians: dict[str, torch.Tensor] | None = None,
+def quantize_mixed(state: dict[str, torch.Tensor], qcfg: QuantConfig, *,
+                   hessians: dict[str, torch.Tensor] | None = None,
                    plan: dict[str, GroupPlan] | None = None) -> tuple[QuantizedModel, MixedReport]:
     """The `mixed` recipe (module docstring) with `plan` (default: `plan_for(qcfg)`)."""
     plan = plan or plan_for(qcfg)
@@ -148,8 +152,8 @@ def _dequant_q(qt: QuantizedTensor) -> torch.Tensor:
     return torch.from_numpy(qt.arrays["q"]).float() * torch.from_numpy(qt.arrays["scale"]).float()[:, None]
 
 
-def quantize_for_export(state: dict[str, torch.Tensor], qcfg, *, hessians: dict[str, torch.Tensor] | None = None
-                        ) -> tuple[QuantizedModel, MixedReport | None]:
+def quantize_for_export(state: dict[str, torch.Tensor], qcfg: QuantConfig, *,
+                        hessians: dict[str, torch.Tensor] | None = None) -> tuple[QuantizedModel, MixedReport | None]:
     """Quantize a state dict the way `qcfg.scheme` says (int8: the baseline; mixed: the records' recipe)."""
     if qcfg.scheme == "int8":
         return quantize_state_dict(state, "int8"), None

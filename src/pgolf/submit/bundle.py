@@ -10,7 +10,9 @@ self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and 
    attribute or identifier-like string anywhere keeps every definition of that name). The bundle only ever runs
    `train`, so the other `pgolf.cli` handlers become one-line stubs (`STUB_IN_BUNDLE`) and what only they use
    (data building, eval, inspect) drops out. Modules in `NOT_AT_TRAIN_TIME` (data download, ablations, this tool)
-   are left out when imported inside a function only; a module-level import still pulls them in;
+   are left out when imported inside a function only; a module-level import still pulls them in. The registries
+   in `CHOICES` (dict literals that dispatch on one config value) first lose the entries the preset does not
+   select, so the shake also drops what only those entries use;
 2. each module minified with python-minifier (docstrings dropped, locals renamed, annotations dropped except class
    attribute annotations, which dataclasses need), plus the preset's TOML file;
 3. one payload: a small stage-2 loader, a NUL, then `path NUL source NUL ...`, compressed with raw LZMA2 or
@@ -30,10 +32,11 @@ import lzma
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pgolf.config import Config, resolve_config
 from pgolf.errors import PgolfError
+from pgolf.submit.fold import fold_frozen, frozen_fields
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = (("pgolf.cli", "train_main"),)
@@ -134,13 +137,19 @@ def _module_path(name: str) -> Path | None:
 class _Module:
     """One pgolf module's top-level statements, with the names each binds and the code each references."""
 
-    def __init__(self, name: str, path: Path, registries: dict[str, set[str]] | None = None) -> None:
+    def __init__(self, name: str, path: Path, registries: dict[str, set[str]] | None = None,
+                 frozen: dict[str, Any] | None = None) -> None:
         self.name = name
         self.path = path
         self.package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for registry, keys in (registries or {}).items():
             _prune_registry(self.tree, name, registry, keys)
+        self.folded = 0
+        if frozen:
+            if name == "pgolf.config":
+                _set_frozen(self.tree, frozen)
+            self.folded = fold_frozen(self.tree, name, frozen)
         stub = STUB_IN_BUNDLE.get(name)
         self.stubbed: list[str] = []
         for node in self.tree.body:
@@ -178,6 +187,15 @@ def _prune_registry(tree: ast.Module, module: str, registry: str, keys: set[str]
             node.value.keys, node.value.values = [k for k, _ in pairs], [v for _, v in pairs]
             return
     raise PgolfError(f"bundle: {module}.{registry} is not a module-level dict literal with string keys")
+
+
+def _set_frozen(tree: ast.Module, frozen: dict[str, Any]) -> None:
+    """Write the bundle's fixed switches into `pgolf.config.BUNDLE_FROZEN` (checked by `Config.validate`)."""
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "BUNDLE_FROZEN":
+            node.value = ast.parse(repr(dict(sorted(frozen.items()))), mode="eval").body
+            return
+    raise PgolfError("bundle: pgolf.config.BUNDLE_FROZEN is missing")
 
 
 def _bound_names(node: ast.stmt) -> list[str] | None:
@@ -268,7 +286,8 @@ class Closure:
 
 def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | None = None) -> Closure:
     """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions; with
-    `cfg`, the CHOICES registries keep only the entries that config selects.
+    `cfg`, the CHOICES registries keep only the entries that config selects and the switches it fixes are folded
+    (`pgolf.submit.fold`).
 
     Conservative by construction: a definition is kept when its name is used as a bare name in its own module,
     imported by name from another, or appears anywhere as an attribute name or identifier-like string (so
@@ -277,6 +296,7 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | N
     registries: dict[str, dict[str, set[str]]] = {}
     for (module, registry), keys in CHOICES.items() if cfg is not None else ():
         registries.setdefault(module, {})[registry] = keys(cfg)
+    frozen = frozen_fields(cfg) if cfg is not None else {}
     modules: dict[str, _Module] = {}
     kept: dict[str, set[str]] = {}
     words: set[str] = set()
@@ -312,7 +332,7 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | N
         path = _module_path(name)
         if path is None:
             raise PgolfError(f"bundle: {name} is not a pgolf module")
-        mod = modules[name] = _Module(name, path, registries.get(name))
+        mod = modules[name] = _Module(name, path, registries.get(name), frozen)
         kept[name] = set()
         parts = name.split(".")
         for i in range(1, len(parts)):
