@@ -203,12 +203,16 @@ def test_record_bundle_trains_from_memory_only(bundles, tiny_data, tmp_path):
     assert result["quant"]["scheme"] == "mixed"
 
 
-def test_record_bundle_refuses_a_choice_it_does_not_carry(bundles, tiny_data, tmp_path):
+@pytest.mark.parametrize("setting, message", [
+    ("train.loader=shuffled", "unknown train.loader 'shuffled' (available: sequential; this train_gpt.py bundle"),
+    ("model.bigram_rows=4096", "model.bigram_rows=4096: this train_gpt.py bundle fixes model.bigram_rows=0"),
+])
+def test_record_bundle_refuses_a_choice_it_does_not_carry(bundles, tiny_data, tmp_path, setting, message):
     run_dir = tmp_path / "run"
-    proc = _run_bundle(bundles["record"], tiny_data, run_dir, [*TINY_MODEL_SETS, *RECORD_TINY_SETS,
-                                                                "train.loader=shuffled"], cwd=tmp_path)
+    proc = _run_bundle(bundles["record"], tiny_data, run_dir, [*TINY_MODEL_SETS, *RECORD_TINY_SETS, setting],
+                       cwd=tmp_path)
     assert proc.returncode != 0
     err = proc.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert "unknown train.loader 'shuffled' (available: sequential; this train_gpt.py bundle" in err
+    assert err.startswith("pgolf: error: ") and message in err
     assert not (run_dir / "result.json").exists()
