@@ -27,6 +27,13 @@ Record techniques are options of this same model (ModelConfig fields, all off by
 - `parallel_mode` (`gptj`, `two_lane`) from layer `parallel_start`: parallel residuals (see `Block`);
 - `value_residual`: every later attention adds sigmoid(alpha) times the first applied layer's V (ResFormer);
 - `rope_ntk_train_len = L`: NTK-aware RoPE base scaling for eval contexts longer than L (`Rotary`).
+
+Measured at CPU scale (`pgolf ablate --preset record-cpu`, 6 x 128, 200 steps of 8,192 tokens, post-roundtrip
+BPB; docs/BENCHMARKS.md, 2026-12-01): removing SmearGate (+0.036), skip gates (+0.021), QK-gain 4 (+0.017), XSA
+(+0.015) or LeakyReLU^2 (+0.004) hurts; removing partial RoPE (-0.024), LN scale (-0.021) or orthogonal init
+(-0.011) HELPS at this scale, although the records kept them at 11 x 512; 4x MLP (-0.033) and value embeddings
+(-0.026) help at equal steps but cost step time (4x MLP loses 0.093 at a fixed 300 s); two-lane parallel residuals
+are neutral at equal steps (-0.001) and slower; depth recurrence hurts at both budgets (`recurrence.py`).
 """
 
 from __future__ import annotations

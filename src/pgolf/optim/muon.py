@@ -9,6 +9,9 @@ Options (CHALLENGE.md 5.2): `coefficients="polar_express"` uses one (a, b, c) pe
 Amsel et al. arXiv:2505.16932; PR #1344/#1787), which lands singular values closer to 1 in the same 5 steps;
 `row_norm` divides each row of the Nesterov update by its L2 norm before Newton-Schulz (MuonEq-R, PR #1217);
 `weight_decay` is decoupled, p <- p * (1 - lr * wd) (03-19 records onward).
+At CPU scale (`pgolf ablate --preset record-cpu`, 200 steps, docs/BENCHMARKS.md, 2026-12-01) MuonEq-R helps
+(removing it: +0.009 BPB), while Polar Express does not (classic NS5 is 0.007 better) and WD 0.095 is neutral
+(-0.001); the records' gains from them were measured at 8xH100 scale.
 
 One implementation with and without a process group: under torch.distributed with world size > 1, rank r
 orthogonalises parameters i with i % world == r, the updates are packed into one flat buffer and all-reduced (sum),
