@@ -426,7 +426,7 @@ CODECS: dict[str, Codec] = {
 
 def get_codec(name: str) -> Codec:
     """The registered codec `name`; PgolfError naming the known ones otherwise."""
-    return choose(CODECS, name if isinstance(name, str) else repr(name), "codec")
+    return choose(CODECS, name, "codec")
 
 
 def compress(name: str, data: bytes, level: int = 9, layout: Layout = ()) -> bytes:

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from pgolf.errors import PgolfError
-
-if TYPE_CHECKING:
-    from pgolf.config import QuantConfig
 from pgolf.quant.grid import round_to_grid, row_scales
 from pgolf.quant.groups import tensor_group
 from pgolf.quant.recipe import GroupPlan, is_row_matrix, plan_for, quantize_mixed
 from pgolf.quant.schemes import QuantizedModel
+
+if TYPE_CHECKING:
+    from pgolf.config import QuantConfig
+
 
 K_FACTORS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5)
 MAX_ROUNDS = 6

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from pgolf.errors import PgolfError
-
-if TYPE_CHECKING:
-    from pgolf.config import QuantConfig
 from pgolf.quant.gptq import hessian_error, rtn_or_gptq
 from pgolf.quant.grid import row_scales
 from pgolf.quant.groups import GROUPS, tensor_group
 from pgolf.quant.lqer import lqer_correction
 from pgolf.quant.schemes import QuantizedModel, QuantizedTensor, quantize_state_dict, quantize_tensor
+
+if TYPE_CHECKING:
+    from pgolf.config import QuantConfig
 
 
 def parse_group_values(spec: str, cast: Callable[[str], Any], what: str, *, lo: float, hi: float) -> dict[str, Any]:

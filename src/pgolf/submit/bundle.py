@@ -145,11 +145,10 @@ class _Module:
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for registry, keys in (registries or {}).items():
             _prune_registry(self.tree, name, registry, keys)
-        self.folded = 0
         if frozen:
             if name == "pgolf.config":
                 _set_frozen(self.tree, frozen)
-            self.folded = fold_frozen(self.tree, name, frozen)
+            fold_frozen(self.tree, name, frozen)
         stub = STUB_IN_BUNDLE.get(name)
         self.stubbed: list[str] = []
         for node in self.tree.body:

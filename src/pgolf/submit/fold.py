@@ -22,6 +22,7 @@ constants are evaluated first).
 from __future__ import annotations
 
 import ast
+from collections import Counter
 from typing import Any
 
 from pgolf.config import Config
@@ -58,22 +59,20 @@ def _own_nodes(fn: ast.AST):
             todo.extend(ast.iter_child_nodes(node))
 
 
-def _store_counts(fn: ast.AST) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def _store_counts(fn: ast.AST) -> Counter:
+    """How often each name is bound in a function's own scope (global/nonlocal count as rebinding)."""
+    counts: Counter = Counter()
     for node in _own_nodes(fn):
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            counts[node.id] = counts.get(node.id, 0) + 1
+            counts[node.id] += 1
         elif isinstance(node, ast.ExceptHandler) and node.name:
-            counts[node.name] = counts.get(node.name, 0) + 1
+            counts[node.name] += 1
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            for name in node.names:
-                counts[name] = counts.get(name, 0) + 2
+            counts.update({name: 2 for name in node.names})
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            counts[node.name] = counts.get(node.name, 0) + 1
+            counts[node.name] += 1
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                name = (alias.asname or alias.name).split(".")[0]
-                counts[name] = counts.get(name, 0) + 1
+            counts.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
     return counts
 
 
@@ -105,12 +104,12 @@ class _Folder(ast.NodeTransformer):
 
     def _class_attrs(self, cls: ast.ClassDef) -> dict[str, str]:
         """`self.<attr> = <config parameter>` stored once, in `__init__`, and nowhere else in the class."""
-        stores: dict[str, int] = {}
+        stores: Counter = Counter()
         kinds: dict[str, str] = {}
         for node in ast.walk(cls):
             if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Load) and isinstance(
                     node.value, ast.Name) and node.value.id == "self":
-                stores[node.attr] = stores.get(node.attr, 0) + 1
+                stores[node.attr] += 1
         for fn in cls.body:
             if isinstance(fn, ast.FunctionDef) and fn.name == "__init__":
                 params = {a.arg: _annotation_kind(a) for a in fn.args.args + fn.args.kwonlyargs}
@@ -237,15 +236,8 @@ def _folded(node: ast.AST) -> ast.AST:
 def _fill_empty_blocks(tree: ast.AST) -> None:
     """A block whose statements were all folded away gets `pass` (an `else` may simply go)."""
     for node in ast.walk(tree):
-        for name in ("body", "orelse", "finalbody"):
-            block = getattr(node, name, None)
-            if isinstance(block, list) and not isinstance(node, (ast.IfExp, ast.Lambda)):
-                flat = []
-                for stmt in block:
-                    flat.extend(stmt if isinstance(stmt, list) else [stmt])
-                if not flat and name == "body" and not isinstance(node, ast.Module):
-                    flat = [ast.Pass()]
-                setattr(node, name, flat)
+        if isinstance(node, ast.stmt) and getattr(node, "body", None) == []:
+            node.body = [ast.Pass()]
 
 
 def fold_frozen(tree: ast.Module, module: str, frozen: dict[str, Any]) -> int:
