@@ -69,7 +69,7 @@ def test_record_bundle_is_smaller_than_the_official_baseline_script(bundles):
 def test_bundle_is_a_short_self_extracting_script(bundles):
     data = bundles["record"].read_bytes()
     lines = data.split(b"\n")
-    assert lines[0] == b"#coding:latin-1" and len([x for x in lines if x]) == 3
+    assert lines[0] == b"#coding:latin-1" and len([x for x in lines if x]) == 4
     assert b"exec(" in data
     assert compile(data, "train_gpt.py", "exec")  # valid Python source as it stands
 

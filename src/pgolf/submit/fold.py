@@ -233,6 +233,22 @@ def _folded(node: ast.AST) -> ast.AST:
     return node
 
 
+_JUMPS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
+
+
+def _drop_unreachable(tree: ast.AST) -> None:
+    """Statements after a `return`/`raise`/`continue`/`break` in the same block never run (folding leaves such
+    tails, e.g. the non-fitter export after `if quant.fit: return ...` became `return ...`)."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                for i, stmt in enumerate(block):
+                    if isinstance(stmt, _JUMPS):
+                        del block[i + 1:]
+                        break
+
+
 def _fill_empty_blocks(tree: ast.AST) -> None:
     """A block whose statements were all folded away gets `pass` (an `else` may simply go)."""
     for node in ast.walk(tree):
@@ -249,6 +265,7 @@ def fold_frozen(tree: ast.Module, module: str, frozen: dict[str, Any]) -> int:
                     fn._pgolf_class = cls.name
     folder = _Folder(frozen, module)
     folder.visit(tree)
+    _drop_unreachable(tree)
     _fill_empty_blocks(tree)
     ast.fix_missing_locations(tree)
     return folder.folded
