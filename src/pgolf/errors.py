@@ -4,6 +4,8 @@ Library code raises `PgolfError` for anything a user caused (a missing file, a c
 catches it and prints a single line on stderr with a non-zero exit code, never a traceback.
 """
 
+from pgolf import IN_BUNDLE
+
 
 class PgolfError(Exception):
     """A user-facing error: the message is one line that names the file or option and the problem."""
@@ -16,9 +18,5 @@ def choose(registry: dict, key, what: str):
         return registry[key]
     except (KeyError, TypeError):
         pass
-    import sys
-
-    spec = getattr(sys.modules.get("pgolf"), "__spec__", None)
-    note = ("; this train_gpt.py bundle carries only its preset's choices: rebuild it with `pgolf bundle`"
-            if getattr(getattr(spec, "loader", None), "bundle_file", None) else "")
+    note = "; this train_gpt.py bundle carries only its preset's choices: rebuild it with `pgolf bundle`" if IN_BUNDLE else ""
     raise PgolfError(f"unknown {what} {key!r} (available: {', '.join(sorted(registry))}{note})")

@@ -32,6 +32,7 @@ import copy
 import functools
 import lzma
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -75,12 +76,9 @@ P=D[D.index(0)+1:].decode().split("\\0");P=dict(zip(P[::2],P[1::2]))
 class T:
  def __init__(s,p):s.p=p;s.name=p.split("/")[-1]
  def __truediv__(s,c):return T(s.p+"/"+c)
- joinpath=__truediv__
  def is_file(s):return s.p in P
- def is_dir(s):return any(k.startswith(s.p+"/")for k in P)
  def iterdir(s):return[T(s.p+"/"+c)for c in sorted({k[len(s.p)+1:].split("/")[0]for k in P if k.startswith(s.p+"/")})]
  def read_text(s,encoding=None):return P[s.p]
- def read_bytes(s):return P[s.p].encode()
  def files(s):return s
 class F(A.MetaPathFinder,A.Loader):
  bundle_file=__file__
@@ -104,9 +102,9 @@ _EXCLUDED = b"\0\n\r'\\"
 _ALPHABET = bytes(b for b in range(256) if b not in _EXCLUDED)
 _BASE = len(_ALPHABET)
 _DIGIT = "c" + "".join(f"-(c>{b})" for b in _EXCLUDED)  # the digit a literal character c stands for
-_DECOMPRESS = {  # codec -> (import, decompression of the bytes `B`)
-    "lzma2": ("lzma as L", "L.decompress(B,3,None,[{'id':33}])"),
-    "brotli": ("brotli", "brotli.decompress(B)"),
+_DECOMPRESS = {  # codec -> (import, decompression of the bytes `{blob}`)
+    "lzma2": ("lzma as L", "L.decompress({blob},3,None,[{{'id':33}}])"),
+    "brotli": ("brotli", "brotli.decompress({blob})"),
 }
 
 
@@ -140,7 +138,8 @@ def self_extracting_script(codec: str, blob: bytes) -> bytes:
     """The 4-line `train_gpt.py` that decodes `blob` (the `codec`-compressed payload) and runs its stage 2."""
     module, call = _DECOMPRESS[codec]
     head = f"#coding:latin-1\nimport {module};n=0\nfor c in map(ord,'"
-    tail = (f"'):n=n*{_BASE}+{_DIGIT}\nB=n.to_bytes({len(blob)},'big');D={call};exec(D[:D.index(0)])\n")
+    call = call.format(blob=f"n.to_bytes({len(blob)},'big')")
+    tail = f"'):n=n*{_BASE}+{_DIGIT}\nD={call};exec(D[:D.index(0)])\n"
     return head.encode("latin-1") + base251_digits(blob) + tail.encode("latin-1")
 
 
@@ -179,8 +178,11 @@ class _Module:
             _prune_registry(self.tree, name, registry, keys)
         if frozen:
             if name == "pgolf.config":
-                _set_frozen(self.tree, frozen)
-            fold_frozen(self.tree, name, frozen)
+                _set_constant(self.tree, name, "BUNDLE_FROZEN", dict(sorted(frozen.items())))
+            if name == "pgolf":
+                _set_constant(self.tree, name, "IN_BUNDLE", True)
+            fold_frozen(self.tree, name, frozen, names={"IN_BUNDLE": True})
+        _strip_annotations(self.tree)
         stub = STUB_IN_BUNDLE.get(name)
         self.stubbed: list[str] = []
         for node in self.tree.body:
@@ -220,13 +222,46 @@ def _prune_registry(tree: ast.Module, module: str, registry: str, keys: set[str]
     raise PgolfError(f"bundle: {module}.{registry} is not a module-level dict literal with string keys")
 
 
-def _set_frozen(tree: ast.Module, frozen: dict[str, Any]) -> None:
-    """Write the bundle's fixed switches into `pgolf.config.BUNDLE_FROZEN` (checked by `Config.validate`)."""
+def _strip_annotations(tree: ast.Module) -> None:
+    """Drop what never runs: annotations of parameters, returns and variables outside class bodies (class
+    attribute annotations stay: dataclasses and NamedTuples read them) and `if TYPE_CHECKING:` blocks, so that
+    the imports only they used (`typing` names, type-only pgolf imports) drop out of the bundle too."""
+    class_level = {id(stmt) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for stmt in node.body}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if not isinstance(node, ast.Lambda):
+                node.returns = None
+            args = node.args
+            for arg in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+                if arg is not None:
+                    arg.annotation = None
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if not isinstance(block, list):
+                continue
+            kept = []
+            for stmt in block:
+                if (isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Name) and stmt.test.id == "TYPE_CHECKING"
+                        and not stmt.orelse):
+                    continue
+                if isinstance(stmt, ast.AnnAssign) and id(stmt) not in class_level:
+                    if stmt.value is None:
+                        continue
+                    stmt = ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
+                kept.append(stmt)
+            setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
+    ast.fix_missing_locations(tree)
+
+
+def _set_constant(tree: ast.Module, module: str, name: str, value: Any) -> None:
+    """Give the module-level constant `name` the bundle's value: `pgolf.config.BUNDLE_FROZEN` (the fixed switches
+    `Config.validate` checks) and `pgolf.IN_BUNDLE`."""
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "BUNDLE_FROZEN":
-            node.value = ast.parse(repr(dict(sorted(frozen.items()))), mode="eval").body
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and [getattr(t, "id", None) for t in targets] == [name]:
+            node.value = ast.parse(repr(value), mode="eval").body
             return
-    raise PgolfError("bundle: pgolf.config.BUNDLE_FROZEN is missing")
+    raise PgolfError(f"bundle: {module}.{name} is missing")
 
 
 def _bound_names(node: ast.stmt) -> list[str] | None:
@@ -438,7 +473,35 @@ def minify_source(source: str, filename: str, preserve: frozenset[str] | None = 
 
     return python_minifier.minify(source, filename=filename, remove_literal_statements=True,
                                   rename_globals=preserve is not None, preserve_globals=sorted(preserve or ()),
-                                  hoist_literals=False, remove_asserts=False, remove_debug=False)
+                                  hoist_literals=False, remove_asserts=False, remove_debug=False,
+                                  prefer_single_line=True)
+
+
+def prune_methods(trees: dict[str, ast.Module]) -> list[str]:
+    """Drop, in place, the methods nothing in the bundle can call: non-dunder methods of classes whose bases are
+    all pgolf classes (or none, so no library calls them by name, as torch calls `forward`) whose name appears
+    nowhere else in the bundle as a name, attribute or identifier-like string. Repeats until nothing changes (a
+    dropped method may have been the only caller of another); returns `Class.method` for each dropped one."""
+    classes = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    prunable = [node for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                and not node.keywords and all(isinstance(b, ast.Name) and b.id in classes for b in node.bases)]
+    dropped: list[str] = []
+    while True:
+        words: Counter = Counter()
+        for tree in trees.values():
+            for node in ast.walk(tree):
+                word = getattr(node, "attr", None) or getattr(node, "id", None) or getattr(node, "value", None)
+                if isinstance(word, str) and word.isidentifier():
+                    words[word] += 1
+        dead = [(cls, fn) for cls in prunable for fn in cls.body
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and not fn.name.startswith("__")
+                and not words[fn.name]]
+        if not dead:
+            return sorted(dropped)
+        for cls, fn in dead:
+            cls.body.remove(fn)
+            cls.body = cls.body or [ast.Pass()]
+            dropped.append(f"{cls.name}.{fn.name}")
 
 
 def preserved_globals(closure: Closure, trees: dict[str, ast.Module],
@@ -493,6 +556,7 @@ def build_bundle(preset: str) -> Bundle:
     closure = analyse(cfg=resolve_config(preset, environ={}))
     modules = sorted(closure.modules)
     trees = {module: ast.parse(closure.source(module)) for module in modules}
+    prune_methods(trees)
     fixed = set(dir(builtins)) | {function for _, function in ENTRY_POINTS} | {m.rpartition(".")[2] for m in modules}
     rename_shared(trees, fixed, lambda module, node: _is_pgolf(closure.modules[module].absolute(node)))
     preserve = preserved_globals(closure, trees)

@@ -2,7 +2,8 @@
 
 The convention (the records' own, accepted from PR #1530 on and stated in the 04-16 README): the counted code is a
 minified, compressed, self-extracting `train_gpt.py`. pgolf counts exactly the file `pgolf bundle` writes
-(`pgolf.submit.bundle`: pyminify + raw LZMA2 or brotli in a latin-1 literal, with only the modules training needs):
+(`pgolf.submit.bundle`: pyminify + raw LZMA2 or brotli in a base-251 literal, with only the modules training
+needs):
 
 - running FROM a bundle (`python train_gpt.py --data ...`), code bytes are the size of that running file;
 - running from the package (`pgolf train --preset NAME`), code bytes are the size of the bundle this checkout
@@ -21,10 +22,11 @@ import zlib
 from pathlib import Path
 
 import pgolf
+from pgolf import IN_BUNDLE
 from pgolf.errors import PgolfError
 
 METHOD = ("size of the self-extracting train_gpt.py bundle for the run's preset (pgolf bundle: pyminify + "
-          "LZMA2/brotli in a latin-1 literal; the running file when run from a bundle)")
+          "LZMA2/brotli in a base-251 literal; the running file when run from a bundle)")
 FALLBACK_METHOD = "zlib-9 of the pgolf package sources (*.py, *.toml under src/pgolf); no bundle could be built"
 
 
@@ -57,16 +59,15 @@ def _bundle_size(preset: str | None) -> int | None:
 def package_code_bytes(preset: str | None = None) -> int:
     """The run's `code_bytes`: the running bundle's size, else the size of the preset's bundle, else the
     fallback estimate (module docstring)."""
-    bundle = running_bundle()
-    if bundle is not None:
-        return bundle.stat().st_size
+    if IN_BUNDLE:
+        return running_bundle().stat().st_size  # stage 2 always records the file it runs from
     size = _bundle_size(preset)
     return size if size is not None else source_code_bytes()
 
 
 def code_bytes_method(preset: str | None = None) -> str:
     """How `package_code_bytes(preset)` counted, for result.json and the log."""
-    if running_bundle() is not None or _bundle_size(preset) is not None:
+    if IN_BUNDLE or _bundle_size(preset) is not None:
         return METHOD
     return FALLBACK_METHOD
 

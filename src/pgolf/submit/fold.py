@@ -77,9 +77,10 @@ def _store_counts(fn: ast.AST) -> Counter:
 
 
 class _Folder(ast.NodeTransformer):
-    def __init__(self, frozen: dict[str, Any], module: str) -> None:
+    def __init__(self, frozen: dict[str, Any], module: str, names: dict[str, Any] | None = None) -> None:
         self.frozen = frozen
         self.module = module
+        self.names = names or {}  # global constants a bundle fixes (pgolf.IN_BUNDLE), read as bare names
         self.env: dict[str, str] = {}  # variable -> "cfg" or a section name
         self.self_attrs: dict[str, str] = {}  # self.<attr> -> kind, inside the current class
         self.folded = 0
@@ -164,6 +165,12 @@ class _Folder(ast.NodeTransformer):
         return node  # f-strings stay as written
 
     # -------------------------------------------------------------- folding
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if isinstance(node.ctx, ast.Load) and node.id in self.names:
+            self.folded += 1
+            return ast.copy_location(ast.Constant(self.names[node.id]), node)
+        return node
+
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         if isinstance(node.ctx, ast.Load):
             section = self.kind(node.value)
@@ -256,14 +263,15 @@ def _fill_empty_blocks(tree: ast.AST) -> None:
             node.body = [ast.Pass()]
 
 
-def fold_frozen(tree: ast.Module, module: str, frozen: dict[str, Any]) -> int:
-    """Fold reads of the `frozen` fields in `tree` (module docstring); returns how many reads were folded."""
+def fold_frozen(tree: ast.Module, module: str, frozen: dict[str, Any], names: dict[str, Any] | None = None) -> int:
+    """Fold reads of the `frozen` fields in `tree` (module docstring), and bare-name reads of the global
+    constants `names` (`{"IN_BUNDLE": True}` in a bundle); returns how many reads were folded."""
     for cls in ast.walk(tree):
         if isinstance(cls, ast.ClassDef):
             for fn in cls.body:
                 if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     fn._pgolf_class = cls.name
-    folder = _Folder(frozen, module)
+    folder = _Folder(frozen, module, names)
     folder.visit(tree)
     _drop_unreachable(tree)
     _fill_empty_blocks(tree)

@@ -34,13 +34,13 @@ def _identifiers(tree: ast.Module, is_pgolf: Callable[[ast.ImportFrom], bool]) -
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):  # class attributes and methods are reached as attributes
             for stmt in node.body:
-                targets = [stmt] if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else (
-                    stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)])
+                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    yield "blocked", stmt.name
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
                 for target in targets:
-                    for leaf in ast.walk(target) if target is not None else ():
-                        name = getattr(leaf, "name", None) or getattr(leaf, "id", None)
-                        if isinstance(name, str):
-                            yield "blocked", name
+                    for leaf in ast.walk(target) if isinstance(target, ast.expr) else ():
+                        if isinstance(leaf, ast.Name):
+                            yield "blocked", leaf.id
         if isinstance(node, ast.Name):
             yield "name", node.id
         elif isinstance(node, ast.ImportFrom) and is_pgolf(node):
