@@ -128,3 +128,36 @@ def test_a_bundle_config_refuses_a_change_to_a_fixed_switch(monkeypatch):
     with pytest.raises(PgolfError, match=r"model.bigram_rows=4096: this train_gpt.py bundle fixes "
                                          r"model.bigram_rows=0 .*rebuild it with `pgolf bundle`"):
         resolve_config("record", ["model.bigram_rows=4096"], environ={})
+
+
+def test_statements_after_a_jump_are_dropped():
+    out, _ = _fold('''
+        def export(q: QuantConfig):
+            if q.gptq:
+                return fitted()
+            return plain()
+
+        def loop(items):
+            for x in items:
+                continue
+                never()
+            raise ValueError()
+            unreachable()
+    ''')
+    assert "plain" not in out and "never" not in out and "unreachable" not in out
+    assert "return fitted()" in out and "continue" in out and "raise ValueError()" in out
+
+
+def test_global_constants_fold_only_as_bare_names():
+    tree = ast.parse(textwrap.dedent('''
+        def count():
+            if IN_BUNDLE:
+                return running()
+            return fallback()
+        note = "bundle" if IN_BUNDLE else ""
+        other = pgolf.IN_BUNDLE
+    '''))
+    fold_frozen(tree, "pgolf.example", {}, names={"IN_BUNDLE": True})
+    out = ast.unparse(tree)
+    assert "fallback" not in out and "return running()" in out and "note = 'bundle'" in out
+    assert "other = pgolf.IN_BUNDLE" in out  # an attribute read is not the bare name: left alone
