@@ -188,7 +188,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
     bundle = write_bundle(args.preset, args.out)
     print(f"wrote {args.out}: {len(bundle.data)} bytes (preset {bundle.preset}, {len(bundle.modules)} modules, "
-          f"{bundle.source_bytes} source bytes -> {bundle.minified_bytes} minified -> {bundle.codec} + base85)")
+          f"{bundle.source_bytes} source bytes -> {bundle.minified_bytes} minified -> {bundle.codec}, base-251 literal)")
     print(f"run it: python {args.out} --data DIR [pgolf train options]")
     return 0
 

@@ -7,18 +7,22 @@ self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and 
 1. reachability (`analyse`): from `pgolf.cli.main`, every `pgolf` module reached by `import pgolf...` /
    `from pgolf... import ...` (including imports inside functions, read with `ast`), and within each module only
    the top-level definitions that kept code can reach (a conservative, name-based tree shake: a name used as an
-   attribute or identifier-like string anywhere keeps every definition of that name). The bundle only ever runs
-   `train`, so the other `pgolf.cli` handlers become one-line stubs (`STUB_IN_BUNDLE`) and what only they use
-   (data building, eval, inspect) drops out. Modules in `NOT_AT_TRAIN_TIME` (data download, ablations, this tool)
-   are left out when imported inside a function only; a module-level import still pulls them in. The registries
-   in `CHOICES` (dict literals that dispatch on one config value) first lose the entries the preset does not
-   select, so the shake also drops what only those entries use;
-2. each module minified with python-minifier (docstrings dropped, locals renamed, annotations dropped except class
-   attribute annotations, which dataclasses need), plus the preset's TOML file;
-3. one payload: a small stage-2 loader, a NUL, then `path NUL source NUL ...`, compressed with raw LZMA2 or
-   brotli (whichever gives the smaller file), embedded as a latin-1 string literal in a 3-line script. At run time stage 2 installs an
-   in-memory `importlib` finder/loader (with a resource reader for `pgolf/presets`) ahead of everything on
-   `sys.meta_path`, then runs `pgolf train --preset NAME` with the command-line arguments.
+   attribute or identifier-like string anywhere keeps every definition of that name, except import bindings). The
+   bundle only ever runs `train`, so the other `pgolf.cli` handlers become one-line stubs (`STUB_IN_BUNDLE`) and
+   what only they use (data building, eval, inspect) drops out. Modules in `NOT_AT_TRAIN_TIME` (data download,
+   ablations, this tool) are left out when imported inside a function only; a module-level import still pulls
+   them in. Before the shake, the registries in `CHOICES` (dict literals that dispatch on one config value) lose
+   the entries the preset does not select, the preset's fixed switches and `pgolf.IN_BUNDLE` are folded
+   (`pgolf.submit.fold`), and annotations and `if TYPE_CHECKING:` blocks go, so the shake also drops what only
+   those used. After it, unused import names and methods nothing can call go (`prune_methods`);
+2. names shortened (`minified_sources`): names one module imports from another get one short spelling everywhere
+   (`pgolf.submit.rename`), then python-minifier drops docstrings and comments and renames locals and
+   module-private names (builtins are left unaliased: the compressor sees their repetition across modules);
+3. one payload: a small stage-2 loader, a NUL, then `path NUL source NUL ...` for the modules and the preset's
+   TOML, compressed with raw LZMA2 or brotli in four file orders, keeping the smallest, and written as the digits
+   of one base-251 number in a string literal of a 4-line latin-1 script (`self_extracting_script`). At run time
+   stage 2 installs an in-memory `importlib` finder/loader (with a resource reader for `pgolf/presets`) ahead of
+   everything on `sys.meta_path`, then runs `pgolf train --preset NAME` with the command-line arguments.
 
 The output depends only on the sources and the preset, so the same checkout always gives a byte-identical bundle,
 which is why `pgolf.submit.code_bytes` can count its size during a run.
