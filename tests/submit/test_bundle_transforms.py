@@ -90,6 +90,8 @@ def test_methods_nothing_can_call_are_pruned_until_stable():
         class Net(torch.nn.Module):
             def forward(self, x): return x
             def hook_a_library_may_call(self): pass
+        class Deeper(Net):
+            def extra_repr(self): return ""
         Child().used()
     '''))}
     dropped = prune_methods(trees)
@@ -97,6 +99,7 @@ def test_methods_nothing_can_call_are_pruned_until_stable():
     out = ast.unparse(trees["m"])
     assert "def used" in out and "def helper" in out and "__repr__" in out
     assert "forward" in out and "hook_a_library_may_call" in out  # a library base class may call them
+    assert "extra_repr" in out  # ... also through a pgolf class in between
 
 
 @pytest.fixture(scope="module")

@@ -492,9 +492,15 @@ def prune_methods(trees: dict[str, ast.Module]) -> list[str]:
     all pgolf classes (or none, so no library calls them by name, as torch calls `forward`) whose name appears
     nowhere else in the bundle as a name, attribute or identifier-like string. Repeats until nothing changes (a
     dropped method may have been the only caller of another); returns `Class.method` for each dropped one."""
-    classes = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
-    prunable = [node for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
-                and not node.keywords and all(isinstance(b, ast.Name) and b.id in classes for b in node.bases)]
+    classes = [node for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    pure = {cls.name for cls in classes}  # shrinks to the names whose every class has only pure bases, transitively
+    while True:
+        impure = {cls.name for cls in classes if cls.keywords or not all(
+            isinstance(b, ast.Name) and b.id in pure for b in cls.bases)}
+        if not impure & pure:
+            break
+        pure -= impure
+    prunable = [cls for cls in classes if cls.name in pure]
     dropped: list[str] = []
     while True:
         words: Counter = Counter()
