@@ -1,16 +1,17 @@
 """Shorter names for the names a bundle's modules share, so that code bytes go to code.
 
 python-minifier renames what is private to one module; a name another module imports (`PgolfError`, `Config`,
-`atomic_write_json`, ...) must keep one spelling in both, so the minifier leaves it long, and the record bundle
-spells such names ~1,900 times. A bundle is a closed world (nothing outside it imports from it), so one
-consistent renaming of an identifier in every module keeps behaviour, as long as the identifier is never reached
-through a spelling the renaming does not touch. `rename_shared` therefore renames an identifier only when it is
+`atomic_write_json`, ...) must keep one spelling in both, so the minifier leaves it long (the record bundle spells
+the 105 such names this module renames 649 times). A bundle is a closed world (nothing outside it imports from
+it), so one consistent renaming of an identifier in every module keeps behaviour, as long as the identifier is
+never reached through a spelling the renaming does not touch. `rename_shared` therefore renames an identifier only
+when it is
 
-- imported by name from a pgolf module somewhere (the names the minifier cannot rename; `shared_names`),
-- not in `fixed`: attribute names and identifier-like strings anywhere (`module.name`, `getattr(x, "name")`,
-  fields), builtins, dunders and the entry points stage 2 calls,
-- never a parameter or keyword-argument name (a call into another library may pass it by keyword), a class
-  attribute or method name, a submodule, or bound by importing another library.
+- imported by name from a pgolf module somewhere (the names the minifier cannot rename),
+- not in `fixed` (builtins, the entry points stage 2 calls, submodule names) and not a dunder,
+- never spelled another way anywhere: an attribute name or identifier-like string (`module.name`,
+  `getattr(x, "name")`, fields), a parameter or keyword-argument name (a call into another library may pass it by
+  keyword), a class attribute or method name, or a name bound by importing another library.
 
 Every other occurrence of it, in any scope, is a plain name, an import alias, a `def`/`class` name or a
 `global`/`nonlocal` declaration, and all of those are renamed together. New names are short, fresh (used nowhere
