@@ -18,5 +18,6 @@ def choose(registry: dict, key, what: str):
         return registry[key]
     except (KeyError, TypeError):
         pass
-    note = "; this train_gpt.py bundle carries only its preset's choices: rebuild it with `pgolf bundle`" if IN_BUNDLE else ""
+    note = ("; this train_gpt.py bundle carries only its preset's choices: rebuild it with `pgolf bundle`"
+            if IN_BUNDLE else "")
     raise PgolfError(f"unknown {what} {key!r} (available: {', '.join(sorted(registry))}{note})")

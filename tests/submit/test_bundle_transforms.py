@@ -1,5 +1,5 @@
-"""The pieces that make a bundle small: the base-251 self-extracting wrapper, annotation stripping, method pruning,
-and what the record bundle's sources no longer carry."""
+"""The pieces that make a bundle small: the base-251 self-extracting wrapper (`pgolf.submit.selfextract`),
+annotation stripping, method pruning, and what the record bundle's sources no longer carry."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf.config import resolve_config
-from pgolf.submit import bundle
-from pgolf.submit.bundle import analyse, base251_digits, minified_sources, prune_methods, self_extracting_script
+from pgolf.submit import bundle, selfextract
+from pgolf.submit.bundle import analyse, minified_sources, prune_methods
+from pgolf.submit.selfextract import base251_digits, self_extracting_script
 
 
 def _run_script(script: bytes) -> dict:
@@ -26,9 +27,9 @@ def _run_script(script: bytes) -> dict:
 @given(st.binary(max_size=600), st.sampled_from(["brotli", "lzma2"]))
 def test_self_extracting_script_decodes_every_payload_exactly(tail, codec):
     payload = b"RESULT=len(D)\0" + tail
-    blob = brotli.compress(payload) if codec == "brotli" else bundle._lzma(payload)
+    blob = brotli.compress(payload) if codec == "brotli" else selfextract._lzma(payload)
     script = self_extracting_script(codec, blob)
-    assert not set(base251_digits(blob)) & set(bundle._EXCLUDED)
+    assert not set(base251_digits(blob)) & set(selfextract._EXCLUDED)
     namespace = _run_script(script)
     assert namespace["D"] == payload and namespace["RESULT"] == len(payload)
 
@@ -39,7 +40,7 @@ def test_base251_digits_read_back_with_leading_zero_bytes(blob):
     digits = base251_digits(blob)
     number = 0
     for c in digits:
-        number = number * 251 + bundle._ALPHABET.index(c)
+        number = number * 251 + selfextract._ALPHABET.index(c)
     assert number.to_bytes(len(blob), "big") == blob
     assert len(digits) <= len(blob) * 8 / 7.97 + 2  # 0.36% over the raw bytes, not 2.7% (escapes) or 25% (b85)
 

@@ -20,7 +20,7 @@ self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and 
    module-private names (builtins are left unaliased: the compressor sees their repetition across modules);
 3. one payload: a small stage-2 loader, a NUL, then `path NUL source NUL ...` for the modules and the preset's
    TOML, compressed with raw LZMA2 or brotli in four file orders, keeping the smallest, and written as the digits
-   of one base-251 number in a string literal of a 4-line latin-1 script (`self_extracting_script`). At run time
+   of one base-251 number in a string literal of a 4-line latin-1 script (`pgolf.submit.selfextract`). At run time
    stage 2 installs an in-memory `importlib` finder/loader (with a resource reader for `pgolf/presets`) ahead of
    everything on `sys.meta_path`, then runs `pgolf train --preset NAME` with the command-line arguments.
 
@@ -34,7 +34,6 @@ import ast
 import builtins
 import copy
 import functools
-import lzma
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
@@ -43,8 +42,9 @@ from typing import Any, Callable
 
 from pgolf.config import Config, resolve_config
 from pgolf.errors import PgolfError
-from pgolf.submit.fold import fold_frozen, frozen_fields
-from pgolf.submit.rename import rename_shared
+from pgolf.submit.fold import fold_frozen, frozen_fields, statement_blocks
+from pgolf.submit.rename import rename_shared, word
+from pgolf.submit.selfextract import smallest_script
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = (("pgolf.cli", "train_main"),)
@@ -59,6 +59,9 @@ NOT_AT_TRAIN_TIME = {
     "pgolf.submit.bundle": "this tool; a running bundle counts its own file instead",
 }
 
+# Module-level constants of `pgolf` that a bundle fixes: set there and folded wherever read as bare names.
+BUNDLE_CONSTANTS = {"IN_BUNDLE": True}
+
 # Registries that dispatch on the config: module-level dict literals keyed by string constants, each with the keys a
 # run of the preset looks up. The bundle keeps only those entries, so what only the others use (other loaders, eval
 # and TTT modes, codecs, weight averages, calibration sources) drops out; a `--set` that picks a dropped entry fails
@@ -72,79 +75,10 @@ CHOICES: dict[tuple[str, str], Callable[[Config], set[str]]] = {
     ("pgolf.train.trainer", "CALIBRATION_SOURCES"): lambda cfg: {cfg.quant.calib},
 }
 
-# Runs inside the bundle with `D` (the decompressed payload) and `__file__` (the script) in scope. `F.bundle_file`
-# is how pgolf.submit.code_bytes recognises that it is running from a bundle. Written pre-minified on purpose:
-# every byte here is counted code.
-_STAGE2 = '''import sys,importlib.util as U
-P=D[D.index(0)+1:].decode().split("\\0");P=dict(zip(P[::2],P[1::2]))
-class T:
- def __init__(s,p):s.p=p;s.name=p.split("/")[-1]
- def __truediv__(s,c):return T(s.p+"/"+c)
- def is_file(s):return s.p in P
- def iterdir(s):return[T(s.p+"/"+c)for c in sorted({k[len(s.p)+1:].split("/")[0]for k in P if k.startswith(s.p+"/")})]
- def read_text(s,encoding=None):return P[s.p]
- def files(s):return s
-class F:
- bundle_file=__file__
- def find_spec(s,n,*a):
-  k=n.replace(".","/")
-  for f in(k+"/__init__.py",k+".py"):
-   if f in P:return U.spec_from_loader(n,s,origin=f,is_package="/__init__"in f)
- def create_module(s,m):pass
- def exec_module(s,m):o=m.__spec__.origin;exec(compile(P[o],o,"exec",dont_inherit=1),m.__dict__)
- def get_resource_reader(s,n):return T(n.replace(".","/"))
-sys.meta_path.insert(0,F())
-if __name__=="__main__":from pgolf.cli import train_main;sys.exit(train_main(preset=%r))
-'''
-
-# The compressed payload is embedded as the digits of one base-251 number in a single-quoted str literal of a latin-1
-# source file: such a literal holds every byte value as it is except NUL, LF, CR, the quote and the backslash, so the
-# other 251 values are the digits. That costs log(256)/log(251) - 1 = 0.36% over the raw bytes (escaping the five
-# instead cost ~2.7%, base85 25%); the decoding loop adds ~100 bytes and about a second at start-up
-# (digit by digit; a divide-and-conquer decoder would be faster but ~80 bytes longer).
-_EXCLUDED = b"\0\n\r'\\"
-_ALPHABET = bytes(b for b in range(256) if b not in _EXCLUDED)
-_BASE = len(_ALPHABET)
-_DIGIT = "c" + "".join(f"-(c>{b})" for b in _EXCLUDED)  # the digit a literal character c stands for
-_DECOMPRESS = {  # codec -> (import, decompression of the bytes `{blob}`)
-    "lzma2": ("lzma as L", "L.decompress({blob},3,None,[{{'id':33}}])"),
-    "brotli": ("brotli", "brotli.decompress({blob})"),
-}
-
-
 def _weight_average_kind(cfg: Config) -> str:
     from pgolf.optim.ema import weight_average_kind  # imports torch, so only when a bundle is built
 
     return weight_average_kind(cfg.optim)
-
-
-def base251_digits(blob: bytes) -> bytes:
-    """`blob` as one big-endian number written in base 251 with the bytes of `_ALPHABET` as digits (no leading
-    zero digits); the wrapper's loop reads it back with `n.to_bytes(len(blob), 'big')`. Divide and conquer, so the
-    conversion of ~35 KB takes milliseconds, not the quadratic digit-by-digit time."""
-    number = int.from_bytes(blob, "big")
-    powers = [_BASE]  # powers[i] = 251 ** (2 ** i)
-    while powers[-1] <= number:
-        powers.append(powers[-1] * powers[-1])
-
-    def digits(n: int, level: int) -> list[int]:  # exactly 2 ** (level + 1) digits of n < powers[level + 1]
-        if level < 0:
-            return [n]
-        high, low = divmod(n, powers[level])
-        return digits(high, level - 1) + digits(low, level - 1)
-
-    out = digits(number, len(powers) - 2) if number else [0]
-    first = next((i for i, d in enumerate(out) if d), len(out) - 1)
-    return bytes(_ALPHABET[d] for d in out[first:])
-
-
-def self_extracting_script(codec: str, blob: bytes) -> bytes:
-    """The 4-line `train_gpt.py` that decodes `blob` (the `codec`-compressed payload) and runs its stage 2."""
-    module, call = _DECOMPRESS[codec]
-    head = f"#coding:latin-1\nimport {module};n=0\nfor c in map(ord,'"
-    call = call.format(blob=f"n.to_bytes({len(blob)},'big')")
-    tail = f"'):n=n*{_BASE}+{_DIGIT}\nD={call};exec(D[:D.index(0)])\n"
-    return head.encode("latin-1") + base251_digits(blob) + tail.encode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -184,8 +118,9 @@ class _Module:
             if name == "pgolf.config":
                 _set_constant(self.tree, name, "BUNDLE_FROZEN", dict(sorted(frozen.items())))
             if name == "pgolf":
-                _set_constant(self.tree, name, "IN_BUNDLE", True)
-            fold_frozen(self.tree, name, frozen, names={"IN_BUNDLE": True})
+                for constant, value in BUNDLE_CONSTANTS.items():
+                    _set_constant(self.tree, name, constant, value)
+            fold_frozen(self.tree, name, frozen, names=BUNDLE_CONSTANTS)
         _strip_annotations(self.tree)
         stub = STUB_IN_BUNDLE.get(name)
         self.stubbed: list[str] = []
@@ -245,21 +180,18 @@ def _strip_annotations(tree: ast.Module) -> None:
             for arg in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
                 if arg is not None:
                     arg.annotation = None
-        for field in ("body", "orelse", "finalbody"):
-            block = getattr(node, field, None)
-            if not isinstance(block, list):
+    for node, field, block in list(statement_blocks(tree)):
+        kept = []
+        for stmt in block:
+            if (isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Name) and stmt.test.id == "TYPE_CHECKING"
+                    and not stmt.orelse):
                 continue
-            kept = []
-            for stmt in block:
-                if (isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Name) and stmt.test.id == "TYPE_CHECKING"
-                        and not stmt.orelse):
+            if isinstance(stmt, ast.AnnAssign) and id(stmt) not in class_level:
+                if stmt.value is None:
                     continue
-                if isinstance(stmt, ast.AnnAssign) and id(stmt) not in class_level:
-                    if stmt.value is None:
-                        continue
-                    stmt = ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
-                kept.append(stmt)
-            setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
+                stmt = ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
+            kept.append(stmt)
+        setattr(node, field, kept or ([ast.Pass()] if field == "body" else []))
     ast.fix_missing_locations(tree)
 
 
@@ -319,10 +251,8 @@ def _uses(mod: _Module, node: ast.AST) -> _Uses:
     for child in ast.walk(node):
         if isinstance(child, ast.Name):
             names.add(child.id)
-        elif isinstance(child, ast.Attribute):
-            words.add(child.attr)
-        elif isinstance(child, ast.Constant) and isinstance(child.value, str) and child.value.isidentifier():
-            words.add(child.value)
+        elif word(child):
+            words.add(word(child))
         elif isinstance(child, ast.Import):
             imports += [(alias.name, None) for alias in child.names]
         elif isinstance(child, ast.ImportFrom):
@@ -506,9 +436,9 @@ def prune_methods(trees: dict[str, ast.Module]) -> list[str]:
         words: Counter = Counter()
         for tree in trees.values():
             for node in ast.walk(tree):
-                word = getattr(node, "attr", None) or getattr(node, "id", None) or getattr(node, "value", None)
-                if isinstance(word, str) and word.isidentifier():
-                    words[word] += 1
+                spelled = node.id if isinstance(node, ast.Name) else word(node)
+                if spelled:
+                    words[spelled] += 1
         dead = [(cls, fn) for cls in prunable for fn in cls.body
                 if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and not fn.name.startswith("__")
                 and not words[fn.name]]
@@ -520,23 +450,25 @@ def prune_methods(trees: dict[str, ast.Module]) -> list[str]:
             dropped.append(f"{cls.name}.{fn.name}")
 
 
-def preserved_globals(closure: Closure, trees: dict[str, ast.Module],
-                      entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> frozenset[str]:
+def never_renamed() -> set[str]:
+    """Names no renaming may touch: builtins and the entry points stage 2 calls."""
+    return set(dir(builtins)) | {function for _, function in ENTRY_POINTS}
+
+
+def preserved_globals(closure: Closure, trees: dict[str, ast.Module]) -> frozenset[str]:
     """Module-level names the minifier must not rename in a bundle: those imported by name from a pgolf module,
     those used anywhere as an attribute or identifier-like string (`module.name`, `getattr(x, "name")`, fields),
     the entry points stage 2 calls, and dunders. Every other module-level name is private to its module (the
     bundle is a closed world: nothing outside it imports from it), so renaming it keeps behaviour. Builtins are
     preserved too: the minifier would otherwise alias them per module (`D=len`), which shortens each module but
     hides the repetition across modules from the compressor (measured: 364 bytes larger for the record bundle)."""
-    names = set(dir(builtins)) | {function for _, function in entries}
+    names = never_renamed()
     for module, tree in trees.items():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and _is_pgolf(closure.modules[module].absolute(node)):
                 names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.Attribute):
-                names.add(node.attr)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
-                names.add(node.value)
+            elif word(node):
+                names.add(word(node))
             elif isinstance(node, ast.Name) and node.id.startswith("__"):
                 names.add(node.id)
     return frozenset(names)
@@ -553,27 +485,15 @@ def _strip_toml(text: str) -> str:
     return out if tomllib.loads(out) == tomllib.loads(text) else text
 
 
-def _lzma(data: bytes) -> bytes:
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
-    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
-
-
-def _brotli(data: bytes) -> bytes | None:
-    try:
-        import brotli
-    except ImportError:
-        return None
-    return brotli.compress(data, quality=11, lgwin=24, mode=brotli.MODE_TEXT)
-
-
 def minified_sources(closure: Closure) -> dict[str, str]:
     """The closure's modules as the bundle ships them, path -> source: kept definitions only, uncallable methods
     pruned, shared names shortened (`pgolf.submit.rename`), then minified with private names renamed."""
     modules = sorted(closure.modules)
     trees = {module: ast.parse(closure.source(module)) for module in modules}
     prune_methods(trees)
-    fixed = set(dir(builtins)) | {function for _, function in ENTRY_POINTS} | {m.rpartition(".")[2] for m in modules}
-    rename_shared(trees, fixed, lambda module, node: _is_pgolf(closure.modules[module].absolute(node)))
+    submodules = {module.rpartition(".")[2] for module in modules}  # `from pgolf.eval import ttt` names a module
+    rename_shared(trees, never_renamed() | submodules,
+                  lambda module, node: _is_pgolf(closure.modules[module].absolute(node)))
     preserve = preserved_globals(closure, trees)
     out: dict[str, str] = {}
     for module in modules:
@@ -598,19 +518,10 @@ def build_bundle(preset: str) -> Bundle:
     modules = list(minified_sources(closure).items())
     resource = f"pgolf/presets/{name}.toml"
     preset_file = (resource, _strip_toml(toml_text))
-    candidates = []
-    for files in _file_orders(modules, preset_file):
-        packed = "\0".join(part for pair in files for part in pair)
-        payload = (_STAGE2 % name).encode() + b"\0" + packed.encode()
-        candidates.append(("lzma2", _lzma(payload)))
-        compressed = _brotli(payload)
-        if compressed is not None:
-            candidates.append(("brotli", compressed))
-    scripts = [(codec, self_extracting_script(codec, blob)) for codec, blob in candidates]
-    codec, data = min(scripts, key=lambda item: (len(item[1]), item[0]))
+    codec, data, packed_bytes = smallest_script(name, _file_orders(modules, preset_file))
     source_bytes = sum(mod.path.stat().st_size for mod in closure.modules.values())
     return Bundle(data=data, preset=name, modules=tuple(sorted(closure.modules)), resources=(resource,), codec=codec,
-                  source_bytes=source_bytes, minified_bytes=len(packed.encode()))  # every order packs to one size
+                  source_bytes=source_bytes, minified_bytes=packed_bytes)
 
 
 def write_bundle(preset: str, out: str | Path) -> Bundle:

@@ -33,7 +33,7 @@ FALLBACK_METHOD = "zlib-9 of the pgolf package sources (*.py, *.toml under src/p
 def running_bundle() -> Path | None:
     """The `train_gpt.py` this process runs from, or None when pgolf is imported from the package.
 
-    A bundle's in-memory loader carries the script path as `bundle_file` (see `pgolf.submit.bundle`)."""
+    A bundle's in-memory loader carries the script path as `bundle_file` (see `pgolf.submit.selfextract`)."""
     spec = getattr(pgolf, "__spec__", None)
     path = getattr(getattr(spec, "loader", None), "bundle_file", None)
     return Path(path) if path else None

@@ -243,17 +243,23 @@ def _folded(node: ast.AST) -> ast.AST:
 _JUMPS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
 
 
-def _drop_unreachable(tree: ast.AST) -> None:
-    """Statements after a `return`/`raise`/`continue`/`break` in the same block never run (folding leaves such
-    tails, e.g. the non-fitter export after `if quant.fit: return ...` became `return ...`)."""
+def statement_blocks(tree: ast.AST):
+    """(node, field, statements) for every statement list in `tree` (bodies, `else` and `finally` blocks)."""
     for node in ast.walk(tree):
         for field in ("body", "orelse", "finalbody"):
             block = getattr(node, field, None)
             if isinstance(block, list):
-                for i, stmt in enumerate(block):
-                    if isinstance(stmt, _JUMPS):
-                        del block[i + 1:]
-                        break
+                yield node, field, block
+
+
+def _drop_unreachable(tree: ast.AST) -> None:
+    """Statements after a `return`/`raise`/`continue`/`break` in the same block never run (folding leaves such
+    tails, e.g. the non-fitter export after `if quant.fit: return ...` became `return ...`)."""
+    for _, _, block in statement_blocks(tree):
+        for i, stmt in enumerate(block):
+            if isinstance(stmt, _JUMPS):
+                del block[i + 1:]
+                break
 
 
 def _fill_empty_blocks(tree: ast.AST) -> None:

@@ -28,6 +28,16 @@ from collections import Counter
 from typing import Callable, Iterator
 
 
+def word(node: ast.AST) -> str | None:
+    """The name `node` spells without being a variable: an attribute name (`module.name`) or an identifier-like
+    string (`getattr(x, "name")`, a field name). Either may reach a definition of that name."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+        return node.value
+    return None
+
+
 def _identifiers(tree: ast.Module, is_pgolf: Callable[[ast.ImportFrom], bool]) -> Iterator[tuple[str, str]]:
     """(kind, identifier) for every identifier spelled in `tree`: kind "name" for what the renaming may touch,
     "blocked" for what it may not (parameters, keywords, attributes, identifier strings, names bound by importing
@@ -58,10 +68,8 @@ def _identifiers(tree: ast.Module, is_pgolf: Callable[[ast.ImportFrom], bool]) -
             yield "blocked", node.arg
         elif isinstance(node, ast.keyword) and node.arg:
             yield "blocked", node.arg
-        elif isinstance(node, ast.Attribute):
-            yield "blocked", node.attr
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
-            yield "blocked", node.value
+        elif word(node):
+            yield "blocked", word(node)
         elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and getattr(node, "name", None):
             yield "name", node.name
 
