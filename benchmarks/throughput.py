@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.model.gpt import GPT
 from pgolf.optim.groups import build_optimizers
-from pgolf.train.dist import autocast_for
+from pgolf.runtime import autocast_for
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config():
     """A two-layer, 32-wide baseline-shaped config that trains in seconds on one CPU thread."""
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
 
     def make(*extra: str):
         return resolve_config("cpu-smoke", [*TINY_MODEL_SETS, *extra], environ={})

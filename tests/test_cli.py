@@ -31,7 +31,7 @@ def _fails_cleanly(capsys, argv: list[str], *words: str) -> str:
 def trained(tiny_data, tmp_path_factory):
     """A tiny finished run: (data dir, run dir)."""
     from conftest import TINY_MODEL_SETS
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
     from pgolf.train.trainer import train
 
     run = tmp_path_factory.mktemp("cli_run")
@@ -200,7 +200,7 @@ def test_inspect_lists_tensors(trained, capsys):
 
 def test_data_fineweb_from_a_local_mirror_writes_a_usable_data_dir(tiny_data, tmp_path, capsys):
     """`pgolf data fineweb --hub-dir` lays out the official tree and writes a manifest that train/eval accept."""
-    from pgolf.data.build import check_data_dir, read_manifest
+    from pgolf.data.manifest import check_data_dir, read_manifest
 
     src_manifest = read_manifest(tiny_data)
     root = tmp_path / "mirror" / "datasets"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pgolf.config import Config, env_overrides, launch_env, preset_names, resolve_config
+from pgolf.config import Config, env_overrides, launch_env, preset_names
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 
 
@@ -82,7 +83,7 @@ def test_launch_env_reads_torchrun_variables():
 
 
 def test_codec_and_level_are_checked_when_the_config_is_built():
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
     from pgolf.errors import PgolfError
 
     with pytest.raises(PgolfError, match="level must be an integer 0..9"):

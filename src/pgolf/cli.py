@@ -62,7 +62,7 @@ def _print_manifest(out: str | Path, manifest: dict) -> None:
 
 
 def _resolve(args: argparse.Namespace):
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
 
     sets = list(args.set or [])
     if args.max_steps is not None:
@@ -93,7 +93,8 @@ def _print_result(run_dir: str | Path, result: dict) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pgolf.data.build import build_demo, check_data_dir
+    from pgolf.data.build import build_demo
+    from pgolf.data.manifest import check_data_dir
     from pgolf.train.trainer import train
 
     data_dir = Path(args.data_dir)
@@ -130,7 +131,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from pgolf.config import launch_env
     from pgolf.eval.evaluate import score_artifact
-    from pgolf.train.dist import init_distributed
+    from pgolf.runtime import init_distributed
 
     ctx = init_distributed(launch_env(), args.device)
     try:

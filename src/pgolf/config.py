@@ -24,12 +24,6 @@ from typing import Any, Mapping
 
 from pgolf.errors import PgolfError
 
-# Empty in the package. A preset's train_gpt.py bundle fixes its preset's technique switches here
-# ("section.field" -> value; `pgolf.submit.bundle` writes it and folds the code that reads them), so a config that
-# changes one is refused instead of silently running code the bundle left out.
-BUNDLE_FROZEN: dict[str, Any] = {}
-
-
 @dataclass
 class ModelConfig:
     """Shape of the GPT. Defaults: the official naive baseline (CHALLENGE.md section 4)."""
@@ -221,13 +215,9 @@ class Config:
         return cfg
 
     def validate(self) -> None:
-        """Refuse settings that cannot work, with one clear line."""
-        for key, value in BUNDLE_FROZEN.items():
-            section, name = key.split(".")
-            if getattr(getattr(self, section), name) != value:
-                raise PgolfError(f"config: {key}={getattr(getattr(self, section), name)!r}: this train_gpt.py bundle "
-                                 f"fixes {key}={value!r} (its preset's value); rebuild it with `pgolf bundle`")
-        m, t = self.model, self.train
+        """Refuse settings that cannot work together, with one clear line. Whether a named choice exists (a mode,
+        a codec, a loader) is asked of the code that implements it: `pgolf.options.check_options`."""
+        m, t, e = self.model, self.train, self.eval
         if not 2 <= m.vocab_size <= 65_536:
             raise PgolfError(f"config: model.vocab_size={m.vocab_size} must be in [2, 65536] (shards store uint16)")
         if m.model_dim % m.num_heads:
@@ -244,61 +234,27 @@ class Config:
                              f"(got {m.loop_start}..{m.loop_end} of {m.num_layers})")
         if m.bigram_rows == 1 or m.bigram_rows < 0:
             raise PgolfError(f"config: model.bigram_rows={m.bigram_rows} must be 0 (off) or at least 2")
-        if m.attn_gate not in ("none", "out", "gated", "sparse"):
-            raise PgolfError(f"config: model.attn_gate={m.attn_gate!r} must be none, out, gated or sparse")
-        if m.parallel_mode not in ("none", "gptj", "two_lane"):
-            raise PgolfError(f"config: model.parallel_mode={m.parallel_mode!r} must be none, gptj or two_lane")
-        if m.mlp_activation not in ("relu2", "leaky_relu2"):
-            raise PgolfError(f"config: model.mlp_activation={m.mlp_activation!r} must be relu2 or leaky_relu2")
         if t.train_batch_tokens % t.train_seq_len or t.micro_batch_tokens % t.train_seq_len:
             raise PgolfError("config: train.train_batch_tokens and train.micro_batch_tokens must be multiples of "
                              f"train.train_seq_len={t.train_seq_len}")
         if t.train_batch_tokens % t.micro_batch_tokens:
             raise PgolfError(f"config: train.train_batch_tokens={t.train_batch_tokens} is not a multiple of "
                              f"train.micro_batch_tokens={t.micro_batch_tokens}")
+        if t.max_wallclock_seconds < 0:
+            raise PgolfError(f"config: train.max_wallclock_seconds={t.max_wallclock_seconds} must be >= 0 (0 = no cap)")
         for which in ("embed_betas", "head_betas", "scalar_betas"):
             parse_betas(getattr(self.optim, which), (0.9, 0.95), f"optim.{which}")
-        if self.optim.muon_ns not in ("classic", "polar_express"):
-            raise PgolfError(f"config: optim.muon_ns={self.optim.muon_ns!r} must be classic or polar_express")
         if self.optim.swa_every < 0 or (self.optim.swa_every and self.optim.ema_decay):
             raise PgolfError("config: optim.swa_every must be >= 0, and SWA and EMA cannot both be on")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise PgolfError(f"config: optim.ema_decay={self.optim.ema_decay} must be in [0, 1) (0 = off)")
         if not 0.0 <= t.warmdown_frac <= 1.0 or not 0.0 <= t.min_lr <= 1.0:
             raise PgolfError("config: train.warmdown_frac and train.min_lr must be in [0, 1]")
-        from pgolf.optim.schedule import parse_seq_len_schedule
-        parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len)
-        if t.loader not in ("sequential", "shuffled", "packed"):
-            raise PgolfError(f"config: train.loader={t.loader!r} must be sequential, shuffled or packed")
-        if t.loader == "shuffled" and t.seq_len_schedule:
-            raise PgolfError("config: the shuffled loader cuts fixed windows; it cannot follow train.seq_len_schedule")
-        if t.compile not in ("auto", "on", "off"):
-            raise PgolfError(f"config: train.compile={t.compile!r} must be auto (CUDA only), on or off")
-        if t.device not in ("auto", "cpu", "cuda"):
-            raise PgolfError(f"config: train.device={t.device!r} must be auto, cpu or cuda")
         q = self.quant
-        if q.scheme not in ("int8", "mixed"):
-            raise PgolfError(f"config: unknown quant.scheme {q.scheme!r} (known: int8, mixed)")
-        from pgolf.artifact.codecs import check_codec
-        try:
-            check_codec(q.codec, q.level)
-        except PgolfError as exc:
-            raise PgolfError(f"config: quant.codec={q.codec!r}, quant.level={q.level}: {exc}") from None
-        if q.calib not in ("train", "self"):
-            raise PgolfError(f"config: quant.calib={q.calib!r} must be train or self")
         if q.qat_bits and not 2 <= q.qat_bits <= 8:
             raise PgolfError(f"config: quant.qat_bits={q.qat_bits} must be 0 (off) or in 2..8")
-        from pgolf.quant.recipe import parse_group_values  # validates the per-group strings
-
-        parse_group_values(q.bits, int, "quant.bits", lo=2, hi=8)
-        parse_group_values(q.clip_k, float, "quant.clip_k", lo=1e-3, hi=1e3)
-        if q.clip not in ("percentile", "search", "sdclip", "absmean"):
-            raise PgolfError(f"config: quant.clip={q.clip!r} must be percentile, search, sdclip or absmean")
-        from pgolf.eval.names import EVAL_MODES
-        e = self.eval
-        if e.mode not in EVAL_MODES or e.stride < 0 or e.max_seconds < 0:
-            raise PgolfError(f"config: eval.mode={e.mode!r} must be one of {', '.join(EVAL_MODES)}, and eval.stride "
-                             "and eval.max_seconds must be >= 0")
+        if e.stride < 0 or e.max_seconds < 0:
+            raise PgolfError("config: eval.stride and eval.max_seconds must be >= 0 (0 = the default / no limit)")
         if min(e.ttt_chunk, e.ttt_rank, e.ttt_chunk_tokens, e.ttt_phases) < 1 or e.ttt_epochs < 0:
             raise PgolfError("config: eval.ttt_chunk, ttt_rank, ttt_chunk_tokens and ttt_phases must be >= 1")
 
@@ -416,9 +372,10 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> list[tuple[str, s
     return out
 
 
-def resolve_config(preset: str = "baseline", overrides: list[str] | None = None,
-                   environ: Mapping[str, str] | None = None) -> Config:
-    """Defaults, then the preset, then environment variables, then `--set` overrides; validated."""
+def build_config(preset: str = "baseline", overrides: list[str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the preset, then environment variables, then `--set` overrides; `validate`d. Named choices are
+    checked by `pgolf.options.resolve_config`, which is what commands use."""
     data = load_preset(preset)
     cfg = Config(preset=Path(preset).stem if preset.endswith(".toml") else preset)
     for section, values in data.items():

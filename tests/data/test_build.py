@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from pgolf.data.build import build_dataset, check_data_dir, manifest_from_shards, read_manifest
+from pgolf.data.build import build_dataset, manifest_from_shards
+from pgolf.data.manifest import check_data_dir, read_manifest
 from pgolf.data.loader import load_split
 from pgolf.data.shards import shard_paths
 from pgolf.errors import PgolfError

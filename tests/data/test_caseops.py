@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgolf.cli import main
-from pgolf.data.build import build_dataset, check_data_dir, read_manifest
+from pgolf.data.build import build_dataset
 from pgolf.data.bytes import byte_tables, token_bytes
 from pgolf.data.caseops import (ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, decode_caseops, encode_caseops,
-                                encode_with_sidecars, load_val_sidecar, operator_ids, original_byte_weights,
-                                val_target_bytes)
+                                encode_with_sidecars, operator_ids, original_byte_weights)
 from pgolf.data.loader import load_split
+from pgolf.data.manifest import check_data_dir, load_val_sidecar, read_manifest, val_target_bytes
 from pgolf.data.shards import read_shard, write_shard
 from pgolf.data.tokenizer import load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError

@@ -25,7 +25,7 @@ BOS = 1
 @pytest.fixture(scope="module")
 def model():
     from conftest import TINY_MODEL_SETS
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
 
     cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.smear_gate=true", "model.bigram_rows=64"],
                          environ={})
@@ -74,7 +74,7 @@ def test_every_fixture_is_named_and_judged():
 def trained(tiny_data, tmp_path_factory):
     """A tiny finished run: (data dir, artifact path)."""
     from conftest import TINY_MODEL_SETS
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
     from pgolf.train.trainer import train
 
     run = tmp_path_factory.mktemp("legality_run")
@@ -141,7 +141,7 @@ def test_the_artifact_config_chooses_the_default_mode(trained, capsys):
 @pytest.mark.parametrize("bad", ["eval.mode=bogus", "eval.stride=-1", "eval.max_seconds=-5"])
 def test_eval_config_is_validated(bad):
     from conftest import TINY_MODEL_SETS
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
     from pgolf.errors import PgolfError
 
     with pytest.raises(PgolfError, match="eval"):

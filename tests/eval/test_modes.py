@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 def model():
     """A tiny GPT with every mixing path active (SmearGate, BigramHash, XSA) and random, non-zero weights."""
     from conftest import TINY_MODEL_SETS
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
 
     cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.smear_gate=true", "model.bigram_rows=64",
                                        "model.xsa_last_n=1"], environ={})

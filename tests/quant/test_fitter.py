@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgolf.artifact.format import encode_artifact
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.quant.fitter import choose, Option, fit_budget
 from pgolf.quant.recipe import quantize_mixed

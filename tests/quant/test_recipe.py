@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf.artifact.format import decode_artifact, encode_artifact
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.quant.gptq import HessianCollector, generate_calibration, gptq_quantize, hessian_error
 from pgolf.quant.grid import SEARCH_QUANTILES, round_to_grid, row_scales

@@ -15,7 +15,7 @@ import pytest
 from pgolf.cli import main
 from pgolf.errors import PgolfError
 from pgolf.submit import code_bytes
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.errors import choose
 from pgolf.submit.bundle import CHOICES, NOT_AT_TRAIN_TIME, analyse, build_bundle, write_bundle
 

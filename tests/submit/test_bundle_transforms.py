@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.submit import bundle, selfextract
 from pgolf.submit.bundle import analyse, minified_sources, prune_methods
 from pgolf.submit.selfextract import base251_digits, self_extracting_script

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from pgolf import config as config_module
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.submit.fold import fold_frozen, frozen_fields
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import TINY_MODEL_SETS
 from pgolf.cli import main
-from pgolf.config import resolve_config
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.train.ablate import TOGGLES, flip
 

@@ -1,4 +1,4 @@
-"""Documents -> tokenizer -> challenge shards + manifest.json, and the checks that a data directory is whole.
+"""Documents -> tokenizer -> challenge shards + manifest.json (read back and checked by `pgolf.data.manifest`).
 
 As in the official exporter (CHALLENGE.md 1.1), each document is tokenized independently with BOS prepended and no
 EOS, documents are concatenated per split and cut into fixed-size shards, and the first `val_docs` documents are the
@@ -18,15 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pgolf.data.bytes import byte_tables, stream_bytes
-from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, load_val_sidecar, operator_ids
+from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, operator_ids
 from pgolf.data.corpus import demo_documents, iter_documents
-from pgolf.data.shards import HEADER_BYTES, ShardWriter, read_header, read_shard, shard_paths
+from pgolf.data.manifest import FORMAT, MANIFEST
+from pgolf.data.shards import ShardWriter, read_shard, shard_paths
 from pgolf.data.tokenizer import check_encodable, encode_documents, file_sha256, load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_json
 
-MANIFEST = "manifest.json"
-FORMAT = "pgolf-data-v1"
 _ENCODE_BATCH = 2048
 
 
@@ -158,51 +157,6 @@ def manifest_from_shards(data_dir: str | Path, tokenizer_path: str | Path, docs:
         splits[split] = {"docs": (docs or {}).get(split, n_docs), "tokens": n_tokens, "bytes": n_bytes,
                          "files": [f.name for f in files]}
     return {"format": FORMAT, "tokenizer": _tokenizer_entry(Path(tokenizer_path), sp), "splits": splits}
-
-
-def read_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / MANIFEST
-    if not Path(data_dir).is_dir():
-        raise PgolfError(f"{data_dir}: data directory does not exist")
-    if not path.is_file():
-        raise PgolfError(f"{path}: missing; build it with pgolf data build (or pgolf data demo)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PgolfError(f"{path}: not valid JSON ({exc})") from None
-    try:
-        manifest["tokenizer"]["file"], manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["sha256"]
-        for split in ("train", "val"):
-            s = manifest["splits"][split]
-            s["docs"], s["tokens"], s["bytes"], s["files"]
-    except (KeyError, TypeError) as exc:
-        raise PgolfError(f"{path}: manifest lacks the field {exc}") from None
-    return manifest
-
-
-def check_data_dir(data_dir: str | Path, expected_vocab: int | None = None) -> tuple[dict, Path]:
-    """Cheap consistency checks (headers, counts, tokenizer hash, vocabulary); returns (manifest, tokenizer path)."""
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
-    tok = manifest["tokenizer"]
-    tok_path = data_dir / tok["file"]
-    if not tok_path.is_file():
-        raise PgolfError(f"{tok_path}: tokenizer named by the manifest is missing")
-    if file_sha256(tok_path) != tok["sha256"]:
-        raise PgolfError(f"{tok_path}: tokenizer does not match the manifest's sha256 (replaced or damaged)")
-    for split in ("train", "val"):
-        s = manifest["splits"][split]
-        count = 0
-        for name in s["files"]:
-            count += read_header(data_dir / name)
-        if count != s["tokens"]:
-            raise PgolfError(f"{data_dir}: {split} shards hold {count} tokens but the manifest says {s['tokens']}")
-    if manifest.get("caseops"):
-        load_val_sidecar(data_dir, manifest)
-    if expected_vocab is not None and expected_vocab != tok["vocab_size"]:
-        raise PgolfError(f"vocabulary mismatch: model has {expected_vocab} tokens but tokenizer {tok['file']} has "
-                         f"{tok['vocab_size']}")
-    return manifest, tok_path
 
 
 def build_demo(out_dir: str | Path, vocab_size: int = 1024, val_docs: int | None = None, progress: bool = True,

@@ -26,7 +26,6 @@ bytes to its BOS so that totals stay exact). The sum over a document is therefor
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -225,9 +224,6 @@ def encode_with_sidecars(sp, transformed_texts: Sequence[str],
                          workers: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per transformed document: (uint16 `[BOS] + ids` exactly as `encode_documents` makes them, uint16 original-byte
     counts aligned with those tokens)."""
-    from pgolf.data.tokenizer import check_encodable
-
-    check_encodable(sp)
     bos = sp.bos_id()
     op_ids = operator_ids(sp)
     byte_piece = np.array([sp.is_byte(i) for i in range(sp.get_piece_size())], dtype=bool)
@@ -242,41 +238,3 @@ def encode_with_sidecars(sp, transformed_texts: Sequence[str],
         out.append((np.concatenate([[bos], ids]).astype(np.uint16),
                     np.concatenate([[for_bos], counts]).astype(np.uint16)))
     return out
-
-
-def load_val_sidecar(data_dir: str | Path, manifest: dict | None = None) -> np.ndarray:
-    """The val byte sidecar of a CaseOps data directory, checked against the manifest (length and total)."""
-    from pgolf.data.build import read_manifest
-    from pgolf.data.shards import read_shard
-
-    data_dir = Path(data_dir)
-    manifest = manifest if manifest is not None else read_manifest(data_dir)
-    val = manifest["splits"]["val"]
-    names = val.get("byte_files")
-    if not names:
-        raise PgolfError(f"{data_dir}: CaseOps manifest names no val byte sidecar (splits.val.byte_files)")
-    parts = [np.asarray(read_shard(data_dir / name)) for name in names]
-    sidecar = np.concatenate(parts) if len(parts) != 1 else np.array(parts[0])
-    if len(sidecar) != int(val["tokens"]):
-        raise PgolfError(f"{data_dir}: val byte sidecar has {len(sidecar)} entries but the val split has "
-                         f"{val['tokens']} tokens")
-    if int(sidecar.sum(dtype=np.int64)) != int(val["bytes"]):
-        raise PgolfError(f"{data_dir}: val byte sidecar sums to {int(sidecar.sum(dtype=np.int64))} bytes but the "
-                         f"manifest says {val['bytes']}")
-    return sidecar
-
-
-def val_target_bytes(data_dir: str | Path, tokens: np.ndarray) -> np.ndarray | None:
-    """Original bytes charged to each target tokens[i+1] (length len(tokens) - 1) for CaseOps data, from the
-    sidecar; None when the directory is not CaseOps (use the byte rule of `pgolf.data.bytes`).
-
-    `tokens` is the val stream or a prefix of it."""
-    from pgolf.data.build import read_manifest
-
-    manifest = read_manifest(data_dir)
-    if not manifest.get("caseops"):
-        return None
-    sidecar = load_val_sidecar(data_dir, manifest)
-    if len(tokens) > len(sidecar):
-        raise PgolfError(f"{data_dir}: {len(tokens)} val tokens but the byte sidecar covers only {len(sidecar)}")
-    return sidecar[1:len(tokens)].astype(np.int64)

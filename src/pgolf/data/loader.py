@@ -224,6 +224,12 @@ LOADERS = {
 }
 
 
+def check_loader_schedule(loader: str, seq_len_schedule: str) -> None:
+    """The shuffled loader cuts fixed windows at train_seq_len, so it cannot follow a sequence-length schedule."""
+    if loader == "shuffled" and seq_len_schedule:
+        raise PgolfError("config: the shuffled loader cuts fixed windows; it cannot follow train.seq_len_schedule")
+
+
 def make_loader(cfg, data_dir: str | Path, rank: int, world_size: int):
     """The training loader `cfg.train.loader` names: sequential (the baseline), shuffled or packed."""
     return choose(LOADERS, cfg.train.loader, "train.loader")(cfg, data_dir, rank, world_size)

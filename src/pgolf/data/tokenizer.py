@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from pgolf.data.caseops import OPERATORS
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes
 
@@ -46,8 +47,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path,
     if not 16 <= vocab_size <= 65_536:
         raise PgolfError(f"tokenizer vocab size {vocab_size} must be in [16, 65536]")
     if caseops:
-        from pgolf.data.caseops import OPERATORS
-
         user_defined_symbols = [*OPERATORS, *(s for s in user_defined_symbols if s not in OPERATORS)]
     settings = {**OFFICIAL_TRAINER_SETTINGS, **overrides}
     if user_defined_symbols:

@@ -23,8 +23,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.bpb import bpb_from_sums
 from pgolf.eval.modes import EVAL_MODES, EvalMode, FlatMode, ScoredChunk, make_mode  # noqa: F401  (re-exported)
 from pgolf.eval.windows import sliding_plan
-from pgolf.train.clock import PhaseClock
-from pgolf.train.dist import DistContext
+from pgolf.runtime import DistContext, PhaseClock
 
 
 @dataclass
@@ -144,9 +143,9 @@ class ValidationData:
     """The val stream, its per-target byte counts and the manifest totals they must match."""
 
     def __init__(self, data_dir: str | Path, expected_vocab: int | None = None, max_tokens: int = 0) -> None:
-        from pgolf.data.build import check_data_dir
         from pgolf.data.bytes import byte_tables, token_bytes
         from pgolf.data.loader import load_split
+        from pgolf.data.manifest import check_data_dir, val_target_bytes
         from pgolf.data.tokenizer import load_tokenizer
 
         self.manifest, self.tokenizer_path = check_data_dir(data_dir, expected_vocab=expected_vocab)
@@ -155,8 +154,6 @@ class ValidationData:
         tokens = load_split(data_dir, "val")
         self.full = not (0 < max_tokens < len(tokens))
         self.tokens = tokens if self.full else tokens[:max_tokens]
-        from pgolf.data.caseops import val_target_bytes
-
         try:
             sidecar = val_target_bytes(data_dir, self.tokens)  # CaseOps: BPB on the original bytes
             self.target_bytes = sidecar if sidecar is not None else token_bytes(self.tokens, tables)

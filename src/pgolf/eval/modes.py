@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from pgolf.errors import PgolfError, choose
 from pgolf.eval.windows import (WindowPlan, batch_bounds, check_window_args, document_segments, sliding_plan,
                                 split_for_rank)
-from pgolf.train.dist import autocast_for
+from pgolf.runtime import autocast_for
 
 from pgolf.eval.names import FIXED_MODES as EVAL_MODES  # noqa: E402  (the fixed-predictor modes)
 DEFAULT_STRIDE = 64

@@ -40,7 +40,7 @@ from torch import nn
 from pgolf.errors import PgolfError
 from pgolf.eval.modes import EvalMode, ScoredChunk, WindowedMode
 from pgolf.eval.windows import WindowPlan, document_segments, sliding_plan
-from pgolf.train.dist import autocast_for
+from pgolf.runtime import autocast_for
 
 from pgolf.eval.names import TTT_MODES  # noqa: F401
 

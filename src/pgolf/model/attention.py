@@ -10,6 +10,8 @@ from torch import nn
 from pgolf.config import ModelConfig
 from pgolf.model.layers import CastedLinear
 
+ATTN_GATES = ("none", "out", "gated", "sparse")  # `model.attn_gate`: see AttentionGate
+
 
 def rope_inv_freq(base: float, rope_dims: int) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32) / rope_dims))

@@ -51,9 +51,10 @@ from pgolf.model.layers import CastedLinear
 from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
 from pgolf.model.smear import SmearGate
 
-# Names of the model's control tensors: trained by Adam at scalar_lr, kept in fp32 by the int8 export.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_",
-                    "attn_gate", "lane_", "ve_layer_scale", "value_embed_scale")
+# `model.mlp_activation` -> the negative slope of the leaky ReLU that is squared (0: Primer's relu^2).
+MLP_ACTIVATIONS = {"relu2": 0.0, "leaky_relu2": 0.5}
+# `model.parallel_mode`: how attention and MLP are wired from layer `parallel_start` on (see Block).
+PARALLEL_MODES = ("none", "gptj", "two_lane")
 
 
 class MLP(nn.Module):
@@ -64,7 +65,7 @@ class MLP(nn.Module):
         hidden = int(cfg.mlp_mult * cfg.model_dim)
         self.fc = CastedLinear(cfg.model_dim, hidden)
         self.proj = CastedLinear(hidden, cfg.model_dim, zero_init=True)
-        self.negative_slope = 0.5 if cfg.mlp_activation == "leaky_relu2" else 0.0
+        self.negative_slope = MLP_ACTIVATIONS[cfg.mlp_activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pgolf.config import OptimConfig, parse_betas
-from pgolf.model.gpt import CONTROL_PATTERNS
+from pgolf.model.control import CONTROL_PATTERNS
 from pgolf.optim.muon import Muon
 
 

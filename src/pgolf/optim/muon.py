@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+NS_COEFFICIENTS = ("classic", "polar_express")  # `optim.muon_ns`: see ns_schedule
 CLASSIC_NS5 = (3.4445, -4.7750, 2.0315)
 # Per-iteration coefficients for 5 steps (CHALLENGE.md 5.2, as used by PR #1787).
 POLAR_EXPRESS = (

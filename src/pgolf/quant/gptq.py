@@ -26,6 +26,9 @@ from pgolf.errors import PgolfError
 from pgolf.quant.grid import round_to_grid
 from pgolf.quant.schemes import qmax
 
+# `quant.calib`: where the Hessians' inputs come from (training batches inside the budget, or self-generated).
+CALIBRATION_SOURCES = ("train", "self")
+
 
 class HessianCollector:
     """Accumulates H = sum X^T X for every linear layer of a GPT (and the tied embedding) over calibration batches.

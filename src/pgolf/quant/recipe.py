@@ -29,6 +29,8 @@ from pgolf.quant.groups import GROUPS, tensor_group
 from pgolf.quant.lqer import lqer_correction
 from pgolf.quant.schemes import QuantizedModel, QuantizedTensor, quantize_state_dict, quantize_tensor
 
+EXPORT_SCHEMES = ("int8", "mixed")  # `quant.scheme`: the baseline's int8 export, or the records' mixed recipe
+
 if TYPE_CHECKING:
     from pgolf.config import QuantConfig
 
@@ -159,4 +161,4 @@ def quantize_for_export(state: dict[str, torch.Tensor], qcfg: QuantConfig, *,
         return quantize_state_dict(state, "int8"), None
     if qcfg.scheme == "mixed":
         return quantize_mixed(state, qcfg, hessians=hessians)
-    raise PgolfError(f"unknown quantization scheme {qcfg.scheme!r} (known: int8, mixed)")
+    raise PgolfError(f"unknown quantization scheme {qcfg.scheme!r} (known: {', '.join(EXPORT_SCHEMES)})")

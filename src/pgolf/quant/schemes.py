@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from pgolf.errors import PgolfError
-from pgolf.model.gpt import CONTROL_PATTERNS
+from pgolf.model.control import CONTROL_PATTERNS
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
 INT8_CLIP_PERCENTILE = 99.99984

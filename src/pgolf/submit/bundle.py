@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pgolf.config import Config, resolve_config
+from pgolf.config import Config
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.submit.fold import fold_frozen, frozen_fields, statement_blocks
 from pgolf.submit.rename import rename_shared, word

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from pgolf.config import Config, resolve_config
+from pgolf.config import Config
+from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_text
 

@@ -30,15 +30,10 @@ import pgolf
 from pgolf.config import Config, LaunchEnv, launch_env
 from pgolf.errors import PgolfError, choose
 from pgolf.fileio import atomic_write_json
-from pgolf.train.clock import PhaseClock
-from pgolf.train.dist import DistContext, autocast_for, init_distributed
+from pgolf.runtime import DistContext, PhaseClock, autocast_for, init_distributed, should_compile
 from pgolf.train.runlog import RunLog
 
 ARTIFACT_NAME = "artifact.pgolf"
-
-
-def _should_compile(cfg: Config, device: torch.device) -> bool:
-    return cfg.train.compile == "on" or (cfg.train.compile == "auto" and device.type == "cuda")
 
 
 class Trainer:
@@ -46,8 +41,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
                  echo: TextIO | None = sys.stdout) -> None:
-        from pgolf.data.build import check_data_dir
         from pgolf.data.loader import make_loader
+        from pgolf.data.manifest import check_data_dir
         from pgolf.eval.evaluate import ValidationData
         from pgolf.model.gpt import GPT
         from pgolf.optim.groups import build_optimizers
@@ -82,7 +77,7 @@ class Trainer:
             from pgolf.quant.qat import configure_qat
             self.qat_layers = configure_qat(self.base_model, cfg.quant)  # before compile: the flag is a buffer
         model: torch.nn.Module = self.base_model
-        if _should_compile(cfg, device):
+        if should_compile(cfg.train.compile, device):
             model = torch.compile(model, dynamic=False)
         if self.ctx.distributed:
             ids = [self.ctx.local_rank] if device.type == "cuda" else None

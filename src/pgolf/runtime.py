@@ -1,19 +1,25 @@
-"""Distributed context that also works with world size 1 and no process group.
+"""Where and how a process runs: device, process group, autocast and phase timers, shared by training and eval.
 
 Under `torchrun` every process gets RANK/WORLD_SIZE/LOCAL_RANK; we start NCCL on CUDA and gloo on CPU. Without
-torchrun nothing is initialised and the collectives below become no-ops, so the trainer has one code path.
+torchrun nothing is initialised and the collectives below become no-ops, so the trainer and the evaluator have one
+code path. Every second of a run is attributed to a named phase (`PhaseClock`) and written to result.json: the
+challenge's budget covers training only (compile warm-up excluded, as in modded-nanogpt issue #19 and the baseline)
+and evaluation has its own, so recording every phase makes the accounting auditable.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
 
 from pgolf.config import LaunchEnv
+from pgolf.errors import PgolfError
 
 
 @dataclass
@@ -67,11 +73,19 @@ def autocast_for(device: torch.device):
     return nullcontext()
 
 
+DEVICES = ("auto", "cpu", "cuda")  # `train.device`: auto picks CUDA when present
+COMPILE_MODES = ("auto", "on", "off")  # `train.compile`: auto compiles on CUDA only
+
+
+def should_compile(mode: str, device: torch.device) -> bool:
+    """Whether `train.compile=mode` compiles the model on `device` (compiling on CPU is slow to start)."""
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
 def choose_device(preference: str, local_rank: int = 0) -> torch.device:
     """`auto` picks CUDA when present, else CPU."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from pgolf.errors import PgolfError
             raise PgolfError("train.device=cuda but CUDA is not available on this machine")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
@@ -86,3 +100,27 @@ def init_distributed(env: LaunchEnv, device_preference: str = "auto") -> DistCon
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
     return DistContext(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank, device=device)
+
+
+class PhaseClock:
+    """Accumulates wall-clock seconds per phase; `sync` (e.g. torch.cuda.synchronize) runs at phase edges."""
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.seconds: dict[str, float] = {}
+        self._sync = sync or (lambda: None)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.add(name, time.perf_counter() - start)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.seconds.items()}
