@@ -1,9 +1,8 @@
 """Exponential moving average of the weights, swapped in before export (records from 03-20 on, decay 0.997 then
 0.9965; CHALLENGE.md 5.2). Kept in float32 whatever the parameters' dtype.
 
-Hurts at every scale we can measure (2 CPU cores, `record-cpu`, docs/BENCHMARKS.md, 2026-12-01): EMA 0.99 cost
-+0.0995 BPB at 200 steps and +0.170 at 300 s. With a few hundred steps the average still carries early, much
-worse weights; the records' gain came at ~4,900 steps of 786k tokens, which no CPU run here reaches."""
+With only a few hundred steps the average still carries early, much worse weights, so it hurts at the scales a CPU
+reaches (measured: docs/BENCHMARKS.md, record-cpu ablation); the records' gain came at thousands of steps."""
 
 from __future__ import annotations
 
