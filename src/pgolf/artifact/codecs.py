@@ -2,7 +2,8 @@
 
 `CODECS` maps a codec name (stored in the artifact header) to a `Codec(compress, decompress)`:
 `compress(data: bytes, level: int, layout) -> bytes` and `decompress(blob: bytes, layout) -> bytes`, where `layout`
-lists the arrays inside `data` (`Segment`s: tensor, key, scheme, group, dtype, shape, offset, nbytes). A codec's blob must be
+lists the arrays inside `data` (`Segment`s: tensor, key, scheme, group, dtype, shape, offset, nbytes). A codec's blob
+must be
 self-contained (decoding needs nothing but the blob), compression must be deterministic for a given library
 version, and decoding must be strict: truncated input or trailing bytes are errors, never silently accepted.
 Decoders raise `PgolfError`; the container adds the file name.
@@ -10,10 +11,11 @@ Decoders raise `PgolfError`; the container adds the file name.
 Codecs here:
 
 - `none`: identity (for inspection and tests).
-- `zlib`: the baseline's compressor (CHALLENGE.md 3.1-3.2: `zlib.compress(level=9)`), a standard zlib stream.
+- `zlib`: the baseline's compressor (docs/rules.md#artifact-accounting: `zlib.compress(level=9)`), a standard zlib
+stream.
 - `lzma`: LZMA2 with preset `level` (0-9) in the raw format (no .xz container: the artifact's CRC32 already
   guards the bytes, and the xz framing would cost ~60 bytes). LZMA at preset 9 is what records used from 03-25
-  on (CHALLENGE.md 3.4). Decoding uses a 64 MiB window, the largest any preset writes, so the level need not be
+  on (docs/rules.md#compressors). Decoding uses a 64 MiB window, the largest any preset writes, so the level need not be
   stored.
 - `zstd`: one Zstandard frame at `level` 0-22 (0: zstd's default, 3; the 03-19/03-20 records used 22), no
   checksum.
@@ -240,7 +242,7 @@ ANS_MAGIC = b"PANS"
 def symbol_streams(pieces: Sequence[tuple[int, int, Segment | None]]) -> dict[tuple, list[tuple[int, int, Segment]]]:
     """Integer arrays (`is_symbol_stream`) of `layout_pieces` output grouped into streams, in order of first
     appearance: one per (group, scheme, key, dtype), so all layers of one role share a histogram (the 1.0611
-    record's per-group streams, CHALLENGE.md 3.4) while differently quantized arrays do not."""
+    record's per-group streams, docs/rules.md#compressors) while differently quantized arrays do not."""
     streams: dict[tuple, list[tuple[int, int, Segment]]] = {}
     for a, b, seg in pieces:
         if seg is not None and is_symbol_stream(seg):

@@ -1,6 +1,6 @@
 """Order-0 entropy coding of quantized-integer streams: a compact frequency table plus rANS.
 
-Records store int6/int7/int8 weights one per int8 byte and let a general compressor remove the slack (CHALLENGE.md
+Records store int6/int7/int8 weights one per int8 byte and let a general compressor remove the slack (docs/techniques.md
 3.3-3.4). Those weights are close to i.i.d. within a role, so a context-free (order-0) coder driven by the stream's
 exact histogram gets within a few hundred bytes of n * H(histogram), which byte-oriented compressors (brotli, lzma)
 do not reach. The coder is range-variant Asymmetric Numeral Systems (rANS; J. Duda, "Asymmetric numeral systems",

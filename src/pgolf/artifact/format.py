@@ -1,6 +1,7 @@
 """pgolf's artifact container: self-describing, checksummed, deterministic, and never unpickled.
 
-The baseline (CHALLENGE.md 3.2) pickles a dict with `torch.save` and zlib-compresses it; loading such a file runs the
+The baseline (docs/rules.md#baseline-int8-export) pickles a dict with `torch.save` and zlib-compresses it; loading
+such a file runs the
 unpickler, which can execute code. This container holds only JSON and raw typed arrays (docs/artifact.md):
 
     offset   size  field (integers little-endian)
@@ -311,7 +312,8 @@ def load_artifact(path: str | Path) -> Artifact:
 # ------------------------------------------------------------------------------------------------- cap and inspect
 
 def check_cap(artifact_bytes: int, code_bytes: int, path: str | Path) -> int:
-    """Total submission bytes (artifact + code); PgolfError above the decimal 16,000,000-byte cap (CHALLENGE.md 3.1)."""
+    """Total submission bytes (artifact + code); PgolfError above the decimal 16,000,000-byte cap
+    (docs/rules.md#the-cap)."""
     total = int(artifact_bytes) + int(code_bytes)
     if total > CAP_BYTES:
         raise PgolfError(f"{path}: artifact over the cap: {artifact_bytes:,} + code {code_bytes:,} = {total:,} bytes "

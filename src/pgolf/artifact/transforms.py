@@ -1,6 +1,7 @@
 """Exactly invertible rearrangements of payload bytes that make them easier for a compressor; no bytes are added.
 
-- Byte shuffle (PR #1089's `BSHF` stride transposition, CHALLENGE.md 3.4): an array of k-byte items becomes k byte
+- Byte shuffle (PR #1089's `BSHF` stride transposition, docs/rules.md#compressors): an array of k-byte items becomes k
+byte
   planes (all first bytes, then all second bytes, ...). fp16 scales' exponent bytes are far more regular than their
   mantissa bytes; interleaved, a byte compressor sees noise.
 - Matrix transposition (1.0611's per-group compressor): a 2-D array stored column-major, so a context compressor sees

@@ -1,4 +1,5 @@
-"""THE byte-accounting rule for bits per byte (CHALLENGE.md 2.1), shared by the manifest builder and the evaluator.
+"""THE byte-accounting rule for bits per byte (docs/rules.md#bits-per-byte), shared by the manifest builder and the
+evaluator.
 
 Each target token y after previous token x is charged
     base_bytes[y] + (has_leading_space[y] and not is_boundary[x])

@@ -1,6 +1,7 @@
 """CaseOps: a lossless case transform, its tokenizer symbols, and the original-byte sidecar that BPB is charged on.
 
-Idea from the challenge's CaseOps records (PR #1729, "lossless_caps v2"; CHALLENGE.md 1.2, 1.3, 2.1, 5.2): fold ASCII
+Idea from the challenge's CaseOps records (PR #1729, "lossless_caps v2"; docs/techniques.md#caseops,
+docs/rules.md#shard-format, docs/rules.md#bits-per-byte): fold ASCII
 case into four reserved operator characters so that "The", "THE" and "the" share one lowercase piece, and charge BPB
 on the bytes of the ORIGINAL text through a per-token sidecar instead of the piece-length rule. This implementation is
 written from that description. Over each maximal run of ASCII letters:

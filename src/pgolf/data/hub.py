@@ -1,4 +1,5 @@
-"""Download the official cached FineWeb export from the Hugging Face Hub (CHALLENGE.md 1.4), manifest-driven.
+"""Download the official cached FineWeb export from the Hugging Face Hub (docs/rules.md#hub-download-layout),
+manifest-driven.
 
 The dataset repository (default `willdepueoai/parameter-golf`, root `datasets`) holds `<root>/manifest.json`, written
 by the official `data/download_hf_docs_and_tokenize.py`: a `datasets` list whose entry `fineweb10B_<variant>` has a

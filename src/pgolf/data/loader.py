@@ -1,6 +1,7 @@
 """Training batches with the official semantics, and whole-split reads for evaluation.
 
-The baseline's loader (CHALLENGE.md section 4) reads the train shards in order, wrapping forever; every micro-step
+The baseline's loader (docs/techniques.md#baseline-data-and-distribution) reads the train shards in order, wrapping
+forever; every micro-step
 takes one contiguous span of (local_tokens + 1) * world_size tokens and gives rank r the r-th slice. Hence one rank
 with grad_accum 2 sees exactly the tokens that two ranks with grad_accum 1 see, which keeps runs comparable across
 world sizes.
@@ -97,7 +98,7 @@ def load_split(data_dir: str | Path, split: str) -> np.ndarray:
 
 
 class ShuffledSequenceLoader:
-    """Random windows instead of a stream (PR #1394's ShuffledSequenceLoader, CHALLENGE.md 5.2).
+    """Random windows instead of a stream (PR #1394's ShuffledSequenceLoader, docs/techniques.md#data-loaders).
 
     Rank r owns shards files[r::world] (all shards when there are fewer shards than ranks). Each shard gets a random
     phase offset in [0, seq_len) and a random permutation of its (seq_len + 1)-token windows; every sequence comes
@@ -212,8 +213,7 @@ class DocumentPackingLoader(DistributedTokenLoader):
         self._buffer = state["buffer"].copy()
 
 
-# `train.loader` -> loader factory (cfg, data_dir, rank, world_size). A registry, so a preset's bundle keeps only
-# the loader it uses (pgolf.submit.bundle.CHOICES).
+# `train.loader` -> loader factory (cfg, data_dir, rank, world_size); pgolf.options checks the name against it.
 LOADERS = {
     "sequential": lambda cfg, data_dir, rank, world: DistributedTokenLoader(data_dir, "train", rank, world,
                                                                             cfg.model.vocab_size),

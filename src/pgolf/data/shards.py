@@ -1,4 +1,4 @@
-"""The challenge's shard format (CHALLENGE.md 1.2), read through validated memory maps.
+"""The challenge's shard format (docs/rules.md#shard-format), read through validated memory maps.
 
 A shard is a header of 256 little-endian int32 (magic 20240520, version 1, token count, zeros) followed by that many
 little-endian uint16 token ids; names are `fineweb_{train,val}_NNNNNN.bin`. Readers check magic, version and the exact

@@ -1,4 +1,4 @@
-"""Bits per byte from summed nats: the challenge's tokenizer-agnostic score (CHALLENGE.md 2.1).
+"""Bits per byte from summed nats: the challenge's tokenizer-agnostic score (docs/rules.md#bits-per-byte).
 
 val_loss = sum(nats) / tokens and val_bpb = sum(nats) / (ln 2 * bytes), where bytes come from the one byte-accounting
 function in `pgolf.data.bytes`. Sums are kept in float64 (and all-reduced as float64 across ranks).

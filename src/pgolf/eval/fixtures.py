@@ -1,5 +1,6 @@
 """Evaluators that `pgolf legality` must judge: one legal adaptive reference and one broken mode per condition
-of issue #1017 (CHALLENGE.md 2.5). They exist for the checker's tests and for `pgolf legality --mode NAME`;
+of issue #1017 (docs/rules.md#score-first-test-time-training). They exist for the checker's tests and for `pgolf
+legality --mode NAME`;
 `pgolf eval` never offers them.
 
 - `score-first-cache` (legal, adaptive): the model's distribution mixed with a unigram cache of tokens that were

@@ -1,5 +1,5 @@
 """Automated legality checks of an evaluation mode on a small slice of val: conditions C1-C4 of issue #1017
-("A Field Guide to Valid Submissions", CHALLENGE.md 2.5).
+("A Field Guide to Valid Submissions", docs/rules.md#score-first-test-time-training).
 
 The checker drives a mode through the mode API (`pgolf.eval.modes`): it consumes the (position, full log-prob
 vector) events and, for adaptive modes, wraps `mode.adapt` to record which tokens it was given and when.

@@ -1,5 +1,5 @@
 """Evaluation modes: the one API every scorer implements, so that `pgolf eval` totals it and `pgolf legality`
-audits it (conditions C1-C4 of issue #1017, CHALLENGE.md 2.5).
+audits it (conditions C1-C4 of issue #1017, docs/rules.md#score-first-test-time-training).
 
 The mode API
 ------------

@@ -1,5 +1,6 @@
 """Score-first test-time training (TTT): per-document LoRA, chunked full-model SGD and phased global SGD
-(CHALLENGE.md 2.5-2.6), on the eval mode API of `pgolf.eval.modes`.
+(docs/rules.md#score-first-test-time-training, docs/techniques.md#test-time-training), on the eval mode API of
+`pgolf.eval.modes`.
 
 Legality by construction (conditions C1-C4 of issue #1017). Every TTT mode here is a `ScoreFirstMode`, whose `run`
 is the only code that touches the token stream, and it is fixed: it scores a unit of windows (yielding the chunk, so
@@ -47,7 +48,7 @@ from pgolf.eval.names import TTT_MODES  # noqa: F401
 
 @dataclass
 class TTTSettings:
-    """Knobs of the TTT modes (the 03-17 LoRA record's values by default; CHALLENGE.md 2.6)."""
+    """Knobs of the TTT modes (the 03-17 LoRA record's values by default; docs/techniques.md#per-document-lora-ttt)."""
 
     chunk: int = 256  # lora/phased: targets scored per adaptation step
     rank: int = 8
@@ -359,8 +360,7 @@ def ttt_settings(eval_cfg) -> TTTSettings:
                        phase_lr=e.ttt_phase_lr)
 
 
-# TTT mode name -> factory (settings, seq_len, stride, bos_id). A registry, so a preset's bundle keeps only the
-# mode its preset scores with (pgolf.submit.bundle.CHOICES).
+# TTT mode name -> factory (settings, seq_len, stride, bos_id).
 TTT_MODE_FACTORIES = {
     "lora-ttt": lambda s, seq_len, stride, bos_id: LoRATTTMode(seq_len, s, bos_id),
     "sgd-ttt": lambda s, seq_len, stride, bos_id: SGDTTTMode(seq_len, s, bos_id, stride),

@@ -4,7 +4,8 @@ Indexing: a stream of n + 1 tokens has n targets; target j is token j + 1, predi
 window reads tokens[start : start + length] and predicts tokens[start + 1 : start + length + 1]; it scores its
 positions [score_from, length), i.e. targets start + score_from .. start + length - 1.
 
-Every mode is a sliding plan over segments of the target range (CHALLENGE.md 2.3, 2.4):
+Every mode is a sliding plan over segments of the target range (docs/rules.md#sliding-window,
+docs/rules.md#document-isolated-evaluation):
 - a segment [a, e) is cut into windows that START every `stride` targets (a, a + s, a + 2s, ...), each `seq_len`
   long but truncated at e; the first scores all its positions, each later one only the targets the previous window
   did not reach (its last `stride`, fewer in the final window). Windows stop at the first one that reaches e, so

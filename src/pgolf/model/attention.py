@@ -21,7 +21,8 @@ class Rotary(nn.Module):
     """Rotary position embedding (Su et al., RoFormer, arXiv:2104.09864) over the first `rope_dims` head dims.
 
     NTK-aware scaling for contexts longer than training (`ntk_train_len` > 0; bloc97's NTK-aware RoPE, the
-    records' ROPE_YARN option, CHALLENGE.md 5.2): for a sequence of T > ntk_train_len tokens the base becomes
+    records' ROPE_YARN option, docs/techniques.md#record-techniques): for a sequence of T > ntk_train_len tokens the
+    base becomes
     base * (T / ntk_train_len) ** (d / (d - 2)), so the lowest frequency stretches over the longer context while the
     highest stay put. Sequences up to the training length are unchanged.
     """
@@ -107,7 +108,8 @@ def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionGate(nn.Module):
-    """Per-head multiplicative gates on the attention output, before the out-projection (CHALLENGE.md 5.2):
+    """Per-head multiplicative gates on the attention output, before the out-projection
+    (docs/techniques.md#record-techniques):
 
     - `out` (AttnOutGate, PR #1667): g = 2*sigmoid(W x[:12]), W zero-init (g = 1 at start);
     - `gated` (GatedAttn, PR #1736, Qwen's gated attention G1): g = sigmoid(W x), W ~ N(0, 0.005) (g ~ 0.5);

@@ -1,4 +1,4 @@
-"""BigramHash embedding (PR #162; CHALLENGE.md 5.2): a hashed table of (previous, current) token pairs.
+"""BigramHash embedding (PR #162; docs/techniques.md#bigramhash): a hashed table of (previous, current) token pairs.
 
 Position i > 0 looks up row (36313 * t_i XOR 27191 * t_{i-1}) mod (V_b - 1); position 0 uses the reserved last
 row V_b - 1. The looked-up d_b-dimensional vector is projected to the model width by a zero-initialised linear map

@@ -1,5 +1,5 @@
-"""The ONE model: the official naive baseline GPT (CHALLENGE.md section 4), used by training, evaluation and
-everything that runs a forward pass.
+"""The ONE model: the official naive baseline GPT (docs/techniques.md#baseline-architecture), used by training,
+evaluation and everything that runs a forward pass.
 
 Shape: tied embedding -> RMSNorm (kept as x0) -> blocks -> RMSNorm -> tied head -> softcap. Each block mixes its
 input with x0 (`resid_mix`), runs pre-norm GQA attention (QK-norm, RoPE, learnable per-head `q_gain`) and a
@@ -8,7 +8,8 @@ outputs on a stack that the second half pops, U-Net style, weighted by `skip_wei
 zero, so every block is the identity at initialisation. Weights stay float32 and are cast to the activation dtype
 per matmul, so bf16 autocast on CUDA works without a second copy.
 
-Record techniques are options of this same model (ModelConfig fields, all off by default; CHALLENGE.md 5.2):
+Record techniques are options of this same model (ModelConfig fields, all off by default;
+docs/techniques.md#record-techniques):
 - `mlp_activation = "leaky_relu2"`: LeakyReLU(0.5)^2 instead of relu^2 (PR #493);
 - `rope_dims = k`: partial RoPE, only the first k head dims rotate, the rest are position-free (PR #315);
 - `ln_scale`: each block's RMSNorm outputs are multiplied by 1/sqrt(layer + 1) (PR #315);
@@ -28,12 +29,7 @@ Record techniques are options of this same model (ModelConfig fields, all off by
 - `value_residual`: every later attention adds sigmoid(alpha) times the first applied layer's V (ResFormer);
 - `rope_ntk_train_len = L`: NTK-aware RoPE base scaling for eval contexts longer than L (`Rotary`).
 
-Measured at CPU scale (`pgolf ablate --preset record-cpu`, 6 x 128, 200 steps of 8,192 tokens, post-roundtrip
-BPB; docs/BENCHMARKS.md, 2026-12-01): removing SmearGate (+0.036), skip gates (+0.021), QK-gain 4 (+0.017), XSA
-(+0.015) or LeakyReLU^2 (+0.004) hurts; removing partial RoPE (-0.024), LN scale (-0.021) or orthogonal init
-(-0.011) HELPS at this scale, although the records kept them at 11 x 512; 4x MLP (-0.033) and value embeddings
-(-0.026) help at equal steps but cost step time (4x MLP loses 0.093 at a fixed 300 s); two-lane parallel residuals
-are neutral at equal steps (-0.001) and slower; depth recurrence hurts at both budgets (`recurrence.py`).
+What each option does to the score at CPU scale (`pgolf ablate`), measured: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -76,7 +72,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """x_in = m0*x + m1*x0; x += attn_scale * Attn(norm(x_in)); x += mlp_scale * MLP(norm(x)).
 
-    From physical layer `parallel_start` on, `parallel_mode` changes the wiring (CHALLENGE.md 5.2):
+    From physical layer `parallel_start` on, `parallel_mode` changes the wiring (docs/techniques.md#parallel-residuals):
     - `gptj` (PRs #1204/#1412): attention and MLP both read norm(x_in): x = x_in + a*Attn + m*MLP;
     - `two_lane` (PR #1529): an attention lane (the stream x, which gets resid_mix and the U-Net skips) and an MLP
       lane; attention reads lane 0, the MLP reads lane 1 (not this block's attention output), and

@@ -18,7 +18,7 @@ def fake_quantize_rows(w: torch.Tensor, bits: int, k: float) -> torch.Tensor:
 class CastedLinear(nn.Linear):
     """A bias-free linear layer whose float32 weight is cast to the input's dtype (autocast-friendly).
 
-    Optional late QAT (CHALLENGE.md 3.3): with `qat_bits` set, the forward uses
+    Optional late QAT (docs/techniques.md#late-qat): with `qat_bits` set, the forward uses
     w + qat_mix * (fake_quant(w) - w).detach(), a straight-through estimator. `qat_mix` is a non-persistent buffer,
     not a Python flag: torch.compile reads it at run time, so switching QAT on mid-training changes the compiled step
     (the 2026-03-21 record's class-attribute flag was constant-folded and never fired).

@@ -1,13 +1,12 @@
-"""Depth recurrence ("Loop45"; PRs #1204/#1331/#1394/#1437/#1493; CHALLENGE.md 5.2).
+"""Depth recurrence ("Loop45"; PRs #1204/#1331/#1394/#1437/#1493; docs/techniques.md#depth-recurrence).
 
 Layers loop_start..loop_end run `num_loops` extra times after their first pass, so 11 weight sets can act as
 17 virtual layers. The U-Net split is taken over the VIRTUAL order: the first half are encoder applications that
 push skips, the rest decoder applications that pop them. Looping is switched on once training progress reaches
 `loop_start_frac`; before that the plain order runs.
 
-Hurts at every scale we can measure (2 CPU cores, `record-cpu` with layers 2-3 looped once from 35%,
-docs/BENCHMARKS.md, 2026-12-01): +0.0051 BPB at 200 steps, and +0.118 at 300 s where each step costs ~30% more.
-The records gain from it when the parameter budget, not the step count, is what binds (11 x 512 at 16 MB).
+It did not pay in the CPU-scale ablations (measured: docs/BENCHMARKS.md); the records gain from it when the
+parameter budget, not the step count, is what binds (11 x 512 at 16 MB).
 """
 
 from __future__ import annotations

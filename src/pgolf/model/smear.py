@@ -1,4 +1,5 @@
-"""SmearGate v2 with the BOS fix (PR #1667, modded-nanogpt style; BOS fix PRs #1851/#1855; CHALLENGE.md 5.2).
+"""SmearGate v2 with the BOS fix (PR #1667, modded-nanogpt style; BOS fix PRs #1851/#1855;
+docs/techniques.md#smeargate).
 
 On the raw token embedding, before the RMSNorm: x_t <- x_t + lam * sigmoid(w . x_t[:12]) * x_{t-1}, with w (12 -> 1)
 and the scalar lam both zero-initialised, so the model starts as the baseline. Position 0 is untouched, and the

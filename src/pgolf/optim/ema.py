@@ -1,5 +1,5 @@
 """Exponential moving average of the weights, swapped in before export (records from 03-20 on, decay 0.997 then
-0.9965; CHALLENGE.md 5.2). Kept in float32 whatever the parameters' dtype.
+0.9965; docs/techniques.md#ema-and-swa). Kept in float32 whatever the parameters' dtype.
 
 With only a few hundred steps the average still carries early, much worse weights, so it hurts at the scales a CPU
 reaches (measured: docs/BENCHMARKS.md, record-cpu ablation); the records' gain came at thousands of steps."""
@@ -38,7 +38,7 @@ class EMA:
 class SWA:
     """Stochastic weight averaging (Izmailov et al., arXiv:1803.05407): the uniform mean of snapshots taken every
     `every` steps once the LR multiplier has fallen below `lr_below` (PR #265: every 120 steps below 0.5; the 03-22
-    "tight" SWA: every 50 steps below 0.2; CHALLENGE.md 5.2). Swapped in before export like EMA."""
+    "tight" SWA: every 50 steps below 0.2; docs/techniques.md#ema-and-swa). Swapped in before export like EMA."""
 
     def __init__(self, model: nn.Module, every: int, lr_below: float) -> None:
         self.every, self.lr_below = every, lr_below
@@ -70,8 +70,7 @@ class SWA:
         self.total = {k: v.clone() for k, v in state["total"].items()}
 
 
-# Weight average kind -> factory (model, optim config). A registry, so a preset's bundle keeps only the average its
-# preset uses (pgolf.submit.bundle.CHOICES).
+# Weight average kind (`weight_average_kind`) -> factory (model, optim config).
 WEIGHT_AVERAGES = {
     "ema": lambda model, o: EMA(model, o.ema_decay),
     "swa": lambda model, o: SWA(model, o.swa_every, o.swa_lr_below),  # same swap-in protocol as EMA

@@ -1,17 +1,15 @@
 """Muon: momentum SGD whose update is orthogonalised by a Newton-Schulz iteration (Keller Jordan, 2024,
-"Muon: An optimizer for hidden layers"; as used by the official baseline, CHALLENGE.md section 4).
+"Muon: An optimizer for hidden layers"; as used by the official baseline, docs/techniques.md#baseline-optimizer).
 
 Update per 2-D parameter: buf = mu*buf + g; g' = g + mu*buf (Nesterov); O = NS5(g'); p -= lr * O * sqrt(max(1,
 rows/cols)). NS5 is the quintic iteration X <- aX + (bA + cA^2)X, A = XX^T, with the classic coefficients
 (3.4445, -4.7750, 2.0315) that maximise the slope at zero and leave singular values roughly in [0.68, 1.13].
 
-Options (CHALLENGE.md 5.2): `coefficients="polar_express"` uses one (a, b, c) per iteration (Polar Express,
-Amsel et al. arXiv:2505.16932; PR #1344/#1787), which lands singular values closer to 1 in the same 5 steps;
-`row_norm` divides each row of the Nesterov update by its L2 norm before Newton-Schulz (MuonEq-R, PR #1217);
-`weight_decay` is decoupled, p <- p * (1 - lr * wd) (03-19 records onward).
-At CPU scale (`pgolf ablate --preset record-cpu`, 200 steps, docs/BENCHMARKS.md, 2026-12-01) MuonEq-R helps
-(removing it: +0.009 BPB), while Polar Express does not (classic NS5 is 0.007 better) and WD 0.095 is neutral
-(-0.001); the records' gains from them were measured at 8xH100 scale.
+Options (docs/techniques.md#polar-express, #muoneq-r, #muon-weight-decay): `coefficients="polar_express"` uses
+one (a, b, c) per iteration (Polar Express, Amsel et al. arXiv:2505.16932; PR #1344/#1787), which lands singular
+values closer to 1 in the same 5 steps; `row_norm` divides each row of the Nesterov update by its L2 norm before
+Newton-Schulz (MuonEq-R, PR #1217); `weight_decay` is decoupled, p <- p * (1 - lr * wd) (03-19 records onward).
+What these options do at CPU scale (`pgolf ablate`), measured: docs/BENCHMARKS.md.
 
 One implementation with and without a process group: under torch.distributed with world size > 1, rank r
 orthogonalises parameters i with i % world == r, the updates are packed into one flat buffer and all-reduced (sum),
@@ -27,7 +25,7 @@ import torch.distributed as dist
 
 NS_COEFFICIENTS = ("classic", "polar_express")  # `optim.muon_ns`: see ns_schedule
 CLASSIC_NS5 = (3.4445, -4.7750, 2.0315)
-# Per-iteration coefficients for 5 steps (CHALLENGE.md 5.2, as used by PR #1787).
+# Per-iteration coefficients for 5 steps (docs/techniques.md#polar-express, as used by PR #1787).
 POLAR_EXPRESS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -71,8 +69,8 @@ class Muon(torch.optim.Optimizer):
     needs the singular values near 1) and float32 on CPU, where bfloat16 matmuls are slower, not faster.
 
     Parameters of the same shape are orthogonalised together as one batch (one batched matmul per iteration instead
-    of one small matmul per parameter: on one H100 this cut the baseline's Muon step, which is launch-bound, from
-    37 ms to 7 ms); the result for each matrix is the same as running them one by one. `lr`, `momentum` and
+    of one small matmul per parameter, so the step is not bound by kernel launches); the result for each matrix is
+    the same as running them one by one. `lr`, `momentum` and
     `weight_decay` are read from `param_groups` at every step, so schedules can change them.
     """
 

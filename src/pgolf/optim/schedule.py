@@ -1,4 +1,5 @@
-"""The baseline's schedules: Muon momentum warm-up and the time-based LR warmdown (CHALLENGE.md section 4)."""
+"""The baseline's schedules: Muon momentum warm-up and the time-based LR warmdown
+(docs/techniques.md#baseline-schedule-and-clock)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def lr_multiplier(step: int, elapsed_s: float, max_seconds: float, iterations: i
                   warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
     """The trainer's LR multiplier.
 
-    With `warmdown_frac` > 0 (the SP8192-era records, CHALLENGE.md 5.2) training progress is the fraction of the
+    With `warmdown_frac` > 0 (the SP8192-era records, docs/techniques.md#warmdown-fraction-and-minimum-lr) training
+    progress is the fraction of the
     budget used (elapsed / max_seconds under a wall clock, else step / iterations); the multiplier is 1 until
     1 - warmdown_frac, then falls linearly to 0. Otherwise it is the baseline's `warmdown_multiplier`. Either way
     `min_lr` floors the result (MIN_LR, PR #1787).

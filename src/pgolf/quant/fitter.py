@@ -1,7 +1,8 @@
 """The budget fitter: pick bits and SDClip k per tensor group so the artifact fits the cap with the least loss.
 
 Records fitted the cap by hand (bit widths per group, SDClip k per group, Muon WD as a size lever) and one pruned
-+-1 values against a budget computed in MiB (CHALLENGE.md 3.3). Here the search is automatic and the cap is the
++-1 values against a budget computed in MiB (docs/techniques.md#quantization-and-export). Here the search is automatic
+and the cap is the
 decimal 16,000,000 bytes minus the exact code bytes:
 
 1. For every group of per-row matrices and every option (bits in a window around the config's, k on a grid around

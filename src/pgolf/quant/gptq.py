@@ -1,4 +1,5 @@
-"""Full-Hessian GPTQ (Frantar et al., arXiv:2210.17323; records PRs #535/#1019/#1060, CHALLENGE.md 3.3).
+"""Full-Hessian GPTQ (Frantar et al., arXiv:2210.17323; records PRs #535/#1019/#1060,
+docs/techniques.md#full-hessian-gptq).
 
 Round-to-nearest treats each weight alone. GPTQ quantizes a matrix W [rows, cols] one input column at a time and
 pushes each column's rounding error onto the columns not yet quantized, weighted by the inverse Hessian of the layer's

@@ -1,14 +1,16 @@
 """Per-row quantization grids: how the scale of each row is chosen, and round-to-nearest onto it.
 
 A row w of a matrix is stored as integers q in [-qmax, qmax] and one fp16 scale s, w ~ q * s. Everything that
-decides quality and size at a given bit width is in the choice of s (CHALLENGE.md 3.3):
+decides quality and size at a given bit width is in the choice of s (docs/techniques.md#integer-storage-and-bit-widths):
 
-- `percentile`: s = quantile(|w|, 0.9999984) / qmax, the baseline's clip (CHALLENGE.md 3.2) at any width;
+- `percentile`: s = quantile(|w|, 0.9999984) / qmax, the baseline's clip (docs/rules.md#baseline-int8-export) at any
+width;
 - `search` (GPTQ-lite, 2026-03-22 record): per row, try the clip quantiles {0.999, 0.9995, 0.9999, 0.99999, 1.0} and
   keep the one with the least squared reconstruction error;
 - `sdclip` (SDClip, PR #1394): s = k * std(w) / qmax. For near-Gaussian rows the entropy of q is about
   b - log2(k) + const bits, so k is a monotone size knob: larger k, coarser grid, fewer bytes, more rounding error
-  but less clipping (and (b, k) ~ (b + 1, 2k)). Records use k ~ 11.5-13 for int6 matrices and 14-20 for int7/int8 embeddings;
+  but less clipping (and (b, k) ~ (b + 1, 2k)). Records use k ~ 11.5-13 for int6 matrices and 14-20 for int7/int8
+  embeddings;
 - `absmean` (BitNet b1.58, arXiv:2402.17764): s = mean(|w|), the natural scale for ternary weights (qmax = 1).
 
 Scales are rounded to fp16 *before* the integers are computed, so q * s16 is exactly the grid point chosen.

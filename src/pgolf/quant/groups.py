@@ -1,6 +1,7 @@
 """Tensor groups: the role a state-dict entry plays, shared by quantization policies, codecs and the budget fitter.
 
-Records tune bit widths and clip multipliers per role (attention, MLP, embedding; CHALLENGE.md 3.3) and the 1.0611
+Records tune bit widths and clip multipliers per role (attention, MLP, embedding;
+docs/techniques.md#quantization-and-export) and the 1.0611
 compressor concatenates all layers of one role into one stream (3.4), because matrices of one role have similar
 statistics. `tensor_group` maps a parameter name to that role; it ignores the layer index.
 """

@@ -1,4 +1,4 @@
-"""LQER: a low-rank, low-bit correction of the quantization error (PR #1797; CHALLENGE.md 3.3).
+"""LQER: a low-rank, low-bit correction of the quantization error (PR #1797; docs/techniques.md#lqer).
 
 After quantization, E = W - W_hat holds what the grid could not represent. Its top singular directions carry a large
 part of ||E||_F for the worst matrices (embeddings, MLP inputs), so storing a rank-r approximation E ~ A @ B costs

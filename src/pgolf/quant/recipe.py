@@ -1,6 +1,7 @@
 """Model-level quantization recipes: from a trained state dict (and optional Hessians) to a `QuantizedModel`.
 
-`int8` is the official baseline export (pgolf/quant/schemes.py). `mixed` is the records' recipe (CHALLENGE.md 3.3),
+`int8` is the official baseline export (pgolf/quant/schemes.py). `mixed` is the records' recipe
+(docs/techniques.md#quantization-and-export),
 every piece a knob of `QuantConfig`:
 
 - non-float tensors are stored raw; float tensors of at most `passthrough_numel` elements are fp16 passthrough,

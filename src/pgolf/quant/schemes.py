@@ -9,7 +9,7 @@ Two registries keep this open for later work (int6, GPTQ, LQER, ternary) without
 - `POLICIES`: *model-level recipes* that choose a storage scheme for every tensor of a state dict by name, shape and
   size. `quantize_state_dict(sd, scheme="int8")` runs the policy named `scheme` (the config's `quant.scheme`).
 
-The `int8` policy is the official baseline's export (`quantize_state_dict_int8`, CHALLENGE.md 3.2):
+The `int8` policy is the official baseline's export (`quantize_state_dict_int8`, docs/rules.md#baseline-int8-export):
 
 - non-float tensors are stored as they are (`raw`);
 - float tensors of at most 65,536 elements stay float: `fp32` when the name contains a control pattern
@@ -251,7 +251,8 @@ def qmax(bits: int) -> int:
 
 
 def lqer_residual(arrays: dict[str, np.ndarray]) -> torch.Tensor:
-    """The dequantized low-rank correction A @ B of an `..._lqer` record (LQER, PR #1797; CHALLENGE.md 3.3)."""
+    """The dequantized low-rank correction A @ B of an `..._lqer` record (LQER, PR #1797;
+    docs/techniques.md#quantization-and-export)."""
     a = _tensor(arrays["lqer_a"]).float() * _tensor(arrays["lqer_a_scale"]).float()
     b_q = _tensor(arrays["lqer_b"]).float()
     b_scale = _tensor(arrays["lqer_b_scale"]).float().repeat_interleave(LQER_GROUP)[:b_q.numel()]
@@ -260,7 +261,8 @@ def lqer_residual(arrays: dict[str, np.ndarray]) -> torch.Tensor:
 
 def _make_int_row_scheme(bits: int, lqer: bool) -> Scheme:
     """Symmetric per-row integers in [-qmax, qmax] stored one per int8 byte (the entropy coder removes the slack,
-    CHALLENGE.md 3.3) with one fp16 scale per row; `lqer` adds the low-rank residual arrays. The values are produced
+    docs/techniques.md#quantization-and-export) with one fp16 scale per row; `lqer` adds the low-rank residual arrays.
+    The values are produced
     by `pgolf.quant.recipe` (round-to-nearest or GPTQ); this scheme only stores and restores them."""
     name = f"int{bits}_row" + ("_lqer" if lqer else "")
     top = qmax(bits)
@@ -348,7 +350,7 @@ def check_tensor(qt: QuantizedTensor) -> str | None:
 
 def int8_policy(name: str, t: torch.Tensor, *, control_patterns: tuple[str, ...] = CONTROL_PATTERNS,
                 keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> QuantizedTensor:
-    """The baseline's per-tensor choice (CHALLENGE.md 3.2; see the module docstring)."""
+    """The baseline's per-tensor choice (docs/rules.md#baseline-int8-export; see the module docstring)."""
     if not t.is_floating_point():
         return quantize_tensor(name, t, "raw")
     if t.numel() <= keep_float_max_numel:
