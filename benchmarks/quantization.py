@@ -28,7 +28,7 @@ from pgolf.model.gpt import GPT
 from pgolf.quant.fitter import fit_budget
 from pgolf.quant.gptq import HessianCollector, generate_calibration
 from pgolf.quant.recipe import quantize_for_export
-from pgolf.submit.code_bytes import package_code_bytes
+from pgolf.submit.code_bytes import count_code_bytes
 
 VARIANTS = [
     # name, quant overrides, calibration source
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     hessians["self"] = hc.hessians
     print(f"self-generated Hessians: {hc.tokens_seen} tokens, {time.perf_counter() - t0:.1f}s", flush=True)
 
-    code = package_code_bytes()
+    code, _ = count_code_bytes(cfg.preset)
     rows = []
     only = {int(i) for i in args.only.split(",") if i.strip()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,8 +26,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("artifact", ("pgolf.artifact",)),
     ("eval", ("pgolf.eval",)),
     ("options", ("pgolf.options",)),
-    ("code bytes", ("pgolf.submit.bundle", "pgolf.submit.code_bytes", "pgolf.submit.fold", "pgolf.submit.rename",
-                    "pgolf.submit.selfextract")),
+    ("code bytes", ("pgolf.submit.bundle", "pgolf.submit.code_bytes", "pgolf.submit.rename", "pgolf.submit.selfextract")),
     ("train", ("pgolf.train",)),
     ("commands", ("pgolf.cli", "pgolf.__main__", "pgolf.submit")),
 ]

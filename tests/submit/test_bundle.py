@@ -1,10 +1,12 @@
-"""`pgolf bundle`: size, determinism, and that the single file trains end to end without the package."""
+"""`pgolf bundle`: size bound, determinism, code bytes, and that the single file trains end to end without the
+package."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,16 +15,14 @@ from pathlib import Path
 import pytest
 
 from pgolf.cli import main
-from pgolf.errors import PgolfError
+from pgolf.errors import PgolfError, choose
+from pgolf.submit import bundle as bundle_module
 from pgolf.submit import code_bytes
-from pgolf.options import resolve_config
-from pgolf.errors import choose
-from pgolf.submit.bundle import CHOICES, NOT_AT_TRAIN_TIME, analyse, build_bundle, write_bundle
+from pgolf.submit.bundle import NOT_AT_TRAIN_TIME, Bundle, analyse, build_bundle, write_bundle
 
 from conftest import TINY_MODEL_SETS
 
-OFFICIAL_BASELINE_CODE_BYTES = 47_642  # the official baseline train_gpt.py (CHALLENGE.md 3.1)
-RECORD_COUNTED_CODE_BYTES = 31_999  # the 1.0611 record's counted code (CHALLENGE.md 3.5)
+OFFICIAL_BASELINE_CODE_BYTES = 47_642  # the official naive baseline's train_gpt.py (docs/rules.md#the-cap)
 
 # The record preset at tiny size: its loop and lane boundaries must fit in two layers, and GPTQ calibration is cut.
 RECORD_TINY_SETS = ["model.loop_start=0", "model.loop_end=1", "model.parallel_start=1", "quant.calib_batches=2",
@@ -53,17 +53,11 @@ def _run_bundle(bundle: Path, data: Path, run_dir: Path, sets: list[str], cwd: P
     return subprocess.run(args, cwd=cwd, env=_isolated_env(), capture_output=True, text=True, timeout=300)
 
 
-def test_baseline_bundle_is_smaller_than_the_official_script(bundles):
-    baseline = bundles["baseline"].stat().st_size
-    assert baseline < OFFICIAL_BASELINE_CODE_BYTES, f"baseline bundle {baseline} bytes"
-
-
-def test_record_bundle_is_smaller_than_the_records_counted_code(bundles):
-    # The 1.0611 record counted 31,999 code bytes for a pyminify + compression wrapper of its script; the record
-    # preset's whole bundle (model, Muon, loaders, GPTQ + LQER + fitter, rANS codec, checked artifact container,
-    # exact scorer, run directory) must be smaller, as a file that really runs (see the end-to-end tests below).
-    record = bundles["record"].stat().st_size
-    assert record < RECORD_COUNTED_CODE_BYTES, f"record bundle {record} bytes"
+@pytest.mark.parametrize("preset", ["baseline", "record"])
+def test_bundle_is_smaller_than_the_official_baseline_script(bundles, preset):
+    # A bound, not a target: docs/BENCHMARKS.md tracks the sizes themselves.
+    size = bundles[preset].stat().st_size
+    assert size < OFFICIAL_BASELINE_CODE_BYTES, f"{preset} bundle {size} bytes"
 
 
 def test_bundle_is_a_short_self_extracting_script(bundles):
@@ -88,37 +82,9 @@ def test_closure_leaves_out_what_training_never_imports():
     modules = set(closure.modules)
     assert {"pgolf.train.trainer", "pgolf.model.gpt", "pgolf.artifact.format", "pgolf.eval.evaluate"} <= modules
     assert not modules & set(NOT_AT_TRAIN_TIME)
-    assert "build_demo" not in closure.kept["pgolf.data.build"]  # the demo corpus builder is unreachable
-    assert "check_data_dir" in closure.kept["pgolf.data.build"]
-
-
-def _registry_keys(closure, module: str, registry: str) -> set[str]:
-    import ast
-
-    for node in ast.parse(closure.source(module)).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and registry in ast.unparse(node).split("=")[0]:
-            return {k.value for k in node.value.keys}
-    raise AssertionError(f"{module}.{registry} missing from the bundle source")
-
-
-def test_preset_bundle_keeps_only_the_registry_entries_its_preset_selects():
-    cfg = resolve_config("record", environ={})
-    closure, full = analyse(cfg=cfg), analyse()
-    for (module, registry), keys in CHOICES.items():
-        every = _registry_keys(full, module, registry)
-        assert len(every) > 1 and _registry_keys(closure, module, registry) == keys(cfg) & every, registry
-    # What only the dropped entries used is gone: other loaders, TTT modes, other codecs, SWA, self-calibration.
-    assert not {"ShuffledSequenceLoader", "DocumentPackingLoader"} & closure.kept["pgolf.data.loader"]
-    assert not {"LoRATTTMode", "PhasedTTTMode", "LoRALearner"} & closure.kept["pgolf.eval.ttt"]
-    assert not {"_zlib_compress", "_zstd_decompress"} & closure.kept["pgolf.artifact.codecs"]
-    assert "SWA" not in closure.kept["pgolf.optim.ema"] and "EMA" in closure.kept["pgolf.optim.ema"]
-    assert "_calibrate_on_samples" not in closure.kept["pgolf.train.trainer"]
-    # Without a config (the package's own view) every entry stays.
-    assert {"ShuffledSequenceLoader", "DocumentPackingLoader"} <= full.kept["pgolf.data.loader"]
-    # A different choice keeps a different entry.
-    other = analyse(cfg=resolve_config("record", ["train.loader=packed", "eval.mode=lora-ttt"], environ={}))
-    assert _registry_keys(other, "pgolf.data.loader", "LOADERS") == {"packed"}
-    assert "LoRATTTMode" in other.kept["pgolf.eval.ttt"]
+    assert "pgolf.data.build" not in modules  # data building is not a training run's
+    assert "check_data_dir" in closure.kept["pgolf.data.manifest"]
+    assert not {name for name in closure.kept["pgolf.cli"] if name.startswith("_cmd_")} - {"_cmd_train"}
 
 
 def test_choose_names_what_is_available():
@@ -127,19 +93,95 @@ def test_choose_names_what_is_available():
         choose({"b": 2, "a": 1}, "c", "thing")
 
 
-def test_code_bytes_counts_the_preset_bundle(bundles):
-    assert code_bytes.package_code_bytes("record") == bundles["record"].stat().st_size
-    assert code_bytes.code_bytes_method("record") == code_bytes.METHOD
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh on-disk cache for bundle sizes, and an empty in-process one."""
+    folder = tmp_path / "code_bytes_cache"
+    monkeypatch.setattr(code_bytes, "default_cache_dir", lambda: folder)
+    code_bytes.bundle_code_bytes.cache_clear()
+    yield folder
+    code_bytes.bundle_code_bytes.cache_clear()
+
+
+def _fake_builds(monkeypatch) -> list[str]:
+    """Replace build_bundle by a cheap fake of 1234 bytes; returns the list of presets it was called with."""
+    calls: list[str] = []
+
+    def fake(preset: str) -> Bundle:
+        calls.append(preset)
+        return Bundle(data=b"x" * 1234, preset=preset, modules=(), resources=(), codec="brotli", source_bytes=0,
+                      minified_bytes=0)
+
+    monkeypatch.setattr(bundle_module, "build_bundle", fake)
+    return calls
+
+
+def test_code_bytes_counts_the_preset_bundle(bundles, cache_dir, monkeypatch):
     assert code_bytes.running_bundle() is None
-    assert code_bytes.code_bytes_method(None) == code_bytes.FALLBACK_METHOD
-    assert code_bytes.package_code_bytes(None) == code_bytes.source_code_bytes()
+    size = bundles["record"].stat().st_size
+    assert code_bytes.count_code_bytes("record") == (size, code_bytes.METHOD)
+    assert json.loads((cache_dir / f"{code_bytes.cache_key('record')}.json").read_text())["code_bytes"] == size
+    # A later process reads the size from the cache instead of building the bundle again.
+    code_bytes.bundle_code_bytes.cache_clear()
+    monkeypatch.setattr(bundle_module, "build_bundle", lambda preset: pytest.fail("bundle rebuilt"))
+    assert code_bytes.count_code_bytes("record") == (size, code_bytes.METHOD)
+
+
+def test_a_preset_no_bundle_can_be_built_for_falls_back(cache_dir):
+    # A run of `--preset path/mine.toml` records only "mine", which names no preset to build a bundle from.
+    assert code_bytes.count_code_bytes("mine") == (code_bytes.source_code_bytes(), code_bytes.FALLBACK_METHOD)
+    assert not cache_dir.exists()
+
+
+def test_bundle_sizes_are_built_once_per_key(cache_dir, monkeypatch):
+    calls = _fake_builds(monkeypatch)
+    assert code_bytes.bundle_code_bytes("baseline") == 1234
+    assert code_bytes.bundle_code_bytes("baseline") == 1234  # in memory
+    code_bytes.bundle_code_bytes.cache_clear()
+    assert code_bytes.bundle_code_bytes("baseline") == 1234  # on disk
+    assert calls == ["baseline"]
+    assert code_bytes.bundle_code_bytes("record") == 1234 and calls == ["baseline", "record"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(
+        f"{code_bytes.cache_key(preset)}.json" for preset in ("baseline", "record"))  # no temporary files left
+
+
+def test_an_unwritable_or_corrupt_cache_still_counts(tmp_path, cache_dir, monkeypatch):
+    calls = _fake_builds(monkeypatch)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    assert code_bytes.bundle_code_bytes("baseline", blocker) == 1234
+    cache_dir.mkdir()
+    (cache_dir / f"{code_bytes.cache_key('baseline')}.json").write_text("{truncated")
+    assert code_bytes.bundle_code_bytes("baseline") == 1234
+    assert calls == ["baseline", "baseline"]
+
+
+def test_cache_key_covers_sources_and_preset(tmp_path):
+    package = Path(code_bytes.pgolf.__file__).resolve().parent
+    copy = tmp_path / "pgolf"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    key = code_bytes.cache_key("record", copy)
+    assert key == code_bytes.cache_key("record")  # the same bytes give the same key wherever they are
+    assert code_bytes.cache_key("baseline", copy) != key
+    trainer = copy / "train" / "trainer.py"
+    trainer.write_text(trainer.read_text() + "\n# an edit\n")
+    edited = code_bytes.cache_key("record", copy)
+    assert edited != key
+    (copy / "presets" / "extra.toml").write_text("[train]\n")
+    assert code_bytes.cache_key("record", copy) not in (key, edited)
 
 
 def test_cli_bundle_writes_the_file(tmp_path, capsys, bundles):
     out = tmp_path / "train_gpt.py"
     assert main(["bundle", "--preset", "baseline", "--out", str(out)]) == 0
     assert out.read_bytes() == bundles["baseline"].read_bytes()
-    assert f"{out.stat().st_size} bytes" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"wrote {out}: {out.stat().st_size} bytes (")
+
+
+def test_bundle_report_names_file_bytes_and_preset():
+    bundle = Bundle(data=b"x" * 99, preset="record", modules=("pgolf",), resources=(), codec="brotli",
+                    source_bytes=5, minified_bytes=4)
+    assert bundle.report("train_gpt.py").startswith("wrote train_gpt.py: 99 bytes (code_bytes for preset record;")
 
 
 def test_cli_bundle_unknown_preset_is_one_line(tmp_path, capsys):
@@ -203,16 +245,12 @@ def test_record_bundle_trains_from_memory_only(bundles, tiny_data, tmp_path):
     assert result["quant"]["scheme"] == "mixed"
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("train.loader=shuffled", "unknown train.loader 'shuffled' (available: sequential; this train_gpt.py bundle"),
-    ("model.bigram_rows=4096", "model.bigram_rows=4096: this train_gpt.py bundle fixes model.bigram_rows=0"),
-])
-def test_record_bundle_refuses_a_choice_it_does_not_carry(bundles, tiny_data, tmp_path, setting, message):
+def test_record_bundle_refuses_a_bad_choice_in_one_line(bundles, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _run_bundle(bundles["record"], tiny_data, run_dir, [*TINY_MODEL_SETS, *RECORD_TINY_SETS, setting],
-                       cwd=tmp_path)
+    sets = [*TINY_MODEL_SETS, *RECORD_TINY_SETS, "train.loader=nope"]
+    proc = _run_bundle(bundles["record"], tiny_data, run_dir, sets, cwd=tmp_path)
     assert proc.returncode != 0
     err = proc.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("pgolf: error: ") and message in err
+    assert err.startswith("pgolf: error: ") and "train.loader='nope' must be one of sequential, shuffled, packed" in err
     assert not (run_dir / "result.json").exists()

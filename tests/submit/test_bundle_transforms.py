@@ -1,5 +1,5 @@
 """The pieces that make a bundle small: the base-251 self-extracting wrapper (`pgolf.submit.selfextract`),
-annotation stripping, method pruning, and what the record bundle's sources no longer carry."""
+annotation stripping, unreachable statements, method pruning, and what the record bundle's sources carry."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.options import resolve_config
 from pgolf.submit import bundle, selfextract
 from pgolf.submit.bundle import analyse, minified_sources, prune_methods
 from pgolf.submit.selfextract import base251_digits, self_extracting_script
@@ -77,6 +76,27 @@ def test_annotations_go_except_on_class_attributes():
     assert "def f(x, *args, y=None, **kw):" in out
 
 
+def test_statements_after_a_jump_are_dropped():
+    tree = ast.parse(textwrap.dedent('''
+        def export(fit):
+            if fit:
+                return fitted()
+                also_never()
+            return plain()
+
+        def loop(items):
+            for x in items:
+                continue
+                never()
+            raise ValueError()
+            unreachable()
+    '''))
+    bundle._drop_unreachable(tree)
+    out = ast.unparse(tree)
+    assert "never" not in out and "unreachable" not in out
+    assert "return fitted()" in out and "return plain()" in out and "continue" in out and "raise ValueError()" in out
+
+
 def test_methods_nothing_can_call_are_pruned_until_stable():
     trees = {"m": ast.parse(textwrap.dedent('''
         import torch
@@ -105,13 +125,11 @@ def test_methods_nothing_can_call_are_pruned_until_stable():
 
 @pytest.fixture(scope="module")
 def record_sources() -> dict[str, str]:
-    return minified_sources(analyse(cfg=resolve_config("record", environ={})))
+    return minified_sources(analyse())
 
 
-def test_record_bundle_sources_are_specialised(record_sources):
-    code_bytes = record_sources["pgolf/submit/code_bytes.py"]
-    assert "zlib" not in code_bytes and "build_bundle" not in code_bytes  # the package-only fallbacks went
+def test_record_bundle_sources_keep_what_runs_and_drop_what_never_does(record_sources):
     assert "TextIO" not in record_sources["pgolf/train/trainer.py"]  # its only use was an annotation
-    assert not any("IN_BUNDLE" in src for src in record_sources.values())  # every read folded, the flag unused
-    errors = record_sources["pgolf/errors.py"]
-    assert "this train_gpt.py bundle carries only its preset's choices" in errors and "sys.modules" not in errors
+    assert "pgolf/submit/bundle.py" not in record_sources  # the tool, never at train time
+    loader = record_sources["pgolf/data/loader.py"]
+    assert all(name in loader for name in ("'sequential'", "'shuffled'", "'packed'"))  # every choice travels

@@ -1,20 +1,18 @@
-"""`pgolf bundle`: one self-contained, self-extracting `train_gpt.py` for a preset (CHALLENGE.md 3.5 and 6).
+"""`pgolf bundle`: one self-contained, self-extracting `train_gpt.py` for a preset (docs/rules.md#code-bytes,
+docs/rules.md#submission-process).
 
 A submission ships a single `train_gpt.py`, and the records count the size of a minified, compressed,
 self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and the runtime
 `_compressed_code_size` of PR #1530 onward). This module builds exactly such a file from the pgolf sources:
 
-1. reachability (`analyse`): from `pgolf.cli.main`, every `pgolf` module reached by `import pgolf...` /
+1. reachability (`analyse`): from `pgolf.cli.train_main`, every `pgolf` module reached by `import pgolf...` /
    `from pgolf... import ...` (including imports inside functions, read with `ast`), and within each module only
    the top-level definitions that kept code can reach (a conservative, name-based tree shake: a name used as an
-   attribute or identifier-like string anywhere keeps every definition of that name, except import bindings). The
-   bundle only ever runs `train`, so the other `pgolf.cli` handlers become one-line stubs (`STUB_IN_BUNDLE`) and
-   what only they use (data building, eval, inspect) drops out. Modules in `NOT_AT_TRAIN_TIME` (data download,
-   ablations, this tool) are left out when imported inside a function only; a module-level import still pulls
-   them in. Before the shake, the registries in `CHOICES` (dict literals that dispatch on one config value) lose
-   the entries the preset does not select, the preset's fixed switches and `pgolf.IN_BUNDLE` are folded
-   (`pgolf.submit.fold`), and annotations and `if TYPE_CHECKING:` blocks go, so the shake also drops what only
-   those used. After it, unused import names and methods nothing can call go (`prune_methods`);
+   attribute or identifier-like string anywhere keeps every definition of that name, except import bindings).
+   Modules in `NOT_AT_TRAIN_TIME` (data download, ablations, this tool) are left out when imported inside a
+   function only; a module-level import still pulls them in. Before the shake, annotations, `if TYPE_CHECKING:`
+   blocks and statements after a `return`/`raise`/`continue`/`break` go, so the shake also drops what only those
+   used. After it, unused import names and methods nothing can call go (`prune_methods`);
 2. names shortened (`minified_sources`): names one module imports from another get one short spelling everywhere
    (`pgolf.submit.rename`), then python-minifier drops docstrings and comments and renames locals and
    module-private names (builtins are left unaliased: the compressor sees their repetition across modules);
@@ -24,8 +22,11 @@ self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and 
    stage 2 installs an in-memory `importlib` finder/loader (with a resource reader for `pgolf/presets`) ahead of
    everything on `sys.meta_path`, then runs `pgolf train --preset NAME` with the command-line arguments.
 
-The output depends only on the sources and the preset, so the same checkout always gives a byte-identical bundle,
-which is why `pgolf.submit.code_bytes` can count its size during a run.
+Every transform works on ordinary Python: none asks the library for a particular shape (dispatch tables as dict
+literals, annotations that steer folding, flag constants), and code the bundle cannot prove unused stays. So every
+preset's bundle carries the same modules and definitions; only the preset's TOML and name differ. The output
+depends only on the sources and the preset, so the same checkout always gives a byte-identical bundle, which is why
+`pgolf.submit.code_bytes` can count its size once per preset and cache it.
 """
 
 from __future__ import annotations
@@ -38,48 +39,20 @@ import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
-from pgolf.config import Config
-from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
-from pgolf.submit.fold import fold_frozen, frozen_fields, statement_blocks
+from pgolf.options import resolve_config
 from pgolf.submit.rename import rename_shared, word
 from pgolf.submit.selfextract import smallest_script
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = (("pgolf.cli", "train_main"),)
-# The bundle only ever runs `train`; every other subcommand's handler becomes a one-line stub, so the parser (and
-# so `--help`) stays the same while the code behind data building, eval, inspect and ablate is left out.
-STUB_IN_BUNDLE = {"pgolf.cli": lambda name: name.startswith("_cmd_") and name != "_cmd_train"}
-STUB_MESSAGE = "{name}: not available in a train_gpt.py bundle; use the pgolf package"
 NOT_AT_TRAIN_TIME = {
     "pgolf.__main__": "the `python -m pgolf` entry point; the bundle has its own",
     "pgolf.data.hub": "downloads the official export from the Hugging Face Hub",
     "pgolf.train.ablate": "runs technique ablations, not one training run",
     "pgolf.submit.bundle": "this tool; a running bundle counts its own file instead",
 }
-
-# Module-level constants of `pgolf` that a bundle fixes: set there and folded wherever read as bare names.
-BUNDLE_CONSTANTS = {"IN_BUNDLE": True}
-
-# Registries that dispatch on the config: module-level dict literals keyed by string constants, each with the keys a
-# run of the preset looks up. The bundle keeps only those entries, so what only the others use (other loaders, eval
-# and TTT modes, codecs, weight averages, calibration sources) drops out; a `--set` that picks a dropped entry fails
-# with one clear line (`pgolf.errors.choose`).
-CHOICES: dict[tuple[str, str], Callable[[Config], set[str]]] = {
-    ("pgolf.data.loader", "LOADERS"): lambda cfg: {cfg.train.loader},
-    ("pgolf.eval.modes", "MODE_FACTORIES"): lambda cfg: {"flat", cfg.eval.mode},  # flat: validation during training
-    ("pgolf.eval.ttt", "TTT_MODE_FACTORIES"): lambda cfg: {cfg.eval.mode},
-    ("pgolf.artifact.codecs", "CODECS"): lambda cfg: {cfg.quant.codec},
-    ("pgolf.optim.ema", "WEIGHT_AVERAGES"): lambda cfg: {_weight_average_kind(cfg)},
-    ("pgolf.train.trainer", "CALIBRATION_SOURCES"): lambda cfg: {cfg.quant.calib},
-}
-
-def _weight_average_kind(cfg: Config) -> str:
-    from pgolf.optim.ema import weight_average_kind  # imports torch, so only when a bundle is built
-
-    return weight_average_kind(cfg.optim)
 
 
 @dataclass(frozen=True)
@@ -94,6 +67,12 @@ class Bundle:
     source_bytes: int
     minified_bytes: int
 
+    def report(self, out: str | Path) -> str:
+        """The one line `pgolf bundle` prints after writing the bundle to `out`."""
+        return (f"wrote {out}: {len(self.data)} bytes (code_bytes for preset {self.preset}; {len(self.modules)} "
+                f"modules, {self.source_bytes} source bytes -> {self.minified_bytes} minified -> {self.codec}, "
+                f"base-251 literal)")
+
 
 def _module_path(name: str) -> Path | None:
     """The source file of a pgolf module, or None when `name` is not one."""
@@ -107,28 +86,13 @@ def _module_path(name: str) -> Path | None:
 class _Module:
     """One pgolf module's top-level statements, with the names each binds and the code each references."""
 
-    def __init__(self, name: str, path: Path, registries: dict[str, set[str]] | None = None,
-                 frozen: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
         self.package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for registry, keys in (registries or {}).items():
-            _prune_registry(self.tree, name, registry, keys)
-        if frozen:
-            if name == "pgolf.config":
-                _set_constant(self.tree, name, "BUNDLE_FROZEN", dict(sorted(frozen.items())))
-            if name == "pgolf":
-                for constant, value in BUNDLE_CONSTANTS.items():
-                    _set_constant(self.tree, name, constant, value)
-            fold_frozen(self.tree, name, frozen, names=BUNDLE_CONSTANTS)
         _strip_annotations(self.tree)
-        stub = STUB_IN_BUNDLE.get(name)
-        self.stubbed: list[str] = []
-        for node in self.tree.body:
-            if stub and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and stub(node.name):
-                node.body = ast.parse(f"raise PgolfError({STUB_MESSAGE.format(name=node.name)!r})").body
-                self.stubbed.append(node.name)
+        _drop_unreachable(self.tree)
         self.binds: dict[str, list[ast.stmt]] = {}  # top-level name -> the statements that bind it
         self.always: list[ast.stmt] = []  # statements kept whenever the module is imported
         for node in self.tree.body:
@@ -153,19 +117,13 @@ class _Module:
         return ".".join(anchor + ([node.module] if node.module else []))
 
 
-def _prune_registry(tree: ast.Module, module: str, registry: str, keys: set[str]) -> None:
-    """Keep only the entries `keys` of the module-level dict literal `registry` (CHOICES); PgolfError when the
-    registry is not such a literal, so a refactoring cannot silently turn the pruning off."""
-    for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(
-            node, "target", None)
-        if isinstance(target, ast.Name) and target.id == registry and isinstance(node.value, ast.Dict):
-            if not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.value.keys):
-                break
-            pairs = [(k, v) for k, v in zip(node.value.keys, node.value.values) if k.value in keys]
-            node.value.keys, node.value.values = [k for k, _ in pairs], [v for _, v in pairs]
-            return
-    raise PgolfError(f"bundle: {module}.{registry} is not a module-level dict literal with string keys")
+def statement_blocks(tree: ast.AST):
+    """(node, field, statements) for every statement list in `tree` (bodies, `else` and `finally` blocks)."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                yield node, field, block
 
 
 def _strip_annotations(tree: ast.Module) -> None:
@@ -196,15 +154,16 @@ def _strip_annotations(tree: ast.Module) -> None:
     ast.fix_missing_locations(tree)
 
 
-def _set_constant(tree: ast.Module, module: str, name: str, value: Any) -> None:
-    """Give the module-level constant `name` the bundle's value: `pgolf.config.BUNDLE_FROZEN` (the fixed switches
-    `Config.validate` checks) and `pgolf.IN_BUNDLE`."""
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and [getattr(t, "id", None) for t in targets] == [name]:
-            node.value = ast.parse(repr(value), mode="eval").body
-            return
-    raise PgolfError(f"bundle: {module}.{name} is missing")
+_JUMPS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
+
+
+def _drop_unreachable(tree: ast.AST) -> None:
+    """Statements after a `return`/`raise`/`continue`/`break` in the same block never run."""
+    for _, _, block in statement_blocks(tree):
+        for i, stmt in enumerate(block):
+            if isinstance(stmt, _JUMPS):
+                del block[i + 1:]
+                break
 
 
 def _bound_names(node: ast.stmt) -> list[str] | None:
@@ -294,19 +253,13 @@ class Closure:
         return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])))
 
 
-def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | None = None) -> Closure:
-    """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions; with
-    `cfg`, the CHOICES registries keep only the entries that config selects and the switches it fixes are folded
-    (`pgolf.submit.fold`).
+def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
+    """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions.
 
     Conservative by construction: a definition is kept when its name is used as a bare name in its own module,
     imported by name from another, or appears anywhere as an attribute name or identifier-like string (so
     `module.func`, `getattr(obj, "func")` and methods keep it). Statements with effects always run.
     """
-    registries: dict[str, dict[str, set[str]]] = {}
-    for (module, registry), keys in CHOICES.items() if cfg is not None else ():
-        registries.setdefault(module, {})[registry] = keys(cfg)
-    frozen = frozen_fields(cfg) if cfg is not None else {}
     modules: dict[str, _Module] = {}
     kept: dict[str, set[str]] = {}
     words: set[str] = set()
@@ -342,7 +295,7 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | N
         path = _module_path(name)
         if path is None:
             raise PgolfError(f"bundle: {name} is not a pgolf module")
-        mod = modules[name] = _Module(name, path, registries.get(name), frozen)
+        mod = modules[name] = _Module(name, path)
         kept[name] = set()
         parts = name.split(".")
         for i in range(1, len(parts)):
@@ -375,9 +328,9 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | N
     return Closure(modules=modules, kept=kept, excluded=excluded - set(modules))
 
 
-def import_closure(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS, cfg: Config | None = None) -> list[str]:
-    """The pgolf modules a training run from the bundle can import (of `cfg`'s bundle when given), sorted."""
-    return sorted(analyse(entries, cfg).modules)
+def import_closure(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> list[str]:
+    """The pgolf modules a training run from the bundle can import, sorted."""
+    return sorted(analyse(entries).modules)
 
 
 def resolve_preset(preset: str) -> tuple[str, str]:
@@ -462,7 +415,7 @@ def preserved_globals(closure: Closure, trees: dict[str, ast.Module]) -> frozens
     the entry points stage 2 calls, and dunders. Every other module-level name is private to its module (the
     bundle is a closed world: nothing outside it imports from it), so renaming it keeps behaviour. Builtins are
     preserved too: the minifier would otherwise alias them per module (`D=len`), which shortens each module but
-    hides the repetition across modules from the compressor (measured: 364 bytes larger for the record bundle)."""
+    hides the repetition across modules from the compressor (docs/BENCHMARKS.md has the measurement)."""
     names = never_renamed()
     for module, tree in trees.items():
         for node in ast.walk(tree):
@@ -507,7 +460,7 @@ def minified_sources(closure: Closure) -> dict[str, str]:
 
 
 def _file_orders(modules: list[tuple[str, str]], preset: tuple[str, str]) -> list[list[tuple[str, str]]]:
-    """The file orders a bundle tries (stage 2 reads any order): which one compresses best varies by ~1% with the
+    """The file orders a bundle tries (stage 2 reads any order): which one compresses best changes with the
     sources, so the build keeps the smallest, deterministically."""
     return [modules + [preset], [preset] + modules, modules[::-1] + [preset], [preset] + modules[::-1]]
 
@@ -515,7 +468,8 @@ def _file_orders(modules: list[tuple[str, str]], preset: tuple[str, str]) -> lis
 def build_bundle(preset: str) -> Bundle:
     """Build the bundle for `preset` (a shipped name or a TOML path); deterministic in the sources."""
     name, toml_text = resolve_preset(preset)
-    closure = analyse(cfg=resolve_config(preset, environ={}))
+    resolve_config(preset, environ={})  # refuse a preset that no run could use
+    closure = analyse()
     modules = list(minified_sources(closure).items())
     resource = f"pgolf/presets/{name}.toml"
     preset_file = (resource, _strip_toml(toml_text))

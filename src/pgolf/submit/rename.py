@@ -1,10 +1,10 @@
 """Shorter names for the names a bundle's modules share, so that code bytes go to code.
 
 python-minifier renames what is private to one module; a name another module imports (`PgolfError`, `Config`,
-`atomic_write_json`, ...) must keep one spelling in both, so the minifier leaves it long (the record bundle spells
-the 105 such names this module renames 649 times). A bundle is a closed world (nothing outside it imports from
-it), so one consistent renaming of an identifier in every module keeps behaviour, as long as the identifier is
-never reached through a spelling the renaming does not touch. `rename_shared` therefore renames an identifier only
+`atomic_write_json`, ...) must keep one spelling in both, so the minifier leaves it long (docs/BENCHMARKS.md counts
+them for the record bundle). A bundle is a closed world (nothing outside it imports from it), so one consistent
+renaming of an identifier in every module keeps behaviour, as long as the identifier is never reached through a
+spelling the renaming does not touch. `rename_shared` therefore renames an identifier only
 when it is
 
 - imported by name from a pgolf module somewhere (the names the minifier cannot rename),

@@ -1,5 +1,5 @@
-"""The self-extracting `train_gpt.py` file a bundle is (CHALLENGE.md 3.5): stage 2, the compressed payload and the
-base-251 literal that carries it.
+"""The self-extracting `train_gpt.py` file a bundle is (docs/rules.md#code-bytes): stage 2, the compressed payload
+and the base-251 literal that carries it.
 
 The payload is stage 2 (`STAGE2`, an in-memory importer), a NUL, then `path NUL source NUL ...`; it is compressed
 with raw LZMA2 and brotli-11 in each file order the caller offers, and the smallest result is written as the
@@ -38,9 +38,10 @@ if __name__=="__main__":from pgolf.cli import train_main;sys.exit(train_main(pre
 
 # The compressed payload is embedded as the digits of one base-251 number in a single-quoted str literal of a latin-1
 # source file: such a literal holds every byte value as it is except NUL, LF, CR, the quote and the backslash, so the
-# other 251 values are the digits. That costs log(256)/log(251) - 1 = 0.36% over the raw bytes (escaping the five
-# instead cost ~2.7%, base85 25%); the decoding loop adds ~100 bytes and about a second at start-up
-# (digit by digit; a divide-and-conquer decoder would be faster but ~80 bytes longer).
+# other 251 values are the digits. That costs log(256)/log(251) - 1 = 0.36% over the raw bytes, where base85 costs
+# 25% and escaping the five costs more than this (docs/BENCHMARKS.md). The wrapper decodes digit by digit: the
+# shortest loop, but quadratic in the payload's length (a divide-and-conquer decoder would be faster and longer;
+# docs/BENCHMARKS.md has both figures).
 _EXCLUDED = b"\0\n\r'\\"
 _ALPHABET = bytes(b for b in range(256) if b not in _EXCLUDED)
 _BASE = len(_ALPHABET)
@@ -54,7 +55,7 @@ _DECOMPRESS = {  # codec -> (import, decompression of the bytes `{blob}`)
 def base251_digits(blob: bytes) -> bytes:
     """`blob` as one big-endian number written in base 251 with the bytes of `_ALPHABET` as digits (no leading
     zero digits); the wrapper's loop reads it back with `n.to_bytes(len(blob), 'big')`. Divide and conquer, so the
-    conversion of ~35 KB takes milliseconds, not the quadratic digit-by-digit time."""
+    build does not pay the quadratic digit-by-digit time."""
     number = int.from_bytes(blob, "big")
     powers = [_BASE]  # powers[i] = 251 ** (2 ** i)
     while powers[-1] <= number:

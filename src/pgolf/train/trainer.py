@@ -1,6 +1,6 @@
 """The wall-clock trainer: one process, one GPU, or many under torchrun, with the official semantics.
 
-What it does, in order (CHALLENGE.md section 4):
+What it does, in order (docs/techniques.md#baseline-schedule-and-clock):
 1. startup: validate the data directory against the model's vocabulary, build the ONE model, optimizers, loader;
 2. warm-up: `warmup_steps` real steps to trigger compilation, then weights, optimizer state and loader position are
    restored, so the warm-up changes nothing but is excluded from the clock (as the baseline does);
@@ -248,7 +248,7 @@ class Trainer:
     # ------------------------------------------------------------------ GPTQ calibration
     def train_budget_seconds(self) -> float:
         """The training clock: the wall-clock cap minus the time reserved for GPTQ calibration on training data
-        (which must happen inside the 600 s, CHALLENGE.md 2.7)."""
+        (which must happen inside the 600 s, docs/rules.md#eval-time-limit)."""
         t, q = self.cfg.train, self.cfg.quant
         if t.max_wallclock_seconds > 0 and self._calibrates_on_train():
             return max(1e-3, t.max_wallclock_seconds - q.gptq_reserve_seconds)
@@ -261,14 +261,19 @@ class Trainer:
     def _calibrate(self, train_ms: float) -> dict[str, torch.Tensor] | None:
         """Hessians for GPTQ: from `calib_batches` training micro-batches right after training (inside the
         budget), or from sequences the trained model samples itself (touching no data after the clock)."""
-        from pgolf.quant.gptq import HessianCollector
+        from pgolf.quant.gptq import CALIBRATION_SOURCES, HessianCollector
 
         cfg, ctx, q = self.cfg, self.ctx, self.cfg.quant
         if not (q.scheme == "mixed" and q.gptq):
             return None
         self.base_model.eval()
         with self.clock.phase("calibration"), HessianCollector(self.base_model) as collector:
-            choose(CALIBRATION_SOURCES, q.calib, "quant.calib")(self, collector)
+            if q.calib == "train":
+                self._calibrate_on_train(collector)
+            elif q.calib == "self":
+                self._calibrate_on_samples(collector)
+            else:
+                raise PgolfError(f"config: quant.calib={q.calib!r} must be one of {', '.join(CALIBRATION_SOURCES)}")
         self.base_model.train()
         hessians = collector.hessians
         for h in hessians.values():
@@ -288,6 +293,24 @@ class Trainer:
             self.log.line(f"gptq_calibration: {len(hessians)} Hessians from {collector.tokens_seen} self-generated "
                           f"tokens in {seconds:.2f}s (after the clock; no data read)")
         return {k: v.cpu() for k, v in hessians.items()}
+
+    def _calibrate_on_train(self, collector) -> None:
+        """`calib_batches` training micro-batches, taken right after training (inside the budget)."""
+        cfg, ctx = self.cfg, self.ctx
+        for _ in range(cfg.quant.calib_batches):
+            x, _ = self.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size, cfg.train.train_seq_len, 1)
+            with autocast_for(ctx.device):
+                collector.collect(x.to(ctx.device))
+
+    def _calibrate_on_samples(self, collector) -> None:
+        """Sequences the trained model samples itself (touching no data after the clock)."""
+        from pgolf.quant.gptq import generate_calibration
+
+        cfg, ctx, q = self.cfg, self.ctx, self.cfg.quant
+        seqs = generate_calibration(self.base_model, num_seqs=q.calib_seqs, seq_len=q.calib_seq_len,
+                                    temperature=q.calib_temperature, seed=cfg.train.seed + ctx.rank, device=ctx.device)
+        with autocast_for(ctx.device):
+            collector.collect(seqs.to(ctx.device))
 
     def _quantize(self, state: dict[str, torch.Tensor], hessians, code_bytes: int, encode) -> tuple:
         """The QuantizedModel to ship, and a report (mixed recipe details, budget fit)."""
@@ -310,12 +333,11 @@ class Trainer:
         from pgolf.artifact.format import CAP_BYTES, encode_artifact
         from pgolf.eval.evaluate import score_artifact
         from pgolf.fileio import atomic_write_bytes
-        from pgolf.submit.code_bytes import code_bytes_method, package_code_bytes
+        from pgolf.submit.code_bytes import count_code_bytes
 
         cfg, ctx = self.cfg, self.ctx
         path = self.run_dir / ARTIFACT_NAME
-        code_bytes = package_code_bytes(cfg.preset)
-        method = code_bytes_method(cfg.preset)
+        code_bytes, method = count_code_bytes(cfg.preset)
         tok = self.manifest["tokenizer"]
         self.quant_report: dict = {"scheme": cfg.quant.scheme, "codec": cfg.quant.codec}
         if ctx.is_main:
@@ -390,31 +412,6 @@ class Trainer:
             raise PgolfError(f"{path}: artifact over the cap: {scored['artifact_bytes']:,} + code {code_bytes:,} = "
                              f"{total:,} bytes > {CAP_BYTES:,} (result.json records within_cap: false)")
         return result
-
-
-def _calibrate_on_train(trainer: Trainer, collector) -> None:
-    """GPTQ calibration from `calib_batches` training micro-batches, taken right after training (inside the budget)."""
-    cfg, ctx = trainer.cfg, trainer.ctx
-    for _ in range(cfg.quant.calib_batches):
-        x, _ = trainer.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size, cfg.train.train_seq_len, 1)
-        with autocast_for(ctx.device):
-            collector.collect(x.to(ctx.device))
-
-
-def _calibrate_on_samples(trainer: Trainer, collector) -> None:
-    """GPTQ calibration from sequences the trained model samples itself (touching no data after the clock)."""
-    from pgolf.quant.gptq import generate_calibration
-
-    cfg, ctx, q = trainer.cfg, trainer.ctx, trainer.cfg.quant
-    seqs = generate_calibration(trainer.base_model, num_seqs=q.calib_seqs, seq_len=q.calib_seq_len,
-                                temperature=q.calib_temperature, seed=cfg.train.seed + ctx.rank, device=ctx.device)
-    with autocast_for(ctx.device):
-        collector.collect(seqs.to(ctx.device))
-
-
-# `quant.calib` -> Hessian source. A registry, so a preset's bundle keeps only the one its preset uses
-# (pgolf.submit.bundle.CHOICES).
-CALIBRATION_SOURCES = {"train": _calibrate_on_train, "self": _calibrate_on_samples}
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
