@@ -128,3 +128,14 @@ def test_mixed_gptq_export_with_budget_fit(tiny_data, tiny_config, tmp_path, cal
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "gptq_calibration:" in log and "budget_fit:" in log
     assert math.isfinite(result["val_bpb"])
+
+
+def test_periodic_validation_on_a_subset_says_so(tiny_data, tiny_config, tmp_path):
+    """A periodic val_bpb over train.val_max_tokens is marked on its line; the final score is over the whole split."""
+    result = train(tiny_config("train.val_max_tokens=512", "train.val_loss_every=3"), tiny_data, tmp_path / "run",
+                   echo=None)
+    log = (tmp_path / "run" / "log.txt").read_text()
+    periodic = [line for line in log.splitlines() if line.startswith("step:") and " val_bpb:" in line]
+    assert periodic and all("val_subset_tokens:" in line for line in periodic)
+    assert "periodic validation scores the first 512 val tokens only" in log
+    assert result["val_bytes"] == result["data"]["val_bytes"]  # the final score is not a subset

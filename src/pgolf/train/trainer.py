@@ -97,6 +97,9 @@ class Trainer:
                       f"grad_accum_steps:{self.accum} device:{device.type} seed:{cfg.train.seed}")
         self.log.line(f"data:{self.data_dir} train_tokens:{self.manifest['splits']['train']['tokens']} "
                       f"val_tokens:{self.manifest['splits']['val']['tokens']}")
+        if self.val is not None and not self.val.full:
+            self.log.line(f"periodic validation scores the first {len(self.val.tokens)} val tokens only "
+                          "(train.val_max_tokens); the final score uses the whole val split")
         self.n_params = n_params
 
     # ------------------------------------------------------------------ one optimizer step
@@ -169,8 +172,10 @@ class Trainer:
         res = self.val.score(self.base_model, seq_len=cfg.train.train_seq_len, batch_tokens=cfg.train.val_batch_tokens,
                              device=self.ctx.device, ctx=self.ctx)
         avg = train_ms / max(step, 1)
-        self.log.line(f"step:{step}/{cfg.train.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
-                      f"train_time:{train_ms:.0f}ms step_avg:{avg:.2f}ms")
+        # A subset (train.val_max_tokens) is said on every line, so it is never mistaken for the full-val score.
+        subset = "" if self.val.full else f" val_subset_tokens:{res.tokens}"
+        self.log.line(f"step:{step}/{cfg.train.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}"
+                      f"{subset} train_time:{train_ms:.0f}ms step_avg:{avg:.2f}ms")
         self.log.metric(step=step, val_loss=res.val_loss, val_bpb=res.val_bpb, time_s=train_ms / 1000,
                         val_tokens=res.tokens, full_val=self.val.full)
         return res.to_dict()
