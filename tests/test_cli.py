@@ -1,4 +1,5 @@
-"""Every bad input, tried on the CLI, gives one clean error line on stderr and a non-zero exit, never a traceback."""
+"""Every bad input, tried on the CLI, gives one clean error line on stderr and exit code 2, never a traceback; and
+the interface itself: consistent flags, presets and settings that explain themselves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from pgolf.cli import main
 def _fails_cleanly(capsys, argv: list[str], *words: str) -> str:
     code = main(argv)
     captured = capsys.readouterr()
-    assert code != 0
+    assert code == 2
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("pgolf: error: ")
@@ -222,3 +224,159 @@ def test_data_fineweb_from_a_local_mirror_writes_a_usable_data_dir(tiny_data, tm
     manifest, _ = check_data_dir(out, expected_vocab=512)
     assert manifest["splits"]["val"] == src_manifest["splits"]["val"]  # docs (BOS count), tokens, bytes, files
     assert "downloaded" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ the interface itself
+
+def _docs_file(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"text": f"Document {i}: the cat sat on mat number {i}. " * 4}) + "\n"
+                            for i in range(n)), encoding="utf-8")
+    return path
+
+
+def test_data_and_run_dir_flags_are_spelled_the_same_everywhere(capsys):
+    """--data names a data directory and --run-dir an output folder in every command; the old spellings still
+    parse but are not advertised."""
+    from pgolf.cli import build_parser
+
+    parser = build_parser()
+    common = ["--data", "d", "--run-dir", "r"]
+    for argv in (["train", *common], ["run", *common], ["ablate", "--preset", "p", "--toggle", "xsa", *common]):
+        args = parser.parse_args(argv)
+        assert (args.data, args.run_dir) == (Path("d"), Path("r")), argv
+    for argv in (["eval", "a"], ["legality", "a", "--mode", "flat"]):
+        assert parser.parse_args([*argv, "--data", "d"]).data == Path("d")
+    assert parser.parse_args(["run"]).data == Path("data/demo")
+    assert parser.parse_args(["run", "--data-dir", "old"]).data == Path("old")
+    assert parser.parse_args(["ablate", "--preset", "p", "--toggle", "x", "--data", "d", "--out", "o"]).run_dir \
+        == Path("o")
+    for command in ("run", "ablate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--run-dir" in text and "--data " in text and "--data-dir" not in text and "--out" not in text
+
+
+def test_misspelled_environment_section_is_one_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("PGOLF_MODLE_NUM_LAYERS", "3")
+    _fails_cleanly(capsys, ["config", "show"], "PGOLF_MODLE_NUM_LAYERS", "MODEL, OPTIM, TRAIN, QUANT, EVAL")
+    monkeypatch.delenv("PGOLF_MODLE_NUM_LAYERS")
+    monkeypatch.setenv("PGOLF_MODEL_NUM_LAYERS", "3")
+    monkeypatch.setenv("PGOLF_SHARED_DATA", "/elsewhere")  # the test suite's own variable is not an override
+    assert main(["config", "show"]) == 0
+    assert "model.num_layers = 3 " in capsys.readouterr().out
+
+
+def test_presets_lists_each_shipped_preset_with_its_description(capsys):
+    from pgolf.config import preset_names
+
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == preset_names()
+    for line in lines:
+        description = line.split(None, 1)[1]
+        assert len(description) > 20 and not description.startswith("#")
+
+
+def test_config_show_lists_every_field_with_its_doc_as_a_loadable_preset(tmp_path, capsys):
+    from pgolf.options import resolve_config
+
+    assert main(["config", "show", "--preset", "record-cpu", "--set", "train.seed=7"]) == 0
+    out = capsys.readouterr().out
+    expected = resolve_config("record-cpu", ["train.seed=7"], environ={}).to_dict()
+    expected.pop("preset")
+    assert tomllib.loads(out) == expected
+    settings = [line for line in out.splitlines() if not line.startswith("#")]
+    assert len(settings) == sum(len(section) for section in expected.values())
+    for line in settings:
+        assert line.split("  # ", 1)[1].strip(), line
+    (tmp_path / "shown.toml").write_text(out)
+    assert resolve_config(str(tmp_path / "shown.toml"), environ={}).to_dict() == {**expected, "preset": "shown"}
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--data", "d", "--max-seconds", "-5"], ("--max-seconds", "'-5'")),
+    (["train", "--data", "d", "--max-seconds", "nan"], ("--max-seconds",)),
+    (["train", "--data", "d", "--max-steps", "0"], ("--max-steps", "positive")),
+    (["train", "--data", "d", "--seed", "-1"], ("--seed",)),
+    (["run", "--max-steps", "-3"], ("--max-steps",)),
+    (["ablate", "--preset", "p", "--toggle", "x", "--data", "d", "--max-seconds", "-1"], ("--max-seconds",)),
+    (["eval", "a", "--data", "d", "--stride", "0"], ("--stride", "positive")),
+    (["eval", "a", "--data", "d", "--stride", "-64"], ("--stride",)),
+    (["eval", "a", "--data", "d", "--seq-len", "0"], ("--seq-len",)),
+    (["eval", "a", "--data", "d", "--max-seconds", "-1"], ("--max-seconds",)),
+    (["eval", "a", "--data", "d", "--max-tokens", "x"], ("--max-tokens", "'x'")),
+    (["legality", "a", "--data", "d", "--mode", "flat", "--stride", "0"], ("--stride",)),
+    (["legality", "a", "--data", "d", "--mode", "flat", "--perturbations", "0"], ("--perturbations",)),
+    (["data", "build", "--docs", "x", "--out", "o", "--vocab-size", "300", "--val-docs", "0"], ("--val-docs",)),
+    (["data", "build", "--docs", "x", "--out", "o", "--vocab-size", "300", "--shard-size", "-1"], ("--shard-size",)),
+    (["data", "fineweb", "--train-shards", "-1"], ("--train-shards",)),
+    (["config", "show", "--set", "train.seed=-1"], ("train.seed",)),
+    (["config", "show", "--set", "train.iterations=0"], ("train.iterations",)),
+    (["eval"], ("eval:", "required")),
+    (["nosuch"], ("invalid choice",)),
+])
+def test_nonsense_on_the_command_line_is_refused_in_one_line(capsys, monkeypatch, tmp_path, argv, words):
+    monkeypatch.chdir(tmp_path)  # were a flag accepted, nothing lands in the checkout
+    _fails_cleanly(capsys, argv, *words)
+
+
+def test_zero_max_seconds_still_means_no_cap():
+    from pgolf.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--max-seconds", "0", "--seed", "0"])
+    assert (args.max_seconds, args.seed) == (0.0, 0)
+
+
+def test_data_that_is_a_file_is_not_called_missing(trained, tmp_path, capsys):
+    _, run = trained
+    (tmp_path / "f").write_text("x")
+    line = _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(tmp_path / "f")], "not a")
+    assert "does not exist" not in line
+
+
+def test_default_val_docs_too_large_says_what_to_pass(tmp_path, capsys):
+    docs = _docs_file(tmp_path / "docs.jsonl", 60)
+    _fails_cleanly(capsys, ["data", "build", "--docs", str(docs), "--out", str(tmp_path / "o"), "--vocab-size", "300",
+                            "--quiet"], "60 documents read", "default of 50,000", "--val-docs N, fewer than 60")
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_directory_that_is_a_file_exits_2_before_work(tiny_data, tmp_path, capsys, monkeypatch):
+    from conftest import TINY_MODEL_SETS
+
+    monkeypatch.chdir(tmp_path)
+
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    sets = [f"--set={s}" for s in TINY_MODEL_SETS]
+    _fails_cleanly(capsys, ["train", "--preset", "cpu-smoke", "--data", str(tiny_data), "--run-dir", str(taken),
+                            *sets], "run directory", "is a file")
+    _fails_cleanly(capsys, ["train", "--preset", "cpu-smoke", "--data", str(tiny_data), "--run-dir",
+                            str(taken / "sub"), *sets], "is a file")
+    _fails_cleanly(capsys, ["ablate", "--preset", "cpu-smoke", "--toggle", "xsa", "--data", str(tiny_data),
+                            "--run-dir", str(taken)], "is a file")
+    _fails_cleanly(capsys, ["run", "--data", str(taken)], "is a file")
+    _fails_cleanly(capsys, ["data", "demo", "--out", str(taken), "--quiet"], "is a file")
+    assert taken.read_text() == "not a folder"
+
+
+def test_run_never_overwrites_a_damaged_data_directory_with_the_demo(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = _copy_data(tiny_data, tmp_path / "mine")
+    _val_shard(mine).unlink()
+    _fails_cleanly(capsys, ["run", "--data", str(mine)], "fineweb_val")
+    assert not (mine / "demo_docs.jsonl").exists()
+
+
+def test_rebuilding_the_same_data_gives_identical_bytes(tmp_path, capsys):
+    """The tokenizer (and so the manifest's sha256) does not depend on where or when it was built, so a rebuilt
+    data directory still accepts artifacts trained on the first build."""
+    docs = _docs_file(tmp_path / "docs.jsonl", 40)
+    outs = [tmp_path / "one", tmp_path / "elsewhere" / "two"]
+    for out in outs:
+        assert main(["data", "build", "--docs", str(docs), "--out", str(out), "--vocab-size", "300",
+                     "--val-docs", "5", "--quiet", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert (outs[0] / "tokenizer.model").read_bytes() == (outs[1] / "tokenizer.model").read_bytes()
+    assert (outs[0] / "manifest.json").read_text() == (outs[1] / "manifest.json").read_text()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from pgolf.config import Config, env_overrides, launch_env, preset_names
+from pgolf.config import (SECTIONS, Config, describe_config, env_overrides, field_docs, launch_env, preset_description,
+                          preset_names)
 from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 
@@ -38,6 +40,48 @@ def test_environment_overrides_apply_before_set():
     assert ("train", "seed", "7") in env_overrides(env)
     cfg = resolve_config("baseline", ["model.num_layers=5"], environ=env)
     assert cfg.train.seed == 7 and cfg.model.num_layers == 5
+
+
+@pytest.mark.parametrize("name", ["PGOLF_MODLE_NUM_LAYERS", "PGOLF_SEED", "PGOLF_MODEL"])
+def test_environment_variable_without_a_known_section_is_refused(name):
+    with pytest.raises(PgolfError, match=f"{name}: .*MODEL, OPTIM, TRAIN, QUANT, EVAL"):
+        resolve_config("baseline", environ={name: "3"})
+    assert env_overrides({"PGOLF_SHARED_DATA": "/x"}) == []  # the test suite's folder, not an override
+
+
+def test_every_field_of_every_section_has_a_one_line_doc():
+    """The attribute docstring under each field is what `pgolf config show` prints."""
+    cfg = Config()
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        docs = field_docs(type(obj))
+        for f in dataclasses.fields(obj):
+            assert docs.get(f.name, "").strip(), f"{section}.{f.name} has no docstring"
+            assert len(docs[f.name]) <= 120, f"{section}.{f.name}: doc longer than one line"
+    rows = describe_config(cfg)
+    assert len(rows) == sum(len(dataclasses.fields(getattr(cfg, s))) for s in SECTIONS) and all(r[2] for r in rows)
+
+
+def test_field_docs_read_attribute_docstrings_only():
+    @dataclasses.dataclass
+    class Example:
+        """Class doc."""
+
+        a: int = 1
+        """Doc of a,
+        on two lines."""
+        b: int = 2  # a comment is not a doc
+        c: str = "x"
+        """Doc of c."""
+
+    assert field_docs(Example) == {"a": "Doc of a, on two lines.", "c": "Doc of c."}
+
+
+def test_every_shipped_preset_has_a_description():
+    for name in preset_names():
+        text = preset_description(name)
+        assert text and "\n" not in text and not text.startswith("#"), name
+    assert preset_description("cpu-smoke").startswith("A baseline-shaped model")
 
 
 @pytest.mark.parametrize("override, words", [

@@ -1,7 +1,8 @@
 """The `pgolf` command: thin argparse subcommands that parse, call one library function, and print.
 
-Every error caused by input (`PgolfError`, or an OS error on a named file) becomes one line on stderr and a
-non-zero exit code; a traceback means a bug in pgolf.
+Every error caused by input (a bad command line, `PgolfError`, or an OS error on a named file) becomes one
+`pgolf: error:` line on stderr and exit code 2; a traceback means a bug in pgolf. Commands that read a data
+directory take `--data DIR`; those that train write under `--run-dir DIR`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,46 @@ from pgolf.eval.names import EVAL_MODES
 DEFAULT_DEMO_DATA = Path("data/demo")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line like every other pgolf error: one line, exit 2."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("pgolf").strip()
+        raise PgolfError(f"{where + ': ' if where else ''}{message} (see --help)")
+
+
+def _number(cast, lowest, what: str):
+    """An argparse type: `cast(text)`, refused with one line unless it is at least `lowest` (NaN never is)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= lowest:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+_positive = _number(int, 1, "a positive integer")
+_count = _number(int, 0, "an integer >= 0")
+_seconds = _number(float, 0.0, "a number of seconds >= 0 (0 = no limit)")
+
+
+def _out_dir(path: Path, what: str) -> Path:
+    """`path`, unless it (or a folder above it) is a file, so that it cannot become the directory `what`."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise PgolfError(f"{what} {path}: {p} is a file, not a directory")
+            break
+    return path
+
+
 def _cmd_data_demo(args: argparse.Namespace) -> int:
     from pgolf.data.build import build_demo
 
-    manifest = build_demo(args.out, vocab_size=args.vocab_size, progress=not args.quiet)
+    manifest = build_demo(_out_dir(args.out, "output directory"), vocab_size=args.vocab_size, progress=not args.quiet)
     _print_manifest(args.out, manifest)
     return 0
 
@@ -31,8 +68,9 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 
     if (args.tokenizer is None) == (args.vocab_size is None):
         raise PgolfError("data build: give exactly one of --tokenizer MODEL or --vocab-size N")
-    manifest = build_dataset(args.docs, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                             val_docs=args.val_docs, workers=args.workers, shard_size=args.shard_size,
+    manifest = build_dataset(args.docs, _out_dir(args.out, "output directory"), tokenizer=args.tokenizer,
+                             vocab_size=args.vocab_size, val_docs=args.val_docs,
+                             workers=args.workers or os.cpu_count() or 1, shard_size=args.shard_size,
                              progress=not args.quiet, caseops=args.caseops)
     _print_manifest(args.out, manifest)
     return 0
@@ -43,7 +81,7 @@ def _cmd_data_fineweb(args: argparse.Namespace) -> int:
     from pgolf.data.hub import download_fineweb
     from pgolf.fileio import atomic_write_json
 
-    result = download_fineweb(args.out, variant=args.variant, train_shards=args.train_shards, repo_id=args.repo_id,
+    result = download_fineweb(_out_dir(args.out, "output directory"), variant=args.variant, train_shards=args.train_shards, repo_id=args.repo_id,
                               remote_root=args.remote_root, with_docs=args.with_docs, progress=not args.quiet,
                               hub_dir=args.hub_dir)
     manifest = manifest_from_shards(result.dataset_dir, result.tokenizer_path)
@@ -61,28 +99,29 @@ def _print_manifest(out: str | Path, manifest: dict) -> None:
         print(f"  {split}: {s['docs']} docs, {s['tokens']} tokens, {s['bytes']} bytes, {len(s['files'])} shard(s)")
 
 
-def _resolve(args: argparse.Namespace):
-    from pgolf.options import resolve_config
-
+def _budget_sets(args: argparse.Namespace) -> list[str]:
+    """`--set` overrides plus the ones the budget flags (and --seed, where the command has it) stand for."""
     sets = list(args.set or [])
-    if args.max_steps is not None:
-        sets.append(f"train.iterations={args.max_steps}")
-    if args.max_seconds is not None:
-        sets.append(f"train.max_wallclock_seconds={args.max_seconds}")
-    if args.seed is not None:
-        sets.append(f"train.seed={args.seed}")
-    return resolve_config(args.preset, sets)
+    for flag, key in (("max_steps", "iterations"), ("max_seconds", "max_wallclock_seconds"), ("seed", "seed")):
+        if getattr(args, flag, None) is not None:
+            sets.append(f"train.{key}={getattr(args, flag)}")
+    return sets
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_and_report(args: argparse.Namespace, data_dir: Path, default_run_dir: str) -> int:
+    from pgolf.options import resolve_config
     from pgolf.train.trainer import train
 
-    cfg = _resolve(args)
-    run_dir = args.run_dir or Path("runs") / f"{cfg.preset}-seed{cfg.train.seed}"
-    result = train(cfg, args.data, run_dir)
+    cfg = resolve_config(args.preset, _budget_sets(args))
+    run_dir = _out_dir(args.run_dir or Path("runs") / default_run_dir.format(cfg=cfg), "run directory")
+    result = train(cfg, data_dir, run_dir)
     if result is not None:
         _print_result(run_dir, result)
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _train_and_report(args, args.data, "{cfg.preset}-seed{cfg.train.seed}")
 
 
 def _print_result(run_dir: str | Path, result: dict) -> None:
@@ -94,35 +133,56 @@ def _print_result(run_dir: str | Path, result: dict) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pgolf.data.build import build_demo
-    from pgolf.data.manifest import check_data_dir
-    from pgolf.train.trainer import train
+    from pgolf.data.manifest import MANIFEST, check_data_dir
 
-    data_dir = Path(args.data_dir)
+    data_dir = _out_dir(args.data, "data directory")
     try:
         check_data_dir(data_dir)
         print(f"using demo data in {data_dir}")
     except PgolfError:
+        if (data_dir / MANIFEST).exists() and not (data_dir / "demo_docs.jsonl").exists():
+            raise  # someone's own data directory, damaged: never overwrite it with the demo
         print(f"building the offline demo corpus in {data_dir}")
         build_demo(data_dir, progress=not args.quiet)
-    cfg = _resolve(args)
-    run_dir = args.run_dir or Path("runs") / "demo"
-    result = train(cfg, data_dir, run_dir)
-    if result is not None:
-        _print_result(run_dir, result)
-    return 0
+    return _train_and_report(args, data_dir, "demo")
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from pgolf.train.ablate import ablate
 
-    sets = list(args.set or [])
-    if args.max_seconds is not None:
-        sets.append(f"train.max_wallclock_seconds={args.max_seconds}")
-    if args.max_steps is not None:
-        sets.append(f"train.iterations={args.max_steps}")
     toggles = [t.strip() for t in args.toggle.split(",") if t.strip()]
-    out = args.out or Path("runs") / f"ablate-{Path(args.preset).stem}"
-    print(ablate(args.preset, toggles, args.data, out, sets=sets))
+    out = _out_dir(args.run_dir or Path("runs") / f"ablate-{Path(args.preset).stem}", "run directory")
+    print(ablate(args.preset, toggles, args.data, out, sets=_budget_sets(args)))
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from pgolf.config import preset_description, preset_names
+
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {preset_description(name)}")
+    return 0
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    """Every setting as `section.field = value  # doc`: valid TOML, so the output is itself a preset."""
+    from pgolf.config import describe_config
+    from pgolf.options import resolve_config
+
+    cfg = resolve_config(args.preset, args.set)
+    print(f"# preset {cfg.preset} (defaults, then the preset, then PGOLF_<SECTION>_<FIELD> variables, then --set)")
+    rows = [(f"{key} = {_toml_value(value)}", doc) for key, value, doc in describe_config(cfg)]
+    width = min(48, max(len(text) for text, _ in rows))
+    for text, doc in rows:
+        print(f"{text:<{width}}  # {doc}")
     return 0
 
 
@@ -137,9 +197,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len,
-                                batch_tokens=args.batch_tokens, device=ctx.device, ctx=ctx, stride=args.stride,
-                                max_seconds=args.max_seconds, max_tokens=args.max_tokens, overrides=args.set)
+        result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len or 0,
+                                batch_tokens=args.batch_tokens or 0, device=ctx.device, ctx=ctx,
+                                stride=args.stride or 0, max_seconds=args.max_seconds,
+                                max_tokens=args.max_tokens or 0, overrides=args.set)
     finally:
         ctx.shutdown()
     if ctx.is_main:
@@ -164,8 +225,8 @@ def _cmd_legality(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = check_artifact(args.artifact, args.data, mode=args.mode, tokens=args.tokens, seq_len=args.seq_len,
-                            stride=args.stride, batch_tokens=args.batch_tokens, perturbations=args.perturbations,
+    report = check_artifact(args.artifact, args.data, mode=args.mode, tokens=args.tokens, seq_len=args.seq_len or 0,
+                            stride=args.stride or 0, batch_tokens=args.batch_tokens, perturbations=args.perturbations,
                             tolerance=args.tolerance, device=torch.device(args.device), seed=args.seed)
     print(report.table())
     return 0 if report.passed else 1
@@ -188,23 +249,47 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     from pgolf.submit.bundle import write_bundle
 
     bundle = write_bundle(args.preset, args.out)
-    print(f"wrote {args.out}: {len(bundle.data)} bytes (preset {bundle.preset}, {len(bundle.modules)} modules, "
-          f"{bundle.source_bytes} source bytes -> {bundle.minified_bytes} minified -> {bundle.codec}, base-251 literal)")
+    print(bundle.report(args.out))
     print(f"run it: python {args.out} --data DIR [pgolf train options]")
     return 0
 
 
-def _add_train_options(p: argparse.ArgumentParser, default_preset: str) -> None:
-    p.add_argument("--preset", default=default_preset, help=f"preset name or TOML path (default {default_preset})")
-    p.add_argument("--max-steps", type=int, help="stop after N steps (sets train.iterations)")
-    p.add_argument("--max-seconds", type=float, help="wall-clock training cap in seconds")
-    p.add_argument("--seed", type=int)
+def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) -> None:
+    """--preset (required when there is no default) and --set."""
+    if default_preset is None:
+        p.add_argument("--preset", required=True, help="preset name (pgolf presets) or TOML path")
+    else:
+        p.add_argument("--preset", default=default_preset,
+                       help=f"preset name (pgolf presets) or TOML path (default {default_preset})")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override a config field (pgolf config show lists them)")
+
+
+def _add_budget_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-steps", type=_positive, help="stop after N steps (sets train.iterations)")
+    p.add_argument("--max-seconds", type=_seconds,
+                   help="wall-clock training cap in seconds, 0 = no cap (sets train.max_wallclock_seconds)")
     p.add_argument("--run-dir", type=Path, help="where config.json, logs, artifact and result.json go")
-    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
+
+
+def _add_train_options(p: argparse.ArgumentParser, default_preset: str) -> None:
+    _add_config_options(p, default_preset)
+    _add_budget_options(p)
+    p.add_argument("--seed", type=_count, help="random seed (sets train.seed)")
+
+
+def _add_data_option(p: argparse.ArgumentParser, default: Path | None = None, old: str | None = None) -> None:
+    """--data DIR, the data directory of every command (`old`: a former spelling still accepted, not listed)."""
+    if default is None:
+        p.add_argument("--data", type=Path, required=True, help="data directory (with manifest.json)")
+    else:
+        p.add_argument("--data", type=Path, default=default, help=f"data directory (default {default})")
+    if old:
+        p.add_argument(old, dest="data", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _add_train_command(p: argparse.ArgumentParser, default_preset: str) -> None:
-    p.add_argument("--data", type=Path, required=True)
+    _add_data_option(p)
     _add_train_options(p, default_preset)
     p.set_defaults(func=_cmd_train)
 
@@ -212,15 +297,15 @@ def _add_train_command(p: argparse.ArgumentParser, default_preset: str) -> None:
 def train_main(argv: list[str] | None = None, *, preset: str = "baseline", prog: str = "train_gpt.py") -> int:
     """`pgolf train` alone, with `preset` as the default: the entry point of a train_gpt.py bundle, which thereby
     carries no code for the other commands."""
-    parser = argparse.ArgumentParser(prog=prog, description=f"Train the {preset} preset (pgolf train).")
+    parser = _Parser(prog=prog, description=f"Train the {preset} preset (pgolf train).")
     _add_train_command(parser, preset)
-    return _run(parser.parse_args(argv))
+    return _run(parser, argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from pgolf import __version__
 
-    parser = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf: data, training, artifacts, scores.")
+    parser = _Parser(prog="pgolf", description="Parameter Golf: data, training, artifacts, scores.")
     parser.add_argument("--version", action="version", version=f"pgolf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -228,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                        required=True)
     p = data.add_parser("demo", help="offline English corpus (Python's own docs) -> tokenizer + shards + manifest")
     p.add_argument("--out", type=Path, default=DEFAULT_DEMO_DATA)
-    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--vocab-size", type=_positive, default=1024)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_demo)
 
@@ -236,10 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=Path, action="append", required=True, help=".jsonl[.gz|.xz], .txt or .parquet")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--tokenizer", type=Path, help="an existing SentencePiece .model")
-    p.add_argument("--vocab-size", type=int, help="train a tokenizer with the official settings")
-    p.add_argument("--val-docs", type=int, default=50_000, help="the first N documents are the val split")
-    p.add_argument("--workers", type=int, default=0, help="tokenizer processes (default: all cores)")
-    p.add_argument("--shard-size", type=int, default=10**8, help="tokens per shard (official: 10^8)")
+    p.add_argument("--vocab-size", type=_positive, help="train a tokenizer with the official settings")
+    p.add_argument("--val-docs", type=_positive,
+                   help="the first N documents are the val split (default 50,000, the official split)")
+    p.add_argument("--workers", type=_positive, help="tokenizer processes (default: all cores)")
+    p.add_argument("--shard-size", type=_positive, default=10**8, help="tokens per shard (official: 10^8)")
     p.add_argument("--caseops", action="store_true",
                    help="CaseOps: tokenize case-folded text with operator symbols, write the val byte sidecar")
     p.add_argument("--quiet", action="store_true")
@@ -247,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = data.add_parser("fineweb", help="download the official cached export from the Hugging Face Hub")
     p.add_argument("--variant", default="sp1024")
-    p.add_argument("--train-shards", type=int, default=80)
+    p.add_argument("--train-shards", type=_count, default=80)
     p.add_argument("--out", type=Path, default=Path("data"))
     p.add_argument("--repo-id", default="willdepueoai/parameter-golf")
     p.add_argument("--remote-root", default="datasets")
@@ -260,51 +346,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(p, "baseline")
 
     p = sub.add_parser("run", help="the whole pipeline on the offline demo corpus, CPU-sized")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DEMO_DATA)
+    _add_data_option(p, DEFAULT_DEMO_DATA, old="--data-dir")
     p.add_argument("--quiet", action="store_true")
     _add_train_options(p, "cpu-smoke")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("ablate", help="train a preset and each listed technique flipped; write a markdown table")
-    p.add_argument("--preset", required=True)
+    _add_config_options(p, None)
     p.add_argument("--toggle", required=True, help="comma-separated techniques, e.g. xsa,ema,recurrence")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, help="folder for the runs and ablation.md")
-    p.add_argument("--max-seconds", type=float, help="the fixed training budget of every variant")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
+    _add_data_option(p)
+    _add_budget_options(p)
+    p.add_argument("--out", dest="run_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_ablate)
+
+    sub.add_parser("presets", help="list the shipped presets").set_defaults(func=_cmd_presets)
+
+    config = sub.add_parser("config", help="show settings").add_subparsers(dest="config_command", required=True)
+    p = config.add_parser("show", help="every setting of a preset after overrides, with a one-line doc each")
+    _add_config_options(p, "baseline")
+    p.set_defaults(func=_cmd_config_show)
 
     p = sub.add_parser("eval", help="score an artifact file on a data directory's val split")
     p.add_argument("artifact", type=Path)
-    p.add_argument("--data", type=Path, required=True)
+    _add_data_option(p)
     p.add_argument("--mode", choices=EVAL_MODES,
                    help="default: the artifact's eval.mode; sliding and doc take --stride")
-    p.add_argument("--seq-len", type=int, default=0, help="default: the artifact's eval/train sequence length")
-    p.add_argument("--stride", type=int, default=0, help="sliding/doc window stride (default: 64, capped at seq-len)")
-    p.add_argument("--max-seconds", type=float, help="fail if scoring takes longer (default: eval.max_seconds)")
-    p.add_argument("--max-tokens", type=int, default=0, help="score only the first N val tokens (not a score)")
+    p.add_argument("--seq-len", type=_positive, help="default: the artifact's eval/train sequence length")
+    p.add_argument("--stride", type=_positive, help="sliding/doc window stride (default: 64, capped at seq-len)")
+    p.add_argument("--max-seconds", type=_seconds, help="fail if scoring takes longer (default: eval.max_seconds)")
+    p.add_argument("--max-tokens", type=_positive, help="score only the first N val tokens (not a score)")
     p.add_argument("--set", action="append", metavar="eval.FIELD=VALUE",
                    help="override an eval setting of the artifact's config (e.g. eval.ttt_lr=0.005)")
-    p.add_argument("--batch-tokens", type=int, default=0)
+    p.add_argument("--batch-tokens", type=_positive, help="tokens per scoring batch (default: eval.batch_tokens)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("legality", help="check an eval mode against C1-C4 (issue #1017) on a slice of val")
     p.add_argument("artifact", type=Path)
-    p.add_argument("--data", type=Path, required=True)
+    _add_data_option(p)
     p.add_argument("--mode", required=True, help="flat, sliding, doc, or a fixture of pgolf/eval/fixtures.py")
-    p.add_argument("--tokens", type=int, default=4096, help="val tokens checked (from the start of val)")
-    p.add_argument("--seq-len", type=int, default=0)
-    p.add_argument("--stride", type=int, default=0)
-    p.add_argument("--batch-tokens", type=int, default=16_384)
-    p.add_argument("--perturbations", type=int, default=8, help="tokens changed, one per rerun, for C1")
-    p.add_argument("--tolerance", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokens", type=_positive, default=4096, help="val tokens checked (from the start of val)")
+    p.add_argument("--seq-len", type=_positive, help="default: the artifact's eval/train sequence length")
+    p.add_argument("--stride", type=_positive, help="sliding/doc window stride (default: the artifact's)")
+    p.add_argument("--batch-tokens", type=_positive, default=16_384)
+    p.add_argument("--perturbations", type=_positive, default=8, help="tokens changed, one per rerun, for C1")
+    p.add_argument("--tolerance", type=_number(float, 0.0, "a number >= 0"), default=1e-4)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     p.set_defaults(func=_cmd_legality)
 
     p = sub.add_parser("inspect", help="list an artifact's tensors, schemes and bytes")
@@ -320,23 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "workers", None) == 0:
-        args.workers = os.cpu_count() or 1
-    return _run(args)
+    return _run(build_parser(), argv)
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Run a parsed command; user errors become one `pgolf: error:` line and a non-zero exit."""
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and run a command; user errors (a bad command line included) become one `pgolf: error:` line and
+    exit code 2."""
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
     except PgolfError as exc:
         print(f"pgolf: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`pgolf config show | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"pgolf: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("pgolf: interrupted", file=sys.stderr)
         return 130

@@ -26,78 +26,132 @@ from pgolf.errors import PgolfError
 
 @dataclass
 class ModelConfig:
-    """Shape of the GPT. Defaults: the official naive baseline (CHALLENGE.md section 4)."""
+    """Shape of the GPT. Defaults: the official naive baseline (docs/techniques.md). Every record technique is an
+    option here, off by default (definitions: pgolf/model/gpt.py and docs/techniques.md)."""
 
     vocab_size: int = 1024
+    """Vocabulary size; must equal the data's tokenizer (at most 65,536: shards store uint16)."""
     num_layers: int = 9
+    """Transformer blocks (physical layers; depth recurrence can run some twice)."""
     model_dim: int = 512
+    """Width of the residual stream; a multiple of num_heads."""
     num_heads: int = 8
+    """Query heads; the head size model_dim / num_heads must be even (RoPE)."""
     num_kv_heads: int = 4
+    """Key/value heads of grouped-query attention; must divide num_heads."""
     mlp_mult: float = 2.0
+    """MLP hidden width as a multiple of model_dim (4 in the 1.0611 record, PR #1855)."""
     tie_embeddings: bool = True
+    """The output head reuses the token embedding (false: a separate zero-initialised head)."""
     tied_embed_init_std: float = 0.005
+    """Standard deviation of the token embedding's normal initialisation."""
     rope_base: float = 10000.0
+    """RoPE base (theta)."""
     logit_softcap: float = 30.0
+    """Logits become c*tanh(z/c) with this c; 0 = no soft-cap."""
     qk_gain_init: float = 1.5
-    # Record techniques (CHALLENGE.md 5.2); every one is off by default. See pgolf/model/gpt.py for definitions.
+    """Initial learnable per-head query gain (QK-gain: 4.0 in PR #1125, 5.0 in PR #1413)."""
     mlp_activation: str = "relu2"
+    """MLP activation: relu2 (baseline, relu(x)^2) or leaky_relu2 (LeakyReLU(0.5)^2, PR #493)."""
     rope_dims: int = 0
+    """Head dimensions RoPE rotates (partial RoPE, 16 in PR #315); 0 = all."""
     ln_scale: bool = False
+    """Scale each block's norm outputs by 1/sqrt(layer + 1) (LN scale, PR #315)."""
     xsa_last_n: int = 0
+    """Exclusive self-attention in the last n layers, all when n >= num_layers (XSA, PR #478); 0 = off."""
     ortho_init: bool = False
+    """Orthogonal initialisation of every block matrix that does not start at zero (03-19 records)."""
     skip_gates: bool = False
+    """U-Net skips become a learned sigmoid interpolation with the stream (skip gates, PR #1089)."""
     smear_gate: bool = False
+    """SmearGate v2 with the BOS fix: add a gated copy of the previous token's embedding (PRs #1667, #1855)."""
     bigram_rows: int = 0
+    """Rows of the BigramHash embedding of (previous, current) token pairs (PR #162); 0 = off, else >= 2."""
     value_embed_last_n: int = 0
+    """Add a shared value embedding to V in the last n layers (VE128, PR #374); 0 = off."""
     value_embed_dim: int = 128
+    """Width of the value-embedding table (projected to the key/value width)."""
     bigram_dim: int = 128
+    """Width of the BigramHash table (projected to model_dim)."""
     attn_gate: str = "none"
+    """Attention output gate: none, out (PR #1667), gated (PR #1736) or sparse (SparseAttnGate, PR #1787)."""
     attn_gate_scale: float = 1.0
+    """Scale s of the sparse gate sigmoid(s*W*x) (0.5 in the 1.0611 record, PR #1855)."""
     parallel_mode: str = "none"
+    """Parallel residuals from layer parallel_start: none, gptj (PR #1204) or two_lane (PR #1529)."""
     parallel_start: int = 0
+    """First layer with parallel residuals (see parallel_mode)."""
     bos_id: int = 1
+    """BOS token id; SmearGate does not mix a BOS position with the token before it (the BOS fix)."""
     num_loops: int = 0
+    """Extra passes over layers loop_start..loop_end (depth recurrence, PR #1394); 0 = off."""
     loop_start: int = 0
+    """First layer of the looped span."""
     loop_end: int = 0
+    """Last layer of the looped span (inclusive, below num_layers)."""
     loop_start_frac: float = 0.0
+    """Training progress (0-1) from which the loops run; evaluation always loops."""
     value_residual: bool = False
-    rope_ntk_train_len: int = 0  # NTK-aware RoPE base scaling beyond this length (0: off; set to train_seq_len)
+    """Each later attention adds sigmoid(alpha) times the first layer's values (ResFormer, PR #569)."""
+    rope_ntk_train_len: int = 0
+    """NTK-aware RoPE base scaling for contexts longer than this (set it to train_seq_len); 0 = off."""
 
 
 @dataclass
 class OptimConfig:
-    """Muon for block matrices, Adam for embeddings, head and control tensors (baseline values)."""
+    """Muon for block matrices, Adam for embeddings, head and control tensors (baseline values; docs/techniques.md)."""
 
     matrix_lr: float = 0.04
+    """Muon learning rate of the block matrices."""
     scalar_lr: float = 0.04
+    """Adam learning rate of vectors, scalars and control tensors (gains, gates, mixes)."""
     tied_embed_lr: float = 0.05
+    """Adam learning rate of the token embedding when it is tied to the head."""
     embed_lr: float = 0.6
+    """Adam learning rate of the token embedding when it is not tied."""
     head_lr: float = 0.008
+    """Adam learning rate of the untied output head."""
     beta1: float = 0.9
+    """Adam beta1 of every group without its own *_betas."""
     beta2: float = 0.95
+    """Adam beta2 of every group without its own *_betas."""
     adam_eps: float = 1e-8
-    # Per-group Adam betas "b1,b2" (empty: beta1, beta2), e.g. the record's embed/scalar beta2 0.99.
+    """Adam epsilon."""
     embed_betas: str = ""
+    """Adam "beta1,beta2" of the embedding group (e.g. "0.9,0.99" as in PR #1855); empty = beta1, beta2."""
     head_betas: str = ""
+    """Adam "beta1,beta2" of the head group; empty = beta1, beta2."""
     scalar_betas: str = ""
+    """Adam "beta1,beta2" of the scalar/control group; empty = beta1, beta2."""
     muon_momentum: float = 0.95
+    """Muon Nesterov momentum after the warm-up."""
     muon_momentum_warmup_start: float = 0.85
+    """Muon momentum at step 0, raised linearly to muon_momentum."""
     muon_momentum_warmup_steps: int = 500
+    """Steps over which Muon momentum rises to muon_momentum."""
     muon_backend_steps: int = 5
+    """Newton-Schulz iterations that orthogonalize each Muon update."""
     grad_clip_norm: float = 0.0
-    # Record techniques (CHALLENGE.md 5.2), off by default.
+    """Clip the global gradient norm to this (0.3 in the records); 0 = off."""
     muon_ns: str = "classic"
+    """Newton-Schulz coefficients: classic (baseline) or polar_express (PR #1787)."""
     muon_row_norm: bool = False
+    """Divide each row of the Muon update by its norm before Newton-Schulz (MuonEq-R, PR #1217)."""
     muon_weight_decay: float = 0.0
+    """Decoupled Muon weight decay, p <- p*(1 - lr*wd) (0.095 in PR #1855); 0 = off."""
     muon_wd_taper: bool = False
+    """Muon weight decay falls linearly to half from 70% of training (WD taper, PR #1729)."""
     ema_decay: float = 0.0
-    swa_every: int = 0  # SWA snapshot interval in steps (0: off)
-    swa_lr_below: float = 0.5  # ... taken once the LR multiplier is below this
+    """Decay of the exponential moving average of the weights exported at the end (0.9965 in PR #1855); 0 = off."""
+    swa_every: int = 0
+    """SWA snapshot interval in steps (PR #265); 0 = off. Not together with EMA."""
+    swa_lr_below: float = 0.5
+    """SWA snapshots are taken once the LR multiplier is below this."""
 
 
 @dataclass
 class TrainConfig:
-    """Batch, sequence, wall clock and schedule (baseline values).
+    """Batch, sequence, wall clock and schedule (baseline values; docs/techniques.md).
 
     `micro_batch_tokens` is what one rank processes per forward/backward; gradient accumulation is
     `train_batch_tokens / (world_size * micro_batch_tokens)`, so the global batch is the same on 1 CPU, 1 GPU or 8.
@@ -105,31 +159,52 @@ class TrainConfig:
     """
 
     train_batch_tokens: int = 524_288
+    """Tokens per optimizer step, over all ranks (a multiple of micro_batch_tokens and train_seq_len)."""
     micro_batch_tokens: int = 65_536
+    """Tokens per forward/backward on one rank; gradient accumulation makes up the rest."""
     train_seq_len: int = 1024
+    """Training sequence length."""
     iterations: int = 20_000
+    """Training stops after this many steps, or at the wall-clock cap if that comes first."""
     max_wallclock_seconds: float = 600.0
+    """Training-time cap in seconds (validation does not count); 0 = no cap."""
     warmdown_iters: int = 1200
+    """Baseline warmdown: the LR falls linearly to 0 over the last N steps, estimated from the clock."""
     warmdown_frac: float = 0.0
+    """Warmdown as a fraction of the budget instead of warmdown_iters (0.85 in PR #1855); 0 = off."""
     min_lr: float = 0.0
+    """Floor of the LR multiplier (MIN_LR 0.1, PR #1787)."""
     warmup_steps: int = 20
+    """Compile warm-up steps; weights, optimizers and data are restored after them, and their time is not counted."""
     val_loss_every: int = 1000
+    """Validate every N steps during training; 0 = only the final score."""
     train_log_every: int = 200
+    """Log the training loss every N steps (and the first 10); 0 = never."""
     val_batch_tokens: int = 524_288
+    """Tokens per batch of the validation runs during training."""
     val_max_tokens: int = 0
+    """Validate on only the first N val tokens during training (the final score uses all); 0 = all."""
     seed: int = 1337
+    """Random seed (init, data order, calibration samples); 0 to 2**32 - 1."""
     compile: str = "auto"
+    """torch.compile: auto (on CUDA only), on or off."""
     device: str = "auto"
+    """Training device: auto (CUDA when present), cpu or cuda."""
     threads: int = 0
-    loader: str = "sequential"  # sequential (baseline) | shuffled (PR #1394) | packed (BOS-aligned rows)
-    seq_len_schedule: str = ""  # progressive sequence length "0:256,0.2:512" (ends at train_seq_len)
-    seq_len_full_frac: float = 0.5  # ... from this training fraction on, train_seq_len
-    save_float: bool = False  # also write the exported float weights as model_fp32.pt (for quantization studies)
+    """CPU threads for torch; 0 = torch's default."""
+    loader: str = "sequential"
+    """Training data order: sequential (baseline), shuffled (PR #1394) or packed (BOS-aligned rows, PR #1530)."""
+    seq_len_schedule: str = ""
+    """Progressive sequence length as "fraction:length" stages, e.g. "0:256,0.2:512"; empty = off."""
+    seq_len_full_frac: float = 0.5
+    """Training progress from which seq_len_schedule gives way to train_seq_len."""
+    save_float: bool = False
+    """Also write the float weights as model_fp32.pt in the run directory (for quantization studies)."""
 
 
 @dataclass
 class QuantConfig:
-    """How the trained weights become the artifact (pgolf/quant/recipe.py; CHALLENGE.md 3.3).
+    """How the trained weights become the artifact (pgolf/quant/recipe.py; docs/techniques.md).
 
     `scheme=int8` is the baseline's export. `scheme=mixed` quantizes every large matrix per row to `bits` (per
     tensor group, e.g. "embed=7,attn=6,mlp=6"; groups from pgolf/quant/groups.py, a key may be a prefix like
@@ -141,52 +216,91 @@ class QuantConfig:
     """
 
     scheme: str = "int8"
+    """Export recipe: int8 (the baseline's) or mixed (the records'; the settings below up to fit)."""
     codec: str = "zlib"
+    """Artifact compressor (pgolf/artifact/codecs.py): zlib (the baseline's), lzma, zstd, brotli, bshf-brotli, ans."""
     level: int = 9
+    """Compression level of the codec (zlib, lzma 0-9; zstd 0-22; brotli, bshf-brotli, ans 0-11)."""
     bits: str = "embed=8,gate=8,default=6"
+    """Bit width per tensor group, e.g. "embed=7,attn=6,mlp=6" (2 = ternary)."""
     clip: str = "sdclip"
+    """Row-scale method: percentile, search (GPTQ-lite), sdclip (PR #1394) or absmean."""
     clip_k: str = "embed=20,default=12.85"
+    """SDClip k per group (scale = k*std(row)/qmax; larger k, fewer bytes)."""
     passthrough_numel: int = 65_536
+    """Float tensors with at most this many elements are stored as fp16."""
     int8_gates: bool = False
+    """Store attention-gate weights int8 per row instead of fp16 (QuantGate, PR #1736)."""
     gptq: bool = False
+    """Round the matrices with full-Hessian GPTQ (PR #1019) instead of to nearest."""
     calib: str = "train"
+    """GPTQ calibration data: train (training batches inside the clock) or self (model samples, PR #1019)."""
     calib_batches: int = 16
+    """calib=train: training micro-batches for the Hessians."""
     calib_seqs: int = 64
+    """calib=self: sequences the model samples."""
     calib_seq_len: int = 2048
+    """calib=self: length of each sampled sequence."""
     calib_temperature: float = 0.8
+    """calib=self: sampling temperature."""
     gptq_reserve_seconds: float = 0.0
+    """calib=train: seconds of the training clock kept for calibration."""
     lqer_top: int = 0
+    """Add a low-rank error correction to the N matrices with the largest error (LQER, PR #1797); 0 = off."""
     lqer_rank: int = 4
+    """Rank of each LQER correction."""
     fit: bool = False
+    """Choose bits and clip_k per group so the artifact plus code fits the 16,000,000-byte cap."""
     qat_bits: int = 0
+    """Late QAT: fake-quantize the block matrices to this many bits late in training (2-8); 0 = off."""
     qat_start_frac: float = 0.85
+    """Training progress from which late QAT runs."""
 
 
 @dataclass
 class EvalConfig:
-    """How the artifact is scored."""
+    """How the artifact is scored (docs/rules.md)."""
 
-    mode: str = "flat"  # flat, sliding or doc (pgolf.eval.modes)
+    mode: str = "flat"
+    """Scoring mode: flat, sliding, doc, or a score-first TTT mode (lora-ttt, sgd-ttt, phased-ttt)."""
     seq_len: int = 0
+    """Context length of scoring windows; 0 = train.train_seq_len."""
     batch_tokens: int = 524_288
-    stride: int = 0  # sliding/doc window stride; 0 = 64 capped at seq_len
-    max_seconds: float = 0.0  # scoring time budget; 0 = none (the challenge allows 600 s on 8xH100)
-    # Score-first test-time training (modes lora-ttt, sgd-ttt, phased-ttt; pgolf/eval/ttt.py, CHALLENGE.md 2.6).
+    """Tokens per scoring batch."""
+    stride: int = 0
+    """Window stride of sliding and doc modes; 0 = 64, capped at seq_len."""
+    max_seconds: float = 0.0
+    """Fail if scoring takes longer than this (the challenge allows 600 s on 8xH100); 0 = no limit."""
     ttt_chunk: int = 256
+    """lora/phased TTT: targets scored per adaptation step."""
     ttt_rank: int = 8
+    """lora/phased TTT: LoRA rank."""
     ttt_alpha: float = 0.0
+    """lora/phased TTT: adapter output scale alpha/rank (PR #1767); 0 = scale 1."""
     ttt_targets: str = "attn.c_q,attn.c_v"
+    """lora/phased TTT: comma-separated suffixes of the linear layers that get adapters."""
     ttt_lr: float = 0.01
+    """lora/phased TTT: AdamW learning rate of the adapters."""
     ttt_beta1: float = 0.9
+    """lora/phased TTT: AdamW beta1."""
     ttt_beta2: float = 0.95
+    """lora/phased TTT: AdamW beta2."""
     ttt_weight_decay: float = 0.0
+    """lora/phased TTT: AdamW weight decay."""
     ttt_warm_start_a: bool = False
+    """lora/phased TTT: keep the A matrices across documents (PR #1767)."""
     ttt_chunk_tokens: int = 32_768
+    """sgd TTT: targets per chunk (PR #549)."""
     ttt_sgd_lr: float = 0.002
+    """sgd TTT: peak SGD learning rate, cosine-decayed across chunks."""
     ttt_epochs: int = 3
+    """sgd TTT: SGD epochs over each scored chunk."""
     ttt_phases: int = 3
+    """phased TTT: global SGD phases over the prefix documents (PR #1626)."""
     ttt_prefix_docs: int = 2000
+    """phased TTT: documents over which the phase boundaries are spread."""
     ttt_phase_lr: float = 0.001
+    """phased TTT: SGD learning rate of each global phase."""
 
 
 @dataclass
@@ -240,8 +354,12 @@ class Config:
         if t.train_batch_tokens % t.micro_batch_tokens:
             raise PgolfError(f"config: train.train_batch_tokens={t.train_batch_tokens} is not a multiple of "
                              f"train.micro_batch_tokens={t.micro_batch_tokens}")
-        if t.max_wallclock_seconds < 0:
+        if not t.max_wallclock_seconds >= 0:
             raise PgolfError(f"config: train.max_wallclock_seconds={t.max_wallclock_seconds} must be >= 0 (0 = no cap)")
+        if t.iterations < 1:
+            raise PgolfError(f"config: train.iterations={t.iterations} must be at least 1")
+        if not 0 <= t.seed < 2 ** 32:
+            raise PgolfError(f"config: train.seed={t.seed} must be in [0, 2**32 - 1]")
         for which in ("embed_betas", "head_betas", "scalar_betas"):
             parse_betas(getattr(self.optim, which), (0.9, 0.95), f"optim.{which}")
         if self.optim.swa_every < 0 or (self.optim.swa_every and self.optim.ema_decay):
@@ -253,7 +371,7 @@ class Config:
         q = self.quant
         if q.qat_bits and not 2 <= q.qat_bits <= 8:
             raise PgolfError(f"config: quant.qat_bits={q.qat_bits} must be 0 (off) or in 2..8")
-        if e.stride < 0 or e.max_seconds < 0:
+        if e.stride < 0 or not e.max_seconds >= 0:
             raise PgolfError("config: eval.stride and eval.max_seconds must be >= 0 (0 = the default / no limit)")
         if min(e.ttt_chunk, e.ttt_rank, e.ttt_chunk_tokens, e.ttt_phases) < 1 or e.ttt_epochs < 0:
             raise PgolfError("config: eval.ttt_chunk, ttt_rank, ttt_chunk_tokens and ttt_phases must be >= 1")
@@ -330,6 +448,44 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def preset_description(name: str) -> str:
+    """The first sentence of a shipped preset's header comment (up to the first ':' or '. ')."""
+    header = []
+    for line in (resources.files("pgolf") / "presets" / f"{name}.toml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    text = " ".join(" ".join(header).split())
+    cut = min((i for i in (text.find(": "), text.find(". ")) if i >= 0), default=len(text))
+    return text[:cut].rstrip(":.")
+
+
+def field_docs(section_class: type) -> dict[str, str]:
+    """{field: its one-line doc}, from the attribute docstrings (the string literal under each field) of a config
+    dataclass, read from its source."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(section_class))).body[0].body
+    docs = {}
+    for stmt, after in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[stmt.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def describe_config(cfg: Config) -> list[tuple[str, Any, str]]:
+    """Every setting of `cfg` as (section.field, value, one-line doc), in declaration order."""
+    rows = []
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        docs = field_docs(type(obj))
+        rows += [(f"{section}.{f.name}", getattr(obj, f.name), docs.get(f.name, "")) for f in dataclasses.fields(obj)]
+    return rows
+
+
 def load_preset(name_or_path: str) -> dict[str, Any]:
     """Read a preset by shipped name (`baseline`) or by path to a TOML file."""
     path = Path(name_or_path)
@@ -357,18 +513,23 @@ def parse_override(text: str) -> tuple[str, str, str]:
     return section, name, value.strip()
 
 
+NON_CONFIG_ENV = ("PGOLF_SHARED_DATA",)
+"""`PGOLF_` variables that are not config overrides (the test suite's shared data folder)."""
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """`PGOLF_<SECTION>_<FIELD>=value` variables as (section, field, value), e.g. PGOLF_TRAIN_SEED=7."""
+    """`PGOLF_<SECTION>_<FIELD>=value` variables as (section, field, value), e.g. PGOLF_TRAIN_SEED=7. Any other
+    `PGOLF_` variable (except NON_CONFIG_ENV) is a PgolfError, so a misspelled section is not silently ignored."""
     environ = os.environ if environ is None else environ
     out = []
     for name, value in sorted(environ.items()):
-        if not name.startswith("PGOLF_"):
+        if not name.startswith("PGOLF_") or name in NON_CONFIG_ENV:
             continue
-        rest = name[len("PGOLF_"):].lower()
-        for section in SECTIONS:
-            if rest.startswith(section + "_"):
-                out.append((section, rest[len(section) + 1:], value))
-                break
+        section, _, key = name[len("PGOLF_"):].lower().partition("_")
+        if section not in SECTIONS or not key:
+            raise PgolfError(f"environment {name}: not PGOLF_<SECTION>_<FIELD> with a known section "
+                             f"({', '.join(s.upper() for s in SECTIONS)})")
+        out.append((section, key, value))
     return out
 
 

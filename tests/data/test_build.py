@@ -63,6 +63,8 @@ def test_builder_errors(docs_file, tmp_path):
         build_dataset([docs_file], tmp_path / "x", progress=False)
     with pytest.raises(PgolfError, match="both splits"):
         build_dataset([docs_file], tmp_path / "x", vocab_size=300, val_docs=80, progress=False)
+    with pytest.raises(PgolfError, match="80 documents read; the default of 50,000 val documents .* fewer than 80"):
+        build_dataset([docs_file], tmp_path / "x", vocab_size=300, progress=False)
     with pytest.raises(PgolfError, match="missing"):
         build_dataset([tmp_path / "none.jsonl"], tmp_path / "x", vocab_size=300, progress=False)
     assert not (tmp_path / "x" / "manifest.json").exists()
@@ -82,3 +84,7 @@ def test_data_dir_checks(docs_file, tmp_path):
     (out / "manifest.json").unlink()
     with pytest.raises(PgolfError, match="missing; build it"):
         check_data_dir(out)
+    with pytest.raises(PgolfError, match="is a file, not a data directory"):
+        check_data_dir(out / "tokenizer.model")
+    with pytest.raises(PgolfError, match="does not exist"):
+        check_data_dir(tmp_path / "nowhere")

@@ -26,6 +26,31 @@ def test_official_settings_are_used(tmp_path):
     assert OFFICIAL_TRAINER_SETTINGS["hard_vocab_limit"] is False
 
 
+def test_training_the_same_texts_twice_gives_identical_bytes(tmp_path):
+    """No temporary path (or anything else of the moment) ends up in the model, so rebuilt data keeps its sha256."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    texts = [f"Sentence {i} about tokenizers, built twice." for i in range(40)]
+    first = train_tokenizer(texts, 320, tmp_path / "a" / "t.model").read_bytes()
+    second = train_tokenizer(iter(texts), 320, tmp_path / "b" / "other.model").read_bytes()
+    assert first == second
+    proto = pb.ModelProto()
+    proto.ParseFromString(first)
+    assert list(proto.trainer_spec.input) == []
+
+
+def test_errors_while_reading_training_texts_keep_their_message(tmp_path):
+    def texts():
+        yield "fine text"
+        raise PgolfError("docs.jsonl:2: invalid JSON")
+
+    with pytest.raises(PgolfError, match="docs.jsonl:2: invalid JSON"):
+        train_tokenizer(texts(), 200, tmp_path / "t.model")
+    with pytest.raises(PgolfError, match="no non-empty documents"):
+        train_tokenizer(["", "  \x00 "], 200, tmp_path / "t.model")
+    assert not (tmp_path / "t.model").exists()
+
+
 def test_encode_prepends_bos_and_parallel_equals_serial(tmp_path):
     docs = demo_documents()[:60]
     sp = load_tokenizer(train_tokenizer(docs, 400, tmp_path / "t.model"))

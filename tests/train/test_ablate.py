@@ -29,7 +29,7 @@ def test_flip_turns_techniques_off_in_the_record_and_on_in_the_baseline():
 
 def test_ablate_writes_a_table_of_real_runs(tiny_data, tmp_path, capsys):
     sets = [f"--set={s}" for s in TINY_MODEL_SETS] + ["--set=train.val_loss_every=0"]
-    assert main(["ablate", "--preset", "cpu-smoke", "--toggle", "xsa,ema", "--data", str(tiny_data), "--out",
+    assert main(["ablate", "--preset", "cpu-smoke", "--toggle", "xsa,ema", "--data", str(tiny_data), "--run-dir",
                  str(tmp_path / "ab"), "--max-steps", "3", *sets]) == 0
     table = (tmp_path / "ab" / "ablation.md").read_text()
     assert "| preset |" in table and "| + xsa |" in table and "| + ema |" in table

@@ -1,6 +1,6 @@
 """Documents -> tokenizer -> challenge shards + manifest.json (read back and checked by `pgolf.data.manifest`).
 
-As in the official exporter (CHALLENGE.md 1.1), each document is tokenized independently with BOS prepended and no
+As in the official exporter (docs/rules.md), each document is tokenized independently with BOS prepended and no
 EOS, documents are concatenated per split and cut into fixed-size shards, and the first `val_docs` documents are the
 val split. The manifest is written last, so a directory without one is recognisably incomplete. Its byte totals come
 from `pgolf.data.bytes`, the same function the evaluator uses.
@@ -27,6 +27,7 @@ from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_json
 
 _ENCODE_BATCH = 2048
+OFFICIAL_VAL_DOCS = 50_000  # the official split: the first 50,000 documents are val
 
 
 def _tokenizer_entry(path: Path, sp) -> dict:
@@ -34,9 +35,10 @@ def _tokenizer_entry(path: Path, sp) -> dict:
 
 
 def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer: str | Path | None = None,
-                  vocab_size: int | None = None, val_docs: int = 50_000, workers: int = 1, shard_size: int = 10**8,
+                  vocab_size: int | None = None, val_docs: int | None = None, workers: int = 1, shard_size: int = 10**8,
                   progress: bool = True, caseops: bool = False) -> dict:
-    """Build shards and manifest.json in `out_dir` from document files (in order); returns the manifest.
+    """Build shards and manifest.json in `out_dir` from document files (in order); returns the manifest. The first
+    `val_docs` documents (default: the official 50,000) are the val split.
 
     `caseops=True` tokenizes CaseOps-transformed text (`pgolf.data.caseops`), writes the val original-byte sidecar
     `fineweb_val_bytes_*.bin` beside the val shards, and records `caseops: true`, the sidecar files and ORIGINAL
@@ -53,6 +55,11 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
         if caseops:
             operator_ids(sp)  # refuses a tokenizer without the reserved operators before anything is written
     texts = [t for p in paths for t in iter_documents(p)]  # reads (and validates) every file before writing
+    if val_docs is None:
+        val_docs = OFFICIAL_VAL_DOCS
+        if val_docs >= len(texts):
+            raise PgolfError(f"{len(texts):,} documents read; the default of {val_docs:,} val documents (the "
+                             f"official split) needs more: pass --val-docs N, fewer than {len(texts):,}")
     if val_docs <= 0 or val_docs >= len(texts):
         raise PgolfError(f"--val-docs {val_docs} must leave both splits non-empty ({len(texts)} documents read)")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ def read_manifest(data_dir: str | Path) -> dict:
     """`DIR/manifest.json`, checked to carry every field the readers rely on."""
     path = Path(data_dir) / MANIFEST
     if not Path(data_dir).is_dir():
+        if Path(data_dir).exists():
+            raise PgolfError(f"{data_dir}: is a file, not a data directory (a directory with {MANIFEST} and shards)")
         raise PgolfError(f"{data_dir}: data directory does not exist")
     if not path.is_file():
         raise PgolfError(f"{path}: missing; build it with pgolf data build (or pgolf data demo)")

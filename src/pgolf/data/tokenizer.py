@@ -1,10 +1,9 @@
-"""SentencePiece tokenizers: training with the official settings (CHALLENGE.md 1.3), loading, parallel encoding."""
+"""SentencePiece tokenizers: training with the official settings (docs/rules.md), loading, parallel encoding."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -42,6 +41,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path,
                     user_defined_symbols: Sequence[str] = (), caseops: bool = False, **overrides) -> Path:
     """Train a BPE SentencePiece model with the official settings and write `out_path` atomically.
 
+    The same texts always give the same bytes: the model is trained from an iterator, so no temporary file path
+    ends up in its trainer spec.
+
     `caseops=True` reserves the four CaseOps operators as user-defined pieces (ids 4..7, as in the official CaseOps
     tokenizer); `texts` must then already be CaseOps-transformed (`pgolf.data.caseops.encode_caseops`)."""
     if not 16 <= vocab_size <= 65_536:
@@ -52,21 +54,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path,
     if user_defined_symbols:
         settings["user_defined_symbols"] = list(user_defined_symbols)
     model = io.BytesIO()
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.txt"
-        with open(corpus, "w", encoding="utf-8") as f:
-            n = 0
-            for text in training_text(texts):
-                f.write(text.replace("\n", " ") + "\n")
-                n += 1
-        if n == 0:
-            raise PgolfError("cannot train a tokenizer: no non-empty documents")
+    seen = 0
+    failure: list[Exception] = []
+
+    def sentences() -> Iterable[str]:  # one line per document, as the official exporter's corpus file has
+        nonlocal seen
         try:
-            spm.SentencePieceTrainer.train(input=str(corpus), vocab_size=vocab_size, model_writer=model,
-                                           minloglevel=2, max_sentence_length=1 << 20,
-                                           **settings)
-        except RuntimeError as exc:
-            raise PgolfError(f"SentencePiece training failed: {str(exc).strip().splitlines()[-1]}") from None
+            for text in training_text(texts):
+                seen += 1
+                yield text.replace("\n", " ")
+        except Exception as exc:  # SentencePiece would turn it into a RuntimeError: keep it to re-raise
+            failure.append(exc)
+            raise
+
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=sentences(), vocab_size=vocab_size, model_writer=model,
+                                       minloglevel=2, max_sentence_length=1 << 20, **settings)
+    except RuntimeError as exc:
+        if failure:
+            raise failure[0] from None
+        if seen == 0:
+            raise PgolfError("cannot train a tokenizer: no non-empty documents") from None
+        raise PgolfError(f"SentencePiece training failed: {str(exc).strip().splitlines()[-1]}") from None
     atomic_write_bytes(out_path, model.getvalue())
     return Path(out_path)
 
