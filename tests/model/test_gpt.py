@@ -96,7 +96,7 @@ def test_autocast_forward_runs_in_bfloat16():
 def test_record_preset_matches_the_records_parameter_count():
     """The 1.0611 record reports 35,945,671 parameters; ours is 48 fewer (0.0001%), from small control tensors
     whose exact shapes the record does not document."""
-    from pgolf.config import resolve_config
+    from pgolf.options import resolve_config
 
     n = sum(p.numel() for p in GPT(resolve_config("record", environ={}).model).parameters())
     assert abs(n - 35_945_671) < 100

@@ -1,4 +1,5 @@
-"""The GPT against an independent, spelled-out reference of the official naive baseline (CHALLENGE.md section 4).
+"""The GPT against an independent, spelled-out reference of the official naive baseline
+(docs/techniques.md#baseline-model-and-training).
 
 The reference below is written from the spec's prose, not from pgolf's modules: its own RMSNorm, RoPE as a complex
 rotation, GQA by repeating K/V heads, and attention as an explicit masked softmax. Comparing the two on a model whose
