@@ -49,6 +49,17 @@ class Mutant:
     tests: tuple[str, ...] = MODEL_TESTS
 
 
+# The decoder loop of GPT.hidden, where the lanes start before the U-Net skip (mutated as a whole below).
+TWO_LANE_DECODER = """            lane1 = self._start_lanes(i, x, lane1)
+            if j < len(encoder):
+                skip = self.skip_weights[j].to(x.dtype) * skips.pop()
+                if self.skip_gates is None:
+                    x = x + skip
+                else:
+                    x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)"""
+
+
 MUTANTS = [
     # Baseline wiring that the techniques build on.
     Mutant("resid_mix_x0", "model/gpt.py",
@@ -114,9 +125,17 @@ MUTANTS = [
            "g = torch.sigmoid(self.scale * z)", "g = torch.sigmoid(z)",
            "attn_gate=sparse: attn_gate_scale ignored"),
     Mutant("gptj_norm", "model/gpt.py",
-           "return x + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1",
-           "return x + a + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x + a)), lane1",
+           "return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1",
+           "return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(mixed + a)), lane1",
            "parallel_mode=gptj: MLP reads the post-attention stream"),
+    Mutant("two_lane_mixed_lane0", "model/gpt.py",
+           "return rho[0] * x + p[0, 0] * a", "return rho[0] * mixed + p[0, 0] * a",
+           "parallel_mode=two_lane: lane 0 continues from the resid_mix value instead of unmixed"),
+    Mutant("two_lane_start_after_skip", "model/gpt.py",
+           TWO_LANE_DECODER, TWO_LANE_DECODER.replace(
+               "            lane1 = self._start_lanes(i, x, lane1)\n", "").replace(
+               "self.blocks[i](x, x0, lane1, ve, shared)", "self.blocks[i](x, x0, self._start_lanes(i, x, lane1), ve, shared)"),
+           "parallel_mode=two_lane: lane 1 starts after the first two-lane layer's U-Net skip"),
     Mutant("two_lane_mlp_lane", "model/gpt.py",
            "self.mlp(self._norm(lane1))", "self.mlp(self._norm(x))",
            "parallel_mode=two_lane: MLP reads lane 0"),

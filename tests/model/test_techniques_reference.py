@@ -12,8 +12,10 @@ skips over the virtual (looped) layer order and softcap.
 Each case also checks that the reference with the technique switched off gives a different answer on the same
 weights, so a comparison cannot pass because the technique has no effect at these weights.
 
-The two-lane parallel residual is not spelled out here (its wiring is due to change to match the record); its
-defining properties are tested at the end of this file instead.
+The two-lane parallel residual is spelled out as the 1.0611 record wires it (PR #1529 as used by PR #1855): both
+lanes start as the stream entering the first two-lane layer, before its U-Net skip; skips enter lane 0 only;
+attention reads norm(resid_mix(lane 0, x0)) while lane 0 itself carries on unmixed; the MLP reads norm(lane 1); each
+lane keeps rho times itself plus P-weighted attention and MLP outputs; the final state is the lanes' mean.
 """
 
 from __future__ import annotations
@@ -155,9 +157,20 @@ def _block(model: GPT, layer: int, x, x0, cfg: ModelConfig, ve, state: dict) -> 
     a = blk.attn_scale * _attention(blk.attn, layer, scale * _rms(x), cfg, ve_here, state)
     if cfg.parallel_mode == "gptj" and layer >= cfg.parallel_start:
         return x + a + blk.mlp_scale * _mlp(blk.mlp, scale * _rms(x), cfg)
-    assert cfg.parallel_mode in ("none", "gptj"), "two_lane is not spelled out here"
     x = x + a
     return x + blk.mlp_scale * _mlp(blk.mlp, scale * _rms(x), cfg)
+
+
+def _two_lane_block(model: GPT, layer: int, lane0, lane1, x0, cfg: ModelConfig, ve, state: dict):
+    """The record's parallel block: attention reads the mixed lane 0, the MLP reads lane 1, both lanes mix both."""
+    blk = model.blocks[layer]
+    scale = 1 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+    read = blk.resid_mix[0] * lane0 + blk.resid_mix[1] * x0
+    ve_here = blk.ve_layer_scale * ve if layer >= cfg.num_layers - cfg.value_embed_last_n else None
+    a = blk.attn_scale * _attention(blk.attn, layer, scale * _rms(read), cfg, ve_here, state)
+    m = blk.mlp_scale * _mlp(blk.mlp, scale * _rms(lane1), cfg)
+    (rho_a, rho_m), p = blk.lane_rho, blk.lane_mix
+    return rho_a * lane0 + p[0, 0] * a + p[1, 0] * m, rho_m * lane1 + p[0, 1] * a + p[1, 1] * m
 
 
 def virtual_order(cfg: ModelConfig, looping: bool) -> list[int]:
@@ -183,15 +196,23 @@ def reference_hidden(model: GPT, ids: torch.Tensor, cfg: ModelConfig | None = No
         ve = model.value_embed_scale * (model.value_embed.weight[ids] @ model.value_embed_proj.weight.T)
     order = virtual_order(cfg, model.looping)
     n_enc = len(order) // 2
-    stack, state = [], {}
+    stack, state, lane1 = [], {}, None
     for pos, layer in enumerate(order):
-        if pos >= n_enc and stack:                 # decoder: pop the newest skip (U-Net, LIFO)
+        two_lane = cfg.parallel_mode == "two_lane" and layer >= cfg.parallel_start
+        if two_lane and lane1 is None:
+            lane1 = x                              # both lanes start here, before this layer's skip
+        if pos >= n_enc and stack:                 # decoder: pop the newest skip (U-Net, LIFO) into lane 0
             j = pos - n_enc
             s = model.skip_weights[j] * stack.pop()
             x = s + torch.sigmoid(model.skip_gates[j]) * (x - s) if cfg.skip_gates else x + s
-        x = _block(model, layer, x, x0, cfg, ve, state)
+        if two_lane:
+            x, lane1 = _two_lane_block(model, layer, x, lane1, x0, cfg, ve, state)
+        else:
+            x = _block(model, layer, x, x0, cfg, ve, state)
         if pos < n_enc:
             stack.append(x)
+    if lane1 is not None:
+        x = 0.5 * (x + lane1)
     return _rms(x)
 
 
@@ -205,6 +226,13 @@ def reference_logits(model: GPT, ids: torch.Tensor, cfg: ModelConfig | None = No
 # ----------------------------------------------------------------------------------------------------------------
 # The model against the reference, one technique at a time and all together
 # ----------------------------------------------------------------------------------------------------------------
+
+# The record's wiring at toy size: 7 layers, layers 2-3 looped twice, two lanes from layer 5 (all in the decoder,
+# after the loops), with the record's other model options.
+RECORD_SHAPE = {"num_layers": 7, "num_loops": 2, "loop_start": 2, "loop_end": 3, "parallel_mode": "two_lane",
+                "parallel_start": 5, "mlp_activation": "leaky_relu2", "rope_dims": 8, "ln_scale": True,
+                "xsa_last_n": 7, "skip_gates": True, "smear_gate": True, "attn_gate": "sparse",
+                "attn_gate_scale": 0.5, "qk_gain_init": 5.0}
 
 # name: (options, the same options with the technique switched off, for the "it has an effect" guard)
 CASES = {
@@ -227,6 +255,9 @@ CASES = {
     "value_residual": ({"value_residual": True}, {"value_residual": False}),
     "ntk_rope": ({"rope_ntk_train_len": 8}, {"rope_ntk_train_len": 0}),
     "ntk_partial_rope": ({"rope_ntk_train_len": 8, "rope_dims": 8}, {"rope_ntk_train_len": 0, "rope_dims": 8}),
+    "two_lane": ({"parallel_mode": "two_lane", "parallel_start": 2}, {"parallel_mode": "none"}),
+    "two_lane_in_encoder": ({"parallel_mode": "two_lane", "parallel_start": 1}, {"parallel_mode": "gptj"}),
+    "record_shape": (RECORD_SHAPE, {**RECORD_SHAPE, "parallel_mode": "gptj"}),
     "all_but_two_lane": ({"mlp_activation": "leaky_relu2", "rope_dims": 8, "ln_scale": True, "xsa_last_n": 3,
                           "skip_gates": True, "smear_gate": True, "bigram_rows": 64, "bigram_dim": 16,
                           "value_embed_last_n": 2, "value_embed_dim": 16, "attn_gate": "sparse",
@@ -319,72 +350,32 @@ def test_orthogonal_init_covers_every_non_zero_block_matrix():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Two-lane parallel residual: defining properties only (see the module docstring)
+# The record's function with looping off (early training) as well as on
 # ----------------------------------------------------------------------------------------------------------------
 
-def _branch_inputs(model: GPT, ids: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    seen = {}
-    blk = model.blocks[layer]
-    hooks = [blk.attn.register_forward_hook(lambda m, a, o: seen.__setitem__("attn", a[0].clone())),
-             blk.mlp.register_forward_hook(lambda m, a, o: seen.__setitem__("mlp", a[0].clone()))]
+def test_record_wiring_matches_the_reference_with_looping_on_and_off():
+    model = randomised(_cfg(**RECORD_SHAPE))
+    ids = token_ids()
+    outputs = []
     with torch.no_grad():
-        model(ids)
-    for h in hooks:
-        h.remove()
-    return seen["attn"], seen["mlp"]
+        for looping in (True, False):
+            model.looping = looping
+            hidden = model.hidden(ids)
+            assert torch.allclose(hidden, reference_hidden(model, ids), rtol=1e-6, atol=1e-6), looping
+            assert torch.allclose(model(ids), reference_logits(model, ids).float(), rtol=1e-5, atol=1e-5), looping
+            outputs.append(hidden)
+    assert not torch.allclose(*outputs, atol=1e-3)
 
 
-def test_two_lane_mlp_reads_its_own_lane():
-    """From the second two-lane block on, the MLP's input (lane 1) differs from the attention's (lane 0); with
-    gptj both read the same normalised stream."""
+def test_two_lane_lane_parameters_all_act():
+    """Every entry of lane_rho and lane_mix of a two-lane block changes the output (none is dead)."""
     ids = token_ids()
-    two_lane = randomised(_cfg(parallel_mode="two_lane", parallel_start=2))
-    attn_in, mlp_in = _branch_inputs(two_lane, ids, 3)
-    assert not torch.allclose(attn_in, mlp_in, atol=1e-3)
-    attn_in, mlp_in = _branch_inputs(two_lane, ids, 2)  # the first two-lane block: lane 1 is a copy of the stream
-    assert torch.allclose(attn_in, mlp_in, atol=1e-12)
-    gptj = randomised(_cfg(parallel_mode="gptj", parallel_start=2))
-    attn_in, mlp_in = _branch_inputs(gptj, ids, 3)
-    assert torch.allclose(attn_in, mlp_in, atol=1e-12)
-
-
-def test_two_lane_mixing_parameters_all_act():
-    """Every entry of lane_rho and lane_mix of the last block changes the output, and before parallel_start the
-    model is the sequential one (same weights, same logits as the reference)."""
-    ids = token_ids()
-    model = randomised(_cfg(parallel_mode="two_lane", parallel_start=3))
+    model = randomised(_cfg(parallel_mode="two_lane", parallel_start=2))
     with torch.no_grad():
         base = model(ids)
-        blk = model.blocks[3]
+        blk = model.blocks[2]
         for p in (blk.lane_rho, blk.lane_mix):
             for k in range(p.numel()):
                 p.view(-1)[k] += 0.5
                 assert not torch.allclose(model(ids), base, atol=1e-4), (p.shape, k)
                 p.view(-1)[k] -= 0.5
-        # The first three blocks are the sequential ones: compare the stream entering block 3 with the reference's.
-        seen = {}
-        hook = blk.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].clone()))
-        model(ids)
-        hook.remove()
-        sequential = randomised(_cfg())
-        sequential.load_state_dict({k: v for k, v in model.state_dict().items() if "lane_" not in k})
-        want = _stream_before(sequential, ids, 3)
-        assert torch.allclose(seen["x"], want, atol=1e-9)
-
-
-def _stream_before(model: GPT, ids: torch.Tensor, layer: int) -> torch.Tensor:
-    """The residual stream entering physical layer `layer` (after its U-Net skip), from the reference."""
-    cfg = model.cfg
-    x = x0 = _rms(model.tok_emb.weight[ids])
-    order = virtual_order(cfg, model.looping)
-    n_enc = len(order) // 2
-    stack, state = [], {}
-    for pos, i in enumerate(order):
-        if pos >= n_enc and stack:
-            x = x + model.skip_weights[pos - n_enc] * stack.pop()
-        if i == layer:
-            return x
-        x = _block(model, i, x, x0, cfg, None, state)
-        if pos < n_enc:
-            stack.append(x)
-    raise AssertionError(layer)

@@ -74,10 +74,12 @@ class Block(nn.Module):
 
     From physical layer `parallel_start` on, `parallel_mode` changes the wiring (docs/techniques.md#parallel-residuals):
     - `gptj` (PRs #1204/#1412): attention and MLP both read norm(x_in): x = x_in + a*Attn + m*MLP;
-    - `two_lane` (PR #1529): an attention lane (the stream x, which gets resid_mix and the U-Net skips) and an MLP
-      lane; attention reads lane 0, the MLP reads lane 1 (not this block's attention output), and
-      lane0 = rho_a*lane0 + P00*attn + P10*mlp, lane1 = rho_m*lane1 + P01*attn + P11*mlp with learnable rho
-      (init 1.1) and P (init 1). Lane 1 starts as a copy of the stream; the final hidden state is the lanes' mean.
+    - `two_lane` (PR #1529, as the 1.0611 record wires it): an attention lane (lane 0, the stream x, which alone
+      receives the U-Net skips) and an MLP lane (lane 1). Both lanes start as copies of the stream entering the
+      first two-lane layer, before that layer's skip. Attention reads norm(m0*lane0 + m1*x0) (`resid_mix` shapes
+      what attention reads, while lane 0 itself carries on unmixed), the MLP reads norm(lane1) (not this block's
+      attention output), and lane0 = rho_a*lane0 + P00*attn + P10*mlp, lane1 = rho_m*lane1 + P01*attn + P11*mlp
+      with learnable rho (init 1.1) and P (init 1). The final hidden state is the lanes' mean.
     """
 
     def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
@@ -103,17 +105,17 @@ class Block(nn.Module):
                 value_embed: torch.Tensor | None = None, shared: dict | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         mix = self.resid_mix.to(x.dtype)
-        x = mix[0] * x + mix[1] * x0
+        mixed = mix[0] * x + mix[1] * x0
         ve = self.ve_layer_scale.to(x.dtype) * value_embed if self.uses_value_embed else None
         if self.parallel == "none":
-            x = x + self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve, shared)
+            x = mixed + self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared)
             return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), lane1
         if self.parallel == "gptj":
-            h = self._norm(x)
+            h = self._norm(mixed)
             a = self.attn_scale.to(x.dtype) * self.attn(h, ve, shared)
-            return x + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1
-        lane1 = x if lane1 is None else lane1
-        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(x), ve, shared)
+            return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1
+        # two_lane: x is lane 0 and continues unmixed; the mixed value is only what attention reads.
+        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared)
         m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1))
         rho, p = self.lane_rho.to(x.dtype), self.lane_mix.to(x.dtype)
         return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m
@@ -168,9 +170,11 @@ class GPT(nn.Module):
             ve = self.value_embed_scale.to(x.dtype) * self.value_embed_proj(self.value_embed(input_ids).to(x.dtype))
         skips, lane1, shared = [], None, {}
         for i in encoder:
+            lane1 = self._start_lanes(i, x, lane1)
             x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)
             skips.append(x)
         for j, i in enumerate(decoder):
+            lane1 = self._start_lanes(i, x, lane1)
             if j < len(encoder):
                 skip = self.skip_weights[j].to(x.dtype) * skips.pop()
                 if self.skip_gates is None:
@@ -181,6 +185,13 @@ class GPT(nn.Module):
         if lane1 is not None:
             x = 0.5 * (x + lane1)
         return F.rms_norm(x, (x.size(-1),))
+
+    def _start_lanes(self, layer: int, x: torch.Tensor, lane1: torch.Tensor | None) -> torch.Tensor | None:
+        """Lane 1 of the two-lane blocks: a copy of the stream entering the first one, taken before that layer's
+        U-Net skip (the skips enter lane 0 only), as the 1.0611 record does."""
+        if lane1 is None and self.blocks[layer].parallel == "two_lane":
+            return x
+        return lane1
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.hidden(input_ids))
