@@ -132,7 +132,15 @@ class OptimConfig:
     muon_backend_steps: int = 5
     """Newton-Schulz iterations that orthogonalize each Muon update."""
     grad_clip_norm: float = 0.0
-    """Clip the global gradient norm to this (0.3 in the records); 0 = off."""
+    """Clip the gradient norm to this (0.3 in the records); 0 = off."""
+    grad_clip_scope: str = "global"
+    """global: clip the gradient averaged over ranks; rank: each rank clips its own before the averaging (PR #1855)."""
+    embed_weight_decay: float = 0.0
+    """AdamW decoupled weight decay of the embedding group (0.085 in PR #1855); 0 = plain Adam."""
+    head_weight_decay: float = 0.0
+    """AdamW decoupled weight decay of an untied head; 0 = plain Adam."""
+    scalar_weight_decay: float = 0.0
+    """AdamW decoupled weight decay of the scalar/control group (0.02 in PR #1855); 0 = plain Adam."""
     muon_ns: str = "classic"
     """Newton-Schulz coefficients: classic (baseline) or polar_express (PR #1787)."""
     muon_row_norm: bool = False
@@ -364,6 +372,9 @@ class Config:
             parse_betas(getattr(self.optim, which), (0.9, 0.95), f"optim.{which}")
         if self.optim.swa_every < 0 or (self.optim.swa_every and self.optim.ema_decay):
             raise PgolfError("config: optim.swa_every must be >= 0, and SWA and EMA cannot both be on")
+        if min(self.optim.embed_weight_decay, self.optim.head_weight_decay, self.optim.scalar_weight_decay,
+               self.optim.muon_weight_decay, self.optim.grad_clip_norm) < 0:
+            raise PgolfError("config: optim weight decays and optim.grad_clip_norm must be >= 0 (0 = off)")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise PgolfError(f"config: optim.ema_decay={self.optim.ema_decay} must be in [0, 1) (0 = off)")
         if not 0.0 <= t.warmdown_frac <= 1.0 or not 0.0 <= t.min_lr <= 1.0:

@@ -17,6 +17,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.names import EVAL_MODES
 from pgolf.model.attention import ATTN_GATES
 from pgolf.model.gpt import MLP_ACTIVATIONS, PARALLEL_MODES
+from pgolf.optim.clip import CLIP_SCOPES
 from pgolf.optim.muon import NS_COEFFICIENTS
 from pgolf.optim.schedule import parse_seq_len_schedule
 from pgolf.quant.grid import CLIP_METHODS
@@ -37,6 +38,7 @@ def check_options(cfg: Config) -> Config:
     _one_of(m.parallel_mode, PARALLEL_MODES, "model.parallel_mode")
     _one_of(m.mlp_activation, MLP_ACTIVATIONS, "model.mlp_activation")
     _one_of(o.muon_ns, NS_COEFFICIENTS, "optim.muon_ns")
+    _one_of(o.grad_clip_scope, CLIP_SCOPES, "optim.grad_clip_scope")
     _one_of(t.loader, LOADERS, "train.loader")
     parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len)
     check_loader_schedule(t.loader, t.seq_len_schedule)

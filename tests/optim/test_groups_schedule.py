@@ -86,3 +86,25 @@ def test_training_with_progressive_sequence_length(tiny_data, tiny_config, tmp_p
     result = train(tiny_config("train.seq_len_schedule=0:16,0.2:32", "train.seq_len_full_frac=0.6",
                                "train.iterations=10"), tiny_data, tmp_path / "r", echo=None)
     assert result["steps"] == 10
+
+
+def test_adam_groups_decay_their_own_weights():
+    """embed/scalar weight decay is decoupled (AdamW: param *= 1 - lr * wd before the Adam update), per group, and
+    with zero gradients the update is exactly that shrink; with no decay the weights do not move."""
+    model = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    opts = build_optimizers(model, OptimConfig(embed_weight_decay=0.5, scalar_weight_decay=0.25))
+    adam = next(o for o in opts if isinstance(o, torch.optim.AdamW))
+    emb, scale = model.tok_emb.weight, model.blocks[0].attn_scale
+    before = {"emb": emb.detach().clone(), "scale": scale.detach().clone(), "q": model.blocks[0].attn.q_gain.detach().clone()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    adam.step()
+    assert torch.allclose(emb, before["emb"] * (1 - 0.05 * 0.5))        # tied_embed_lr 0.05
+    assert torch.allclose(scale, before["scale"] * (1 - 0.04 * 0.25))   # scalar_lr 0.04
+    plain = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    adam0 = build_optimizers(plain, OptimConfig())[0]
+    start = plain.tok_emb.weight.detach().clone()
+    for p in plain.parameters():
+        p.grad = torch.zeros_like(p)
+    adam0.step()
+    assert torch.equal(plain.tok_emb.weight, start)

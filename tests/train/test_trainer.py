@@ -95,9 +95,13 @@ def _torchrun(nproc: int, data: Path, run_dir: Path, extra: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tiny_data, tmp_path):
-    """Same global batch and seed: 2 gloo ranks x 1 micro-step log the same losses as 1 rank x 2 micro-steps."""
-    extra = ["train.iterations=20", "train.val_loss_every=0", "train.warmup_steps=0"]
+@pytest.mark.parametrize("clip", [[], ["optim.grad_clip_norm=1e9", "optim.grad_clip_scope=rank"]],
+                         ids=["ddp", "per-rank-reduction"])
+def test_two_processes_match_one_process(tiny_data, tmp_path, clip):
+    """Same global batch and seed: 2 gloo ranks x 1 micro-step log the same losses as 1 rank x 2 micro-steps. With
+    per-rank clipping (at a norm that never binds) the ranks reduce their gradients themselves instead of DDP, and
+    must still agree."""
+    extra = ["train.iterations=20", "train.val_loss_every=0", "train.warmup_steps=0", *clip]
     _torchrun(1, tiny_data, tmp_path / "one", extra)
     _torchrun(2, tiny_data, tmp_path / "two", extra)
     one, two = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")

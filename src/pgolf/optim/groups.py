@@ -1,8 +1,9 @@
 """Which parameter is trained by which optimizer, at which learning rate (the baseline's grouping).
 
 Muon takes every 2-D matrix inside the blocks except control tensors; Adam takes the embedding (tied: also the
-head), an untied head, and every vector/scalar/control tensor. Each group records its `base_lr` so the trainer's
-schedule can scale all of them by one multiplier.
+head), an untied head, and every vector/scalar/control tensor, each group with its own betas and decoupled weight
+decay (AdamW; the 1.0611 record decays the embedding by 0.085 and the scalars by 0.02). Each group records its
+`base_lr` so the trainer's schedule can scale all of them by one multiplier.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from torch import nn
 from pgolf.config import OptimConfig, parse_betas
 from pgolf.model.control import CONTROL_PATTERNS
 from pgolf.optim.muon import Muon
-
 
 
 def parameter_roles(model: nn.Module) -> dict[str, str]:
@@ -41,16 +41,19 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     default = (cfg.beta1, cfg.beta2)
     adam_groups = [
         {"params": by_role["embed"], "lr": cfg.tied_embed_lr if tied else cfg.embed_lr,
-         "betas": parse_betas(cfg.embed_betas, default, "optim.embed_betas")},
-        {"params": by_role["head"], "lr": cfg.head_lr, "betas": parse_betas(cfg.head_betas, default, "optim.head_betas")},
+         "betas": parse_betas(cfg.embed_betas, default, "optim.embed_betas"), "weight_decay": cfg.embed_weight_decay},
+        {"params": by_role["head"], "lr": cfg.head_lr, "betas": parse_betas(cfg.head_betas, default, "optim.head_betas"),
+         "weight_decay": cfg.head_weight_decay},
         {"params": by_role["scalar"], "lr": cfg.scalar_lr,
-         "betas": parse_betas(cfg.scalar_betas, default, "optim.scalar_betas")},
+         "betas": parse_betas(cfg.scalar_betas, default, "optim.scalar_betas"), "weight_decay": cfg.scalar_weight_decay},
     ]
     adam_groups = [g for g in adam_groups if g["params"]]
     for g in adam_groups:
         g["base_lr"] = g["lr"]
     fused = any(p.is_cuda for g in adam_groups for p in g["params"])
-    adam = torch.optim.Adam(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused or None)
+    # AdamW: decoupled weight decay per group (param *= 1 - lr * wd); with wd 0 it is exactly Adam.
+    adam = torch.optim.AdamW(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=0.0,
+                             fused=fused or None)
     muon = Muon(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
                 coefficients=cfg.muon_ns, row_norm=cfg.muon_row_norm, weight_decay=cfg.muon_weight_decay)
     for g in muon.param_groups:

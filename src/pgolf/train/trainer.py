@@ -104,6 +104,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimizer step
     def _step(self, step: int, lr_mul: float, wd_mul: float = 1.0) -> torch.Tensor:
+        from pgolf.optim.clip import clip_then_average
         from pgolf.optim.muon import Muon
         from pgolf.optim.schedule import muon_momentum
 
@@ -111,11 +112,14 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
+        clip = cfg.optim.grad_clip_norm
+        # Per-rank clipping needs each rank's own gradient: DDP does not reduce, clip_then_average does after clipping.
+        per_rank = isinstance(self.model, DDP) and clip > 0 and cfg.optim.grad_clip_scope == "rank"
         for micro in range(self.accum):
             x, y = self.loader.next_batch(cfg.train.train_batch_tokens, self.seq_len, self.accum)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             last = micro == self.accum - 1
-            sync = self.model.no_sync() if isinstance(self.model, DDP) and not last else nullcontext()
+            sync = self.model.no_sync() if isinstance(self.model, DDP) and (per_rank or not last) else nullcontext()
             with sync:
                 with autocast_for(device):
                     loss = self.model(x, y)
@@ -128,8 +132,10 @@ class Trainer:
                 if isinstance(opt, Muon):
                     group["momentum"] = momentum
                     group["weight_decay"] = cfg.optim.muon_weight_decay * wd_mul
-        if cfg.optim.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), cfg.optim.grad_clip_norm)
+        if per_rank:
+            clip_then_average(self.base_model.parameters(), clip, self.ctx)
+        elif clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), clip)
         for opt in self.optimizers:
             opt.step()
         if self.ema is not None:
