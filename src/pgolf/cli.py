@@ -77,17 +77,21 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fineweb(args: argparse.Namespace) -> int:
-    from pgolf.data.build import manifest_from_shards
     from pgolf.data.hub import download_fineweb
-    from pgolf.fileio import atomic_write_json
 
-    result = download_fineweb(_out_dir(args.out, "output directory"), variant=args.variant, train_shards=args.train_shards, repo_id=args.repo_id,
-                              remote_root=args.remote_root, with_docs=args.with_docs, progress=not args.quiet,
-                              hub_dir=args.hub_dir)
-    manifest = manifest_from_shards(result.dataset_dir, result.tokenizer_path)
-    atomic_write_json(Path(result.dataset_dir) / "manifest.json", manifest)
+    result = download_fineweb(_out_dir(args.out, "output directory"), variant=args.variant,
+                              train_shards=args.train_shards, repo_id=args.repo_id, remote_root=args.remote_root,
+                              with_docs=args.with_docs, progress=not args.quiet, hub_dir=args.hub_dir)
     print(f"downloaded {len(result.files)} files ({result.skipped} already present)")
-    _print_manifest(result.dataset_dir, manifest)
+    _print_manifest(result.dataset_dir, result.manifest)
+    return 0
+
+
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    from pgolf.data.importer import import_data_dir
+
+    manifest = import_data_dir(args.dir, tokenizer=args.tokenizer, progress=not args.quiet)
+    _print_manifest(args.dir, manifest)
     return 0
 
 
@@ -331,16 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_build)
 
-    p = data.add_parser("fineweb", help="download the official cached export from the Hugging Face Hub")
-    p.add_argument("--variant", default="sp1024")
+    p = data.add_parser("fineweb", help="download a hosted export from the Hugging Face Hub (+ manifest)")
+    p.add_argument("--variant", default="sp1024", metavar="{sp1024,sp4096,sp8192,sp8192-caseops}",
+                   help="a hosted export (each has its own repository; default sp1024), or another variant in the "
+                        "manifest of --repo-id")
     p.add_argument("--train-shards", type=_count, default=80)
     p.add_argument("--out", type=Path, default=Path("data"))
-    p.add_argument("--repo-id", default="willdepueoai/parameter-golf")
-    p.add_argument("--remote-root", default="datasets")
+    p.add_argument("--repo-id", help="dataset repository (default: the variant's; willdepueoai/parameter-golf "
+                                     "for others)")
+    p.add_argument("--remote-root", help="the export's folder in the repository (default: datasets)")
     p.add_argument("--with-docs", action="store_true", help="also fetch docs_selected.jsonl and its sidecar")
     p.add_argument("--hub-dir", type=Path, help="a local mirror of the hub repository instead of the network")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_fineweb)
+
+    p = data.add_parser("import", help="adopt an official data folder: check its shards, write manifest.json")
+    p.add_argument("dir", type=Path, help="a folder of fineweb_{train,val}_NNNNNN.bin shards")
+    p.add_argument("--tokenizer", type=Path,
+                   help="its SentencePiece .model (default: the one beside the shards, or ../../tokenizers/)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_data_import)
 
     p = sub.add_parser("train", help="train a preset under the wall clock, write the artifact and its score")
     _add_train_command(p, "baseline")

@@ -5,7 +5,9 @@ The fake answers what huggingface_hub 2.x asks for (read from its `file_download
 `Content-Length`; shards are served like LFS files, a 302 to a second ("CDN") server on another port carrying
 `X-Linked-Size` / `X-Linked-Etag`. Errors carry the Hub's `X-Error-Code` (RepoNotFound, RevisionNotFound,
 EntryNotFound). The commit id is a hash of the repository's contents, so editing a served file makes a new commit,
-as on the real Hub.
+as on the real Hub. The tree API (`GET /api/datasets/{repo}/tree/{revision}/{path}`, a JSON list of files) answers
+`list_repo_tree`. Repositories hold tiny real shards and SentencePiece models (test_import.py's helpers), so the
+downloaded folder gets a real pgolf manifest.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 import pytest
 
-from pgolf.data.hub import download_fineweb
+from test_import import official_folder, tiny_tokenizer
+
+from pgolf.data.hub import VARIANTS, download_fineweb, variant_spec
+from pgolf.data.importer import official_tokenizer_name
+from pgolf.data.manifest import MANIFEST, check_data_dir, load_val_sidecar
 from pgolf.data.shards import read_shard, write_shard
 from pgolf.errors import PgolfError
 
@@ -55,16 +61,11 @@ def _make_repo(root: Path, variants: dict[str, tuple[int, int]] | None = None) -
     """A dataset repository tree in the official layout (root `datasets/`)."""
     variants = variants or {"sp1024": (3, 1)}
     base = root / "datasets"
-    rng = np.random.default_rng(0)
-    for variant, (n_train, n_val) in variants.items():
+    for seed, (variant, (n_train, n_val)) in enumerate(variants.items()):
         vocab = int(variant.removeprefix("sp"))
-        ds = base / "datasets" / f"fineweb10B_{variant}"
-        for i in range(n_train):
-            write_shard(ds / f"fineweb_train_{i:06d}.bin", rng.integers(0, vocab, size=500 + i))
-        for i in range(n_val):
-            write_shard(ds / f"fineweb_val_{i:06d}.bin", rng.integers(0, vocab, size=300 + i))
+        official_folder(base / "datasets" / f"fineweb10B_{variant}", n_train, n_val, seed=seed)
         (base / "tokenizers").mkdir(parents=True, exist_ok=True)
-        (base / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(f"model-{vocab}".encode())
+        (base / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(tiny_tokenizer())
         (base / "tokenizers" / f"fineweb_{vocab}_bpe.vocab").write_bytes(f"vocab-{vocab}".encode())
     (base / "docs_selected.jsonl").write_text('{"text": "a"}\n')
     (base / "docs_selected.source_manifest.json").write_text('{"num_docs": 1}')
@@ -138,15 +139,18 @@ class FakeHub:
             role = "hub"
 
             def serve(self, path: str) -> None:
-                m = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+                m = (re.fullmatch(r"/datasets/([^/]+/[^/]+)/(resolve)/([^/]+)/(.+)", path)
+                     or re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/(tree)/([^/]+)/?(.*)", path))
                 if m is None:
                     return self.reply(404, {})
-                repo, revision, rel = m.groups()
+                repo, api, revision, rel = m.groups()
                 if repo not in hub.repos:
                     return self.reply(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
                 commit = _commit(hub.repos[repo])
                 if revision not in ("main", commit):
                     return self.reply(404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
+                if api == "tree":
+                    return self.tree(hub.repos[repo], rel, commit)
                 f = hub.repos[repo] / rel
                 if not f.is_file():
                     return self.reply(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
@@ -157,6 +161,16 @@ class FakeHub:
                                             "X-Linked-Size": str(len(data)),
                                             "Location": f"{hub.cdn_base}/cdn/{quote(repo)}/{quote(rel)}"})
                 self.reply(200, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}, data)
+
+            def tree(self, repo_dir: Path, rel: str, commit: str) -> None:
+                folder = repo_dir / rel
+                if not folder.is_dir():
+                    return self.reply(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
+                items = [{"type": "file", "path": f.relative_to(repo_dir).as_posix(), "size": f.stat().st_size,
+                          "oid": hashlib.sha1(f.read_bytes()).hexdigest()} if f.is_file() else
+                         {"type": "directory", "path": f.relative_to(repo_dir).as_posix(), "oid": "0" * 40}
+                         for f in sorted(folder.iterdir())]
+                self.reply(200, {"Content-Type": "application/json"}, json.dumps(items).encode())
 
         return Hub
 
@@ -210,11 +224,16 @@ def test_download_layout_matches_the_official_tool(fake_hub, tmp_path):
     ds = out / "datasets" / "fineweb10B_sp1024"
     assert res.dataset_dir == ds and res.skipped == 0
     assert sorted(p.name for p in ds.iterdir() if not p.name.startswith(".")) == [
-        "fineweb_1024_bpe.model", "fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
-    assert (out / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == b"model-1024"
+        "fineweb_1024_bpe.model", "fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin",
+        "manifest.json"]
+    assert (out / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == tiny_tokenizer()
     assert (out / "tokenizers" / "fineweb_1024_bpe.vocab").read_bytes() == b"vocab-1024"
     assert (out / "docs_selected.jsonl").is_file() and (out / "docs_selected.source_manifest.json").is_file()
-    assert res.tokenizer_path == ds / "fineweb_1024_bpe.model" and res.tokenizer_path.read_bytes() == b"model-1024"
+    assert res.tokenizer_path == ds / "fineweb_1024_bpe.model" and res.tokenizer_path.read_bytes() == tiny_tokenizer()
+    manifest, _ = check_data_dir(ds)
+    assert manifest == res.manifest and manifest["splits"]["train"]["files"] == ["fineweb_train_000000.bin",
+                                                                                 "fineweb_train_000001.bin"]
+    assert manifest["source"] == {"repo_id": REPO, "revision": _commit(fake_hub.repos[REPO]), "variant": "sp1024"}
     assert len(res.files) == 7 and all(p.is_file() for p in res.files)
     src = fake_hub.repos[REPO] / SHARDS / "fineweb_train_000001.bin"
     assert np.array_equal(read_shard(ds / "fineweb_train_000001.bin"), read_shard(src))
@@ -227,7 +246,7 @@ def test_download_layout_matches_the_official_tool(fake_hub, tmp_path):
     assert any(s == "hub" and m == "GET" for s, m, p in fake_hub.requests if p.endswith(".model"))
     # the remote manifest is kept for reference, namespaced by repository
     assert (out / "manifests" / "someone--parameter-golf" / "datasets" / "manifest.json").is_file()
-    assert not list(out.rglob("*.part"))
+    assert not list(out.rglob("*.part")) and not list(out.rglob(".*.tmp"))
 
 
 def test_second_run_skips_and_a_damaged_file_is_fetched_again(fake_hub, tmp_path):
@@ -268,10 +287,11 @@ def test_manifest_is_fetched_afresh_and_never_shared_between_repos(tmp_path):
     hub = FakeHub({REPO: _make_repo(tmp_path / "a"), OTHER: _make_repo(tmp_path / "b", {"sp4096": (2, 1)})})
     try:
         _download(hub, tmp_path)
-        with pytest.raises(PgolfError, match=r"variant sp1024 not in datasets/manifest.json \(available: sp4096\)"):
+        with pytest.raises(PgolfError, match=r"fineweb10B_sp1024 not in datasets/manifest.json \(available: sp4096\), "
+                                             r"and datasets/datasets/fineweb10B_sp1024 is not in the repository"):
             _download(hub, tmp_path, repo_id=OTHER)  # another repo: its own manifest, not the first one's
         res = _download(hub, tmp_path, repo_id=OTHER, variant="sp4096")
-        assert res.tokenizer_path.read_bytes() == b"model-4096"
+        assert res.tokenizer_path.name == "fineweb_4096_bpe.model"
         # the first repo gains a variant: the next run sees it (a new commit; nothing stale is read back)
         _make_repo(tmp_path / "a", {"sp1024": (3, 1), "sp2048": (1, 1)})
         res = _download(hub, tmp_path, variant="sp2048", train_shards=1)
@@ -339,7 +359,7 @@ def test_local_mirror_directory(tmp_path, capsys):
     mirror = _make_repo(tmp_path / "mirror", {"sp1024": (2, 1)})
     res = download_fineweb(tmp_path / "out", hub_dir=mirror, train_shards=1)
     assert [p.name for p in res.files if p.suffix == ".bin"] == ["fineweb_val_000000.bin", "fineweb_train_000000.bin"]
-    assert res.tokenizer_path.read_bytes() == b"model-1024" and res.revision is None
+    assert res.tokenizer_path.read_bytes() == tiny_tokenizer() and res.revision is None
     assert "fineweb sp1024" in capsys.readouterr().err  # the progress bar
     again = download_fineweb(tmp_path / "out", hub_dir=mirror, train_shards=2, progress=False)
     assert again.skipped == 4 and len(again.files) == 5
@@ -349,3 +369,139 @@ def test_local_mirror_directory(tmp_path, capsys):
         download_fineweb(tmp_path / "out2", hub_dir=mirror, train_shards=1, progress=False)
     with pytest.raises(PgolfError, match="hub mirror directory does not exist"):
         download_fineweb(tmp_path / "out3", hub_dir=tmp_path / "nowhere", progress=False)
+
+
+# ------------------------------------------------------------------------------------------ the hosted variants
+
+CASEOPS = "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+CASEOPS_TOK = "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved"
+
+
+def _make_caseops_repo(root: Path, n_train: int = 3, n_val: int = 2) -> tuple[Path, dict]:
+    """romeerp/parameter-golf-caseops-v1 as its record describes it: root `datasets/`, a val byte sidecar per val
+    shard, the manifest entry's `val_bytes_glob` (the record's download_hf_docs_and_tokenize.py)."""
+    base = root / "datasets"
+    sidecars = official_folder(base / "datasets" / CASEOPS, n_train, n_val, sidecar=True, seed=5)
+    (base / "tokenizers").mkdir(parents=True)
+    (base / "tokenizers" / f"{CASEOPS_TOK}.model").write_bytes(tiny_tokenizer(caseops=True))
+    (base / "tokenizers" / f"{CASEOPS_TOK}.vocab").write_bytes(b"caseops vocab")
+    (base / "manifest.json").write_text(json.dumps({
+        "version": "10B", "num_docs": 10, "num_val_docs": 2,
+        "tokenizers": [{"name": "sp_bpe_8192_caseops", "kind": "sentencepiece_bpe", "vocab_size": 8192,
+                        "model_path": f"tokenizers/{CASEOPS_TOK}.model",
+                        "vocab_path": f"tokenizers/{CASEOPS_TOK}.vocab",
+                        "text_transform": "lossless_caps_caseops_v1", "reserve_text_transform_controls": True}],
+        "datasets": [{"name": CASEOPS, "tokenizer_name": "sp_bpe_8192_caseops", "path": f"datasets/{CASEOPS}",
+                      "train_glob": f"datasets/{CASEOPS}/fineweb_train_*.bin",
+                      "val_glob": f"datasets/{CASEOPS}/fineweb_val_*.bin",
+                      "val_bytes_glob": f"datasets/{CASEOPS}/fineweb_val_bytes_*.bin",
+                      "stats": {"files_train": n_train, "files_val": n_val}}]}))
+    return root, sidecars
+
+
+HOSTED = {"willdepueoai/parameter-golf": ("w", {"sp1024": (2, 1)}),
+          "kevclark/parameter-golf": ("k", {"sp4096": (2, 1), "sp8192": (3, 2)})}
+
+
+@pytest.fixture
+def hosted(tmp_path):
+    """The three hosted repositories on one fake Hub."""
+    repos = {repo: _make_repo(tmp_path / d, variants) for repo, (d, variants) in HOSTED.items()}
+    repos["romeerp/parameter-golf-caseops-v1"], sidecars = _make_caseops_repo(tmp_path / "r")
+    hub = FakeHub(repos)
+    hub.sidecars = sidecars
+    yield hub
+    hub.close()
+
+
+def _fetch(hub: FakeHub, tmp_path: Path, variant: str, **kw):
+    kw.setdefault("train_shards", 1)
+    return download_fineweb(tmp_path / "out", variant=variant, endpoint=hub.endpoint, cache_dir=tmp_path / "cache",
+                            progress=False, **kw)
+
+
+def test_variant_table_names_the_hosted_exports():
+    assert {v: (s.repo_id, s.remote_root, s.byte_sidecar) for v, s in VARIANTS.items()} == {
+        "sp1024": ("willdepueoai/parameter-golf", "datasets", False),
+        "sp4096": ("kevclark/parameter-golf", "datasets", False),
+        "sp8192": ("kevclark/parameter-golf", "datasets", False),
+        "sp8192-caseops": ("romeerp/parameter-golf-caseops-v1", "datasets", True)}
+    assert VARIANTS["sp8192-caseops"].dataset == CASEOPS
+    for spec in VARIANTS.values():  # the exporter's naming: folder fineweb10B_sp<N><rest>, fineweb_<N>_bpe<rest>.model
+        assert spec.tokenizer == f"tokenizers/{official_tokenizer_name(spec.dataset)}"
+    assert variant_spec("sp8192_lossless_caps_caseops_v1_reserved") is VARIANTS["sp8192-caseops"]  # official spelling
+    assert variant_spec("sp2048") is None
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_variant_comes_from_its_own_repository(hosted, tmp_path, variant):
+    spec = VARIANTS[variant]
+    res = _fetch(hosted, tmp_path, variant)
+    asked = {re.match(r"/(?:api/)?datasets/([^/]+/[^/]+)/", p).group(1) for s, _, p in hosted.requests if s == "hub"}
+    assert asked == {spec.repo_id}
+    assert res.dataset_dir == tmp_path / "out" / "datasets" / spec.dataset
+    assert res.tokenizer_path.name == PurePosixPath(spec.tokenizer).name
+    manifest, _ = check_data_dir(res.dataset_dir)
+    assert manifest == res.manifest and manifest["source"]["repo_id"] == spec.repo_id
+    assert res.revision == _commit(hosted.repos[spec.repo_id])
+    assert manifest["splits"]["train"]["files"] == ["fineweb_train_000000.bin"]
+    if spec.byte_sidecar:
+        assert manifest["caseops"] is True
+        assert manifest["splits"]["val"]["byte_files"] == sorted(hosted.sidecars)
+        expected = np.concatenate([hosted.sidecars[n] for n in sorted(hosted.sidecars)])
+        assert np.array_equal(load_val_sidecar(res.dataset_dir), expected)
+        assert manifest["splits"]["val"]["bytes"] == int(expected.sum())
+    else:
+        assert "caseops" not in manifest and not list(res.dataset_dir.glob("fineweb_val_bytes_*"))
+
+
+def test_caseops_download_resumes_and_refuses_a_bad_sidecar(hosted, tmp_path):
+    repo = hosted.repos["romeerp/parameter-golf-caseops-v1"]
+    first = _fetch(hosted, tmp_path, "sp8192-caseops")
+    again = _fetch(hosted, tmp_path, "sp8192-caseops")
+    assert again.skipped == len(again.files) == len(first.files) == 2 + 2 + 1 + 2  # val, sidecars, train, tokenizer
+    assert again.manifest == first.manifest
+    side = repo / "datasets" / "datasets" / CASEOPS / "fineweb_val_bytes_000001.bin"
+    write_shard(side, read_shard(side)[:-3])  # a whole file, but three entries short of its val shard
+    with pytest.raises(PgolfError, match=r"fineweb_val_bytes_000001.bin: val byte sidecar has \d+ entries but "
+                                         r"fineweb_val_000001.bin has \d+ tokens"):
+        _fetch(hosted, tmp_path, "sp8192-caseops", train_shards=0)
+    side.unlink()
+    out = tmp_path / "fresh"
+    with pytest.raises(PgolfError, match=rf"datasets/datasets/{CASEOPS}/fineweb_val_bytes_000001.bin not found"):
+        download_fineweb(out, variant="sp8192-caseops", endpoint=hosted.endpoint, cache_dir=tmp_path / "cache",
+                         progress=False, train_shards=0)
+    assert not (out / "datasets" / CASEOPS / MANIFEST).exists()
+
+
+def test_a_variant_the_manifest_lacks_is_found_by_listing_its_folder(hosted, tmp_path):
+    repo = hosted.repos["kevclark/parameter-golf"]
+    manifest = repo / "datasets" / "manifest.json"
+    entries = json.loads(manifest.read_text())
+    entries["datasets"] = [d for d in entries["datasets"] if d["name"] != "fineweb10B_sp4096"]
+    manifest.write_text(json.dumps(entries))  # the repository's manifest lists only sp8192
+    res = _fetch(hosted, tmp_path, "sp4096", train_shards=2)
+    assert any("/tree/" in p for s, _, p in hosted.requests)
+    assert res.revision == _commit(repo) and res.tokenizer_path.name == "fineweb_4096_bpe.model"
+    assert check_data_dir(res.dataset_dir)[0]["splits"]["train"]["files"] == ["fineweb_train_000000.bin",
+                                                                              "fineweb_train_000001.bin"]
+    with pytest.raises(PgolfError, match="fineweb10B_sp4096 has 2 train shards; cannot download 3"):
+        _fetch(hosted, tmp_path, "sp4096", train_shards=3)
+    manifest.unlink()  # no manifest at all
+    assert _fetch(hosted, tmp_path / "b", "sp8192").manifest["splits"]["val"]["files"] == [
+        "fineweb_val_000000.bin", "fineweb_val_000001.bin"]
+    (repo / "datasets" / "datasets" / "fineweb10B_sp8192" / "fineweb_train_000001.bin").unlink()
+    with pytest.raises(PgolfError, match=r"fineweb10B_sp8192: fineweb_train_000001.bin is missing"):
+        _fetch(hosted, tmp_path / "c", "sp8192")
+    shutil.rmtree(repo / "datasets" / "datasets" / "fineweb10B_sp8192")
+    with pytest.raises(PgolfError, match=r"^hub kevclark/parameter-golf: datasets/manifest.json not found, and "
+                                         r"datasets/datasets/fineweb10B_sp8192 is not in the repository either$"):
+        _fetch(hosted, tmp_path / "d", "sp8192")
+
+
+def test_a_mirror_without_a_manifest_is_listed_too(tmp_path):
+    mirror, sidecars = _make_caseops_repo(tmp_path / "mirror", n_train=2, n_val=1)
+    (mirror / "datasets" / "manifest.json").unlink()
+    res = download_fineweb(tmp_path / "out", variant="sp8192-caseops", hub_dir=mirror, train_shards=2, progress=False)
+    assert res.manifest["caseops"] is True and res.manifest["splits"]["val"]["byte_files"] == sorted(sidecars)
+    check_data_dir(res.dataset_dir)

@@ -30,7 +30,8 @@ _ENCODE_BATCH = 2048
 OFFICIAL_VAL_DOCS = 50_000  # the official split: the first 50,000 documents are val
 
 
-def _tokenizer_entry(path: Path, sp) -> dict:
+def tokenizer_entry(path: Path, sp) -> dict:
+    """The manifest's `tokenizer` entry: file name, vocab size, sha256 and BOS id."""
     return {"file": path.name, "vocab_size": sp.get_piece_size(), "sha256": file_sha256(path), "bos_id": sp.bos_id()}
 
 
@@ -98,7 +99,7 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
     bar.close()
     manifest = {
         "format": FORMAT,
-        "tokenizer": _tokenizer_entry(tok_path, sp),
+        "tokenizer": tokenizer_entry(tok_path, sp),
         "splits": {"train": splits["train"], "val": splits["val"]},
         "source": {"docs": [p.name for p in paths], "val_docs": val_docs, "shard_size": shard_size},
     }
@@ -163,7 +164,7 @@ def manifest_from_shards(data_dir: str | Path, tokenizer_path: str | Path, docs:
             prev = int(toks[-1])
         splits[split] = {"docs": (docs or {}).get(split, n_docs), "tokens": n_tokens, "bytes": n_bytes,
                          "files": [f.name for f in files]}
-    return {"format": FORMAT, "tokenizer": _tokenizer_entry(Path(tokenizer_path), sp), "splits": splits}
+    return {"format": FORMAT, "tokenizer": tokenizer_entry(Path(tokenizer_path), sp), "splits": splits}
 
 
 def build_demo(out_dir: str | Path, vocab_size: int = 1024, val_docs: int | None = None, progress: bool = True,
