@@ -258,7 +258,7 @@ class QuantConfig:
     lqer_rank: int = 4
     """Rank of each LQER correction."""
     fit: bool = False
-    """Choose bits and clip_k per group so the artifact plus code fits the 16,000,000-byte cap."""
+    """Fit the cap: keep the bits/clip_k plan when artifact plus code fit 16,000,000 bytes, else shrink it (reported)."""
     qat_bits: int = 0
     """Late QAT: fake-quantize the block matrices to this many bits late in training (2-8); 0 = off."""
     qat_start_frac: float = 0.85

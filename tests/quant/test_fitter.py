@@ -1,4 +1,5 @@
-"""The budget fitter never exceeds the cap, spends spare bytes, and prunes only when it must."""
+"""The budget fitter never exceeds the cap, keeps an explicit plan that fits, reports every change it makes, and
+prunes only when it must."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pgolf.artifact.format import encode_artifact
 from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.quant.fitter import choose, Option, fit_budget
-from pgolf.quant.recipe import quantize_mixed
+from pgolf.quant.groups import tensor_group
+from pgolf.quant.recipe import plan_for, quantize_mixed
 
 
 def _state(seed: int, layers: int, dim: int) -> dict[str, torch.Tensor]:
@@ -48,16 +50,52 @@ def test_fitter_never_exceeds_the_budget(seed, layers, dim, fraction, codec):
         assert "smallest plan" in str(exc)
         return
     assert _size(q)(qm) == report.actual_bytes <= budget
+    assert report.kept_plan == (report.plan_bytes <= budget) and report.kept_plan == (report.changes == [])
 
 
-def test_fitter_spends_spare_bytes_and_reports_predicted_vs_actual():
+def _encoded(q, qm) -> bytes:
+    return encode_artifact(qm, config={}, tokenizer={}, codec=q.codec)
+
+
+@pytest.mark.parametrize("gptq", [False, True])
+def test_an_explicit_plan_that_fits_is_kept_byte_for_byte(gptq):
+    q = _qcfg()
+    q.bits, q.clip_k, q.gptq = "embed=7,attn=5,mlp=6", "embed=14,attn=13,mlp=11.5", gptq
+    state = _state(0, 2, 48)
+    hessians = {n: _hessian(t.shape[1], i) for i, (n, t) in enumerate(state.items()) if t.ndim == 2}
+    plain = _encoded(q, quantize_mixed(state, q, hessians=hessians)[0])
+    qm, report = fit_budget(state, q, budget_bytes=len(plain), encoded_size=_size(q), hessians=hessians)
+    assert _encoded(q, qm) == plain
+    assert report.kept_plan and report.changes == [] and report.rounds == 0 and report.pruned == 0
+    assert report.plan == {"embed": {"bits": 7, "k": 14.0}, "attn.q": {"bits": 5, "k": 13.0},
+                           "mlp.fc": {"bits": 6, "k": 11.5}}
+    assert report.actual_bytes == report.plan_bytes == len(plain)
+    assert "kept the explicit plan" in report.summary()
+
+
+def _hessian(cols: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4 * cols, cols, generator=g) * torch.linspace(0.2, 2.0, cols)
+    return x.T @ x
+
+
+def test_a_plan_that_does_not_fit_changes_only_what_it_must_and_reports_every_change():
     q = _qcfg()
     state = _state(0, 2, 48)
-    base = _size(q)(quantize_mixed(state, q)[0])
-    qm, report = fit_budget(state, q, budget_bytes=2 * base, encoded_size=_size(q))
-    assert base < report.actual_bytes <= 2 * base
-    assert report.pruned == 0 and set(report.plan) == {"embed", "attn.q", "mlp.fc"}
+    plain = len(_encoded(q, quantize_mixed(state, q)[0]))
+    qm, report = fit_budget(state, q, budget_bytes=int(0.85 * plain), encoded_size=_size(q))
+    assert not report.kept_plan and report.plan_bytes == plain and report.actual_bytes <= int(0.85 * plain)
+    base = {g: {"bits": p.bits, "k": p.k} for g, p in plan_for(q, list(report.plan)).items()}
+    changed = {g for g in report.plan if report.plan[g] != base[g]}
+    assert changed and changed == {c["group"] for c in report.changes}
+    for c in report.changes:
+        assert c["from"] == base[c["group"]] and c["to"] == report.plan[c["group"]] and c["est_bytes_saved"] > 0
+    schemes = {qt.name: qt.scheme for qt in qm.tensors}
+    for g, o in report.plan.items():
+        assert all(schemes[n] == f"int{o['bits']}_row" for n in state if tensor_group(n) == g)
     assert abs(report.predicted_bytes - report.actual_bytes) < 0.15 * report.actual_bytes
+    line = report.summary()
+    assert all(f"{c['group']} int{c['from']['bits']}" in line for c in report.changes)
 
 
 def test_fitter_prunes_only_below_the_smallest_plan():
@@ -65,7 +103,14 @@ def test_fitter_prunes_only_below_the_smallest_plan():
     state = _state(1, 1, 32)
     qm, report = fit_budget(state, q, budget_bytes=int(0.6 * _size(q)(quantize_mixed(state, q)[0])),
                             encoded_size=_size(q))
-    assert report.pruned == 0
+    assert report.pruned == 0 and not any(c["group"] == "all" for c in report.changes)
+    small = int(0.2 * _size(q)(quantize_mixed(state, q)[0]))
+    try:
+        qm, report = fit_budget(state, q, budget_bytes=small, encoded_size=_size(q))
+    except PgolfError:
+        return
+    assert report.pruned > 0 and report.changes[-1]["group"] == "all"
+    assert report.changes[-1]["to"] == {"pruned": report.pruned} and report.changes[-1]["bytes_saved"] > 0
     with pytest.raises(PgolfError, match="no room"):
         fit_budget(state, q, budget_bytes=0, encoded_size=_size(q))
 

@@ -1,24 +1,31 @@
-"""The budget fitter: pick bits and SDClip k per tensor group so the artifact fits the cap with the least loss.
+"""The budget fitter: keep the config's plan (bits and SDClip k per tensor group) when it fits the cap, and change it
+as little as it must when it does not, reporting every change.
 
 Records fitted the cap by hand (bit widths per group, SDClip k per group, Muon WD as a size lever) and one pruned
-+-1 values against a budget computed in MiB (docs/techniques.md#quantization-and-export). Here the search is automatic
-and the cap is the
-decimal 16,000,000 bytes minus the exact code bytes:
++-1 values against a budget computed in MiB (docs/techniques.md#quantization-and-export). The plan a preset spells
+out (`quant.bits`, `quant.clip_k`) is such a hand fit, tuned on real losses, so the fitter trusts it over any proxy.
+The cap is the decimal 16,000,000 bytes minus the exact code bytes:
 
-1. For every group of per-row matrices and every option (bits in a window around the config's, k on a grid around
-   the config's), round to nearest and measure (a) the bytes, estimated from the order-0 entropy of the group's
-   integers (the entropy coder reaches it within a fraction of a percent; LZ-type codecs are calibrated below) plus
-   its fp16 scales, and (b) the loss proxy: the diagonal-Hessian-weighted squared error sum_ij E_ij^2 H_jj / tr(H)
-   (the second-order term of the layer loss, as in OBS/GPTQ; plain squared error without Hessians).
-2. Choose one option per group minimizing the summed proxy under the byte budget: a multiple-choice knapsack solved
-   by a Lagrangian sweep (per group, argmin error + lambda * bytes; bisection on lambda).
-3. Quantize for real (GPTQ and LQER when enabled) and encode the artifact: the real size is the judge. The ratio of
-   real to estimated bytes calibrates the estimate, and the budget shrinks by any overshoot until it fits.
-4. If even the smallest plan does not fit, zero the +-1 integers with the smallest scales (least important, as in
+1. Quantize with the explicit plan for real (GPTQ and LQER when enabled) and encode the artifact. If it fits, it is
+   the result, unchanged: the same integers and bytes as without the fitter.
+2. Otherwise, for every group of per-row matrices and every smaller option (bits in a window around the plan's, k on
+   a grid around the plan's), round to nearest and measure (a) the bytes, estimated from the order-0 entropy of the
+   group's integers (the entropy coder reaches it within a fraction of a percent; LZ-type codecs are calibrated
+   below) plus its fp16 scales, and (b) the loss proxy: the diagonal-Hessian-weighted squared error
+   sum_ij E_ij^2 H_jj / tr(H) (the second-order term of the layer loss, as in OBS/GPTQ; plain squared error without
+   Hessians). A smaller option is always charged more error than the plan's own: the round-to-nearest proxy ranks
+   the ways to shrink, it does not overrule the plan, and no group changes for free.
+3. Choose one option per group minimizing the summed proxy under the byte budget: a multiple-choice knapsack solved
+   by a Lagrangian sweep (per group, argmin error + lambda * bytes, the plan's option winning ties; bisection on
+   lambda), so groups are shrunk where it costs least and the others keep their plan.
+4. Quantize for real and encode: the real size is the judge. The ratio of real to estimated bytes is calibrated on
+   the explicit plan, and the budget shrinks by any overshoot until it fits.
+5. If even the smallest plan does not fit, zero the +-1 integers with the smallest scales (least important, as in
    PR #609's selective pruning), binary-searching the count against the real encoded size.
 
-The result never exceeds the budget: every returned artifact was encoded and measured. `FitReport` records the plan,
-bytes per group, and predicted versus actual size.
+The result never exceeds the budget: every returned artifact was encoded and measured. `FitReport` records whether
+the plan was kept, every change (group, from, to, estimated bytes saved; the pruning with its measured saving), the
+final plan, bytes per group, and predicted versus actual size.
 """
 
 from __future__ import annotations
@@ -49,23 +56,48 @@ class Option:
     k: float
     est_bytes: float
     error: float
+    keep: bool = False  # the explicit plan's own option: preferred at equal cost
 
 
 @dataclass
 class FitReport:
-    """What the fitter chose and how well it predicted the size."""
+    """What the fitter kept or changed, and how well it predicted the size."""
 
     budget_bytes: int
+    kept_plan: bool = False
+    plan_bytes: int = 0  # the explicit plan's real encoded size
+    changes: list[dict] = field(default_factory=list)
     plan: dict[str, dict] = field(default_factory=dict)
     group_est_bytes: dict[str, int] = field(default_factory=dict)
     predicted_bytes: int = 0
     actual_bytes: int = 0
     rounds: int = 0
     pruned: int = 0
-    proxy_error: float = 0.0
+    proxy_error: float | None = None  # summed proxy of a changed plan (none is computed for a kept one)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self) -> str:
+        """One line for the log: kept, or every change and what it saved."""
+        if self.kept_plan:
+            return (f"kept the explicit plan {_plan_text(self.plan)}: {self.actual_bytes} bytes <= budget "
+                    f"{self.budget_bytes}")
+        changes = "; ".join(f"{c['group']} {_option_text(c['from'])} -> {_option_text(c['to'])} "
+                            f"(saves ~{c['est_bytes_saved']} bytes)" if "est_bytes_saved" in c else
+                            f"{c['group']}: {c['to']['pruned']} +-1 zeroed (saves {c['bytes_saved']} bytes)"
+                            for c in self.changes)
+        return (f"the explicit plan needs {self.plan_bytes} bytes > budget {self.budget_bytes}; "
+                f"{len(self.changes)} changes: {changes}; predicted {self.predicted_bytes} actual "
+                f"{self.actual_bytes} rounds {self.rounds}")
+
+
+def _option_text(o: dict) -> str:
+    return f"int{o['bits']} k={o['k']:g}"
+
+
+def _plan_text(plan: dict[str, dict]) -> str:
+    return ", ".join(f"{g} {_option_text(o)}" for g, o in plan.items())
 
 
 def entropy_bytes(values: np.ndarray) -> float:
@@ -98,14 +130,29 @@ def group_options(mats: dict[str, torch.Tensor], plan: GroupPlan, clip: str,
                 ints.append(q.to(torch.int8).numpy().ravel())
                 err += _diag_error(w, q * s[:, None], h_diags.get(name))
                 rows += w.shape[0]
-            options.append(Option(bits, k, entropy_bytes(np.concatenate(ints)) + 2 * rows, err))
+            options.append(Option(bits, k, _est_bytes(ints, rows), err))
     return options
+
+
+def _est_bytes(ints: list[np.ndarray], rows: int) -> float:
+    """A group's estimated bytes: the order-0 entropy of all its integers plus one fp16 scale per row."""
+    return entropy_bytes(np.concatenate([a.ravel() for a in ints])) + 2 * rows
+
+
+def shrink_options(options: list[Option], plan: GroupPlan) -> list[Option]:
+    """The plan's own option (`keep`) and every smaller one, each charged more proxy error than the plan's (so no
+    group changes for free: the proxy ranks the ways to shrink, it never overrules the plan)."""
+    own = next(o for o in options if o.bits == plan.bits and o.k == round(plan.k, 4))
+    floor = own.error * (1 + 1e-6) + 1e-30
+    smaller = [Option(o.bits, o.k, o.est_bytes, max(o.error, floor)) for o in options if o.est_bytes < own.est_bytes]
+    return [Option(own.bits, own.k, own.est_bytes, own.error, keep=True), *smaller]
 
 
 def choose(options: dict[str, list[Option]], budget: float) -> dict[str, Option] | None:
     """Least total error with total est_bytes <= budget (Lagrangian relaxation); None if nothing fits."""
     def pick(lam: float) -> dict[str, Option]:
-        return {g: min(opts, key=lambda o: (o.error + lam * o.est_bytes, o.est_bytes)) for g, opts in options.items()}
+        return {g: min(opts, key=lambda o: (o.error + lam * o.est_bytes, not o.keep, o.est_bytes))
+                for g, opts in options.items()}
 
     def size(sel: dict[str, Option]) -> float:
         return sum(o.est_bytes for o in sel.values())
@@ -164,17 +211,29 @@ def _zero_integers(qm: QuantizedModel) -> QuantizedModel:
     return QuantizedModel(tensors)
 
 
-def _record(report: FitReport, selection: dict[str, Option], ratio: float) -> None:
+def _group_est_bytes(qm: QuantizedModel, groups: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
+    """`_est_bytes` of each fitted group's real (GPTQ) integers in `qm`."""
+    ints: dict[str, list[np.ndarray]] = {}
+    for qt in qm.tensors:
+        if tensor_group(qt.name) in groups and qt.scheme.startswith("int") and "_row" in qt.scheme:
+            ints.setdefault(tensor_group(qt.name), []).append(qt.arrays["q"])
+    return {g: _est_bytes(qs, sum(q.shape[0] for q in qs)) for g, qs in sorted(ints.items())}
+
+
+def _record(report: FitReport, selection: dict[str, Option], own: dict[str, Option], ratio: float) -> None:
     report.plan = {g: {"bits": o.bits, "k": o.k} for g, o in sorted(selection.items())}
     report.group_est_bytes = {g: int(round(ratio * o.est_bytes)) for g, o in sorted(selection.items())}
     report.proxy_error = sum(o.error for o in selection.values())
+    report.changes = [{"group": g, "from": {"bits": own[g].bits, "k": own[g].k}, "to": {"bits": o.bits, "k": o.k},
+                       "est_bytes_saved": int(round(ratio * (own[g].est_bytes - o.est_bytes)))}
+                      for g, o in sorted(selection.items()) if not o.keep]
 
 
 def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_bytes: int,
                encoded_size: Callable[[QuantizedModel], int],
                hessians: dict[str, torch.Tensor] | None = None) -> tuple[QuantizedModel, FitReport]:
-    """The `mixed` quantization of `state` that fits `budget_bytes` (as measured by `encoded_size`) with the
-    least proxy loss (module docstring)."""
+    """The `mixed` quantization of `state` under `budget_bytes` (as measured by `encoded_size`): the config's plan
+    when it fits, else the least proxy loss over smaller plans (module docstring)."""
     if budget_bytes <= 0:
         raise PgolfError(f"budget fitter: no room for the model ({budget_bytes:,} bytes left after the code)")
     base = plan_for(qcfg)
@@ -182,17 +241,27 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
     for name, t in state.items():
         if is_row_matrix(name, t, qcfg.passthrough_numel) and not (tensor_group(name) == "gate" and qcfg.int8_gates):
             groups.setdefault(tensor_group(name), {})[name] = t.detach().float().cpu()
-    h_diags = {n: torch.diagonal(h).double() for n, h in (hessians or {}).items()}
-    options = {g: group_options(mats, base[g], qcfg.clip, h_diags) for g, mats in groups.items()}
     report = FitReport(budget_bytes=int(budget_bytes))
 
-    # Calibrate bytes = other + ratio * (entropy of the integers) on the config's own plan.
+    # 1. The explicit plan, for real; calibrate bytes = other + ratio * (estimated group bytes) on it.
     qm0, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=base)
-    actual0 = encoded_size(qm0)
+    actual0 = report.plan_bytes = encoded_size(qm0)
     other = float(encoded_size(_zero_integers(qm0)))
-    est0 = sum(entropy_bytes(qt.arrays["q"]) for qt in qm0.tensors if tensor_group(qt.name) in groups
-               and qt.scheme.startswith("int") and "_row" in qt.scheme)
-    ratio = max(1e-3, (actual0 - other) / est0) if est0 > 0 else 1.0
+    est0 = _group_est_bytes(qm0, groups)
+    ratio = max(1e-3, (actual0 - other) / sum(est0.values())) if sum(est0.values()) > 0 else 1.0
+    if actual0 <= budget_bytes:
+        report.kept_plan = True
+        report.plan = {g: {"bits": base[g].bits, "k": base[g].k} for g in est0}
+        report.group_est_bytes = {g: int(round(ratio * b)) for g, b in est0.items()}
+        report.predicted_bytes = report.actual_bytes = actual0
+        return qm0, report
+
+    # 2-4. Shrink the groups where it costs the proxy least, until the real size fits.
+    h_diags = {n: torch.diagonal(h).double() for n, h in (hessians or {}).items()}
+    options = {g: shrink_options(group_options(mats, base[g], qcfg.clip, h_diags), base[g])
+               for g, mats in groups.items()}
+    own = {g: opts[0] for g, opts in options.items()}
+    measured = {_key(own): (qm0, actual0)}
     target = float(budget_bytes)
     best: tuple[QuantizedModel, int] | None = None
     for rnd in range(1, MAX_ROUNDS + 1):
@@ -200,20 +269,21 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
         selection = choose(options, (target - other) / ratio)
         if selection is None:
             break
-        plan = dict(base) | {g: GroupPlan(o.bits, o.k) for g, o in selection.items()}
-        qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=plan)
-        actual = encoded_size(qm)
+        if _key(selection) not in measured:
+            qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, selection))
+            measured[_key(selection)] = (qm, encoded_size(qm))
+        qm, actual = measured[_key(selection)]
         report.predicted_bytes = int(round(other + ratio * sum(o.est_bytes for o in selection.values())))
         if actual <= budget_bytes:
             best = (qm, actual)
-            _record(report, selection, ratio)
+            _record(report, selection, own, ratio)
             break
         target -= (actual - budget_bytes) + 0.002 * budget_bytes
     if best is None:
-        # The smallest plan, then +-1 pruning binary-searched against the real size.
+        # 5. The smallest plan, then +-1 pruning binary-searched against the real size.
         smallest = {g: min(opts, key=lambda o: o.est_bytes) for g, opts in options.items()}
-        plan = dict(base) | {g: GroupPlan(o.bits, o.k) for g, o in smallest.items()}
-        qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=plan)
+        qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, smallest))
+        unpruned = encoded_size(qm)
         total_pm1 = sum(int((np.abs(qt.arrays["q"]) == 1).sum()) for qt in qm.tensors
                         if qt.scheme.startswith("int") and "_row" in qt.scheme)
         if encoded_size(_prune_pm1(qm, total_pm1)) > budget_bytes:
@@ -230,6 +300,17 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
         best = (qm, encoded_size(qm))
         report.pruned = lo
         report.predicted_bytes = int(round(other + ratio * sum(o.est_bytes for o in smallest.values())))
-        _record(report, smallest, ratio)
+        _record(report, smallest, own, ratio)
+        if lo:
+            report.changes.append({"group": "all", "from": {"pruned": 0}, "to": {"pruned": lo},
+                                   "bytes_saved": unpruned - best[1]})
     report.actual_bytes = int(best[1])
     return best[0], report
+
+
+def _key(selection: dict[str, Option]) -> tuple:
+    return tuple(sorted((g, o.bits, o.k) for g, o in selection.items()))
+
+
+def _plan(base: dict[str, GroupPlan], selection: dict[str, Option]) -> dict[str, GroupPlan]:
+    return dict(base) | {g: GroupPlan(o.bits, o.k) for g, o in selection.items()}

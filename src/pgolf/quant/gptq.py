@@ -11,14 +11,21 @@ reconstruction loss ||(W - Q) X^T||^2, H = X^T X over calibration inputs X. Deta
 - the upper Cholesky factor of H^-1 drives the updates, in blocks of 128 columns (lazy batch updates);
 - the per-row scale is fixed up front (from `pgolf.quant.grid`), so GPTQ only changes which grid points are chosen.
 
-Hessians come from `HessianCollector`: forward pre-hooks on every `CastedLinear` accumulate X^T X of its input (a
-looped layer accumulates over all its applications); the tied embedding, used as the output projection, gets the
-final hidden states. Calibration tokens come either from training batches inside the training budget, or from
-sequences the model samples itself after training (`generate_calibration`, the 2026-03-25 record's AR
+Hessians come from `HessianCollector`: forward pre-hooks on every `CastedLinear` accumulate X^T X of its input in
+float32 (a looped layer accumulates over all its applications); the Q, K and V projections of one attention read the
+same normalised input, so they share one matrix, accumulated once per application (the hooks check that they really
+read the same tensor; the 1.0611 record's `collect_hessians` also takes one float32 X^T X of the attention input for
+all three); the tied embedding, used as the output projection, gets the final hidden states. Float32 is
+enough: H only steers GPTQ's error feedback after 1% damping, and `gptq_quantize` solves in float64 (on CUDA the
+trainer's TF32 matmuls are exact for bf16 activations and round float32 ones by about 2^-11, which averages out over
+the tokens). Calibration tokens come either from training batches inside the training budget, or from sequences the
+model samples itself after training (`generate_calibration`, the 2026-03-25 record's AR
 self-generated calibration: no train or val data is touched after the clock).
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
@@ -31,40 +38,93 @@ from pgolf.quant.schemes import qmax
 CALIBRATION_SOURCES = ("train", "self")
 
 
+# The linears whose inputs are one tensor (an attention's Q, K and V projections): `name` -> the name of the
+# first, which keys their one shared Hessian.
+_SHARED_INPUT = re.compile(r"\.c_[qkv]\.weight$")
+
+
+def _shared_key(name: str) -> str:
+    return _SHARED_INPUT.sub(".c_q.weight", name)
+
+
 class HessianCollector:
     """Accumulates H = sum X^T X for every linear layer of a GPT (and the tied embedding) over calibration batches.
 
-    Use as a context manager around `collect(tokens)` calls; `hessians` maps state-dict weight names to
-    float64 [in, in] matrices, `tokens_seen` counts rows.
+    Use as a context manager around `collect(tokens)` calls; `hessians` maps state-dict weight names to `dtype`
+    [in, in] matrices (Q, K and V of one attention map to one shared tensor unless `share_inputs=False`),
+    `tokens_seen` counts rows. float64 without sharing is the reference the tests compare against.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, dtype: torch.dtype = torch.float32, share_inputs: bool = True) -> None:
         from pgolf.model.layers import CastedLinear
 
         self.model = model
-        self.hessians: dict[str, torch.Tensor] = {}
+        self.dtype = dtype
         self.tokens_seen = 0
+        self._sums: dict[str, torch.Tensor] = {}
         self._handles = []
         self._linears = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear)}
+        self._key = {name: _shared_key(name) if share_inputs else name for name in self._linears}
+        self._readers: dict[str, set[str]] = {}
+        for name, key in self._key.items():
+            self._readers.setdefault(key, set()).add(name)
+        self._pending: dict[str, tuple[torch.Tensor, set[str]]] = {}  # key -> (input, readers yet to read it)
 
-    def _accumulate(self, name: str, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).double()
-        h = x.T @ x
-        if name in self.hessians:
-            self.hessians[name] += h
-        else:
-            self.hessians[name] = h
+    @property
+    def hessians(self) -> dict[str, torch.Tensor]:
+        """Weight name -> its Hessian (shared tensors appear under every name that reads them)."""
+        return self._named(self._sums)
+
+    def distinct(self) -> list[torch.Tensor]:
+        """Every accumulated matrix once (to all-reduce across ranks without summing a shared one twice)."""
+        return list(self._sums.values())
+
+    def hessians_on(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """`hessians` moved to `device`, each shared matrix once (so it stays shared)."""
+        return self._named({key: h.to(device) for key, h in self._sums.items()})
+
+    def _named(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        keys = self._key | {"tok_emb.weight": "tok_emb.weight"}
+        return {name: sums[key] for name, key in keys.items() if key in sums}
+
+    def _accumulate(self, key: str, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).to(self.dtype)
+        if key not in self._sums:
+            self._sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=self.dtype, device=x.device)
+        self._sums[key].addmm_(x.T, x)
+
+    def _read(self, name: str, x: torch.Tensor) -> None:
+        """One application of linear `name` to `x`: accumulate, unless a reader of the same key already did."""
+        key = self._key[name]
+        pending = self._pending.get(key)
+        if pending is not None and pending[0] is x and name in pending[1]:
+            pending[1].discard(name)
+            if not pending[1]:
+                del self._pending[key]  # every reader has read it: drop the reference to the activation
+            return
+        self._check_done(key)
+        self._accumulate(key, x)
+        if len(self._readers[key]) > 1:
+            self._pending[key] = (x, self._readers[key] - {name})
+
+    def _check_done(self, *keys: str) -> None:
+        for key in keys or tuple(self._pending):
+            if key in self._pending:
+                missing = ", ".join(sorted(self._pending.pop(key)[1]))
+                raise PgolfError(f"internal: {missing} did not read the input of {key}, whose Hessian it shares; "
+                                 "collect with share_inputs=False")
 
     def __enter__(self) -> "HessianCollector":
         for name, module in self._linears.items():
             self._handles.append(module.register_forward_pre_hook(
-                lambda mod, args, name=name: self._accumulate(name, args[0])))
+                lambda mod, args, name=name: self._read(name, args[0])))
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._pending.clear()
 
     @torch.no_grad()
     def collect(self, tokens: torch.Tensor) -> None:
@@ -72,6 +132,7 @@ class HessianCollector:
         if not self._handles:
             raise PgolfError("internal: HessianCollector.collect outside its `with` block")
         hidden = self.model.hidden(tokens)
+        self._check_done()
         if getattr(self.model, "lm_head", None) is None:
             self._accumulate("tok_emb.weight", hidden)  # the tied embedding is the output projection
         else:

@@ -286,24 +286,26 @@ class Trainer:
             else:
                 raise PgolfError(f"config: quant.calib={q.calib!r} must be one of {', '.join(CALIBRATION_SOURCES)}")
         self.base_model.train()
-        hessians = collector.hessians
-        for h in hessians.values():
+        for h in collector.distinct():  # Q, K and V share one matrix: reduce it once
             ctx.all_reduce_sum(h)
+        hessians = collector.hessians_on("cpu")
         seconds = self.clock.seconds["calibration"]
+        distinct = len(collector.distinct())
         self.calibration = {"source": q.calib, "tokens": collector.tokens_seen * ctx.world_size,
-                            "matrices": len(hessians), "seconds": round(seconds, 4)}
+                            "matrices": len(hessians), "distinct_hessians": distinct, "seconds": round(seconds, 4)}
+        what = f"{len(hessians)} Hessians ({distinct} distinct, fp32)"
         if q.calib == "train":
             used = train_ms / 1000 + seconds
             self.calibration["train_plus_calibration_seconds"] = round(used, 4)
-            self.log.line(f"gptq_calibration: {len(hessians)} Hessians from {collector.tokens_seen} train tokens in "
+            self.log.line(f"gptq_calibration: {what} from {collector.tokens_seen} train tokens in "
                           f"{seconds:.2f}s; training + calibration {used:.1f}s of {cfg.train.max_wallclock_seconds:.0f}s")
             if cfg.train.max_wallclock_seconds > 0 and used > cfg.train.max_wallclock_seconds:
                 self.log.line("WARNING: calibration on training data ran past the wall-clock budget; raise "
                               "quant.gptq_reserve_seconds or lower quant.calib_batches")
         else:
-            self.log.line(f"gptq_calibration: {len(hessians)} Hessians from {collector.tokens_seen} self-generated "
+            self.log.line(f"gptq_calibration: {what} from {collector.tokens_seen} self-generated "
                           f"tokens in {seconds:.2f}s (after the clock; no data read)")
-        return {k: v.cpu() for k, v in hessians.items()}
+        return hessians
 
     def _calibrate_on_train(self, collector) -> None:
         """`calib_batches` training micro-batches, taken right after training (inside the budget)."""
@@ -333,8 +335,7 @@ class Trainer:
         if q.scheme == "mixed" and q.fit:
             qm, fit = fit_budget(state, q, budget_bytes=CAP_BYTES - code_bytes, hessians=hessians,
                                  encoded_size=lambda m: len(encode(m)))
-            self.log.line(f"budget_fit: plan {fit.plan} predicted {fit.predicted_bytes} actual {fit.actual_bytes} "
-                          f"budget {fit.budget_bytes} rounds {fit.rounds} pruned {fit.pruned}")
+            self.log.line(f"budget_fit: {fit.summary()}")
             return qm, {"fit": fit.to_dict()}
         qm, mixed = quantize_for_export(state, q, hessians=hessians)
         return qm, ({"lqer": mixed.lqer} if mixed else {})
