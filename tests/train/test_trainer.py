@@ -129,8 +129,10 @@ def test_mixed_gptq_export_with_budget_fit(tiny_data, tiny_config, tmp_path, cal
     assert quant["calibration"]["source"] == calib and quant["calibration"]["matrices"] > 0
     assert quant["fit"]["actual_bytes"] == result["artifact_bytes"] <= quant["fit"]["budget_bytes"]
     assert set(quant["fit"]["plan"]) >= {"embed", "mlp.fc"}
+    assert quant["fit"]["kept_plan"] and quant["fit"]["changes"] == []  # a tiny model's plan fits: kept as given
+    assert quant["calibration"]["distinct_hessians"] < quant["calibration"]["matrices"]  # Q/K/V share one
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "gptq_calibration:" in log and "budget_fit:" in log
+    assert "gptq_calibration:" in log and "budget_fit: kept the explicit plan" in log
     assert math.isfinite(result["val_bpb"])
 
 
