@@ -8,6 +8,7 @@ every registered codec (or `--codecs`) at its strongest level, checks each round
 
 The bound is what any order-0 coder of the integer streams needs at least: sum over `ans` streams (one per tensor
 group) of n * H(histogram), plus the non-integer side bytes exactly as `ans` stores them (byte-shuffled, brotli).
+Context models (`ans` column classes, `ans2`) can go below it; their per-stream bytes are listed beside it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pgolf.artifact.format import load_artifact, payload_layout
 from pgolf.errors import PgolfError
 
 # Strongest level of each codec (the records' settings: zlib-9, lzma-9, zstd-22, brotli-11).
-BEST_LEVEL = {"none": 0, "zlib": 9, "lzma": 9, "zstd": 22, "brotli": 11, "bshf-brotli": 11, "ans": 11}
+BEST_LEVEL = {"none": 0, "zlib": 9, "lzma": 9, "zstd": 22, "brotli": 11, "bshf-brotli": 11, "ans": 11, "ans2": 11}
 
 
 def _payload(path: str) -> tuple[bytes, list]:
@@ -53,14 +54,15 @@ def _codec_rows(payload: bytes, layout: list, names: list[str]) -> list[str]:
 
 
 def _bound_rows(payload: bytes, layout: list) -> list[str]:
-    from pgolf.artifact.codecs import _code_stream, layout_pieces, symbol_streams
+    from pgolf.artifact.codecs import _code_stream, _code_stream2, layout_pieces, symbol_streams
 
     streams, side = split_payload(payload, layout)
     members_of = symbol_streams(list(layout_pieces(len(payload), layout)))
     rows = ["| stream (group, scheme, key) | symbols | distinct | bits/symbol (H) | order-0 bound bytes | one-model "
-            "rANS bytes (table + coded) | over bound | ans with column classes | vs bound |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    bound_total = coded_total = classed_total = 0.0
+            "rANS bytes (table + coded) | over bound | ans with column classes | vs bound | ans2 (context model) | "
+            "vs bound |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    bound_total = coded_total = classed_total = context_total = 0.0
     for (group, scheme, key, dtype), values in streams.items():
         if values.size == 0:
             continue
@@ -71,17 +73,22 @@ def _bound_rows(payload: bytes, layout: list) -> list[str]:
         head, parts = bytearray(), []
         _code_stream(values, members_of[(group, scheme, key, dtype)], head, parts)
         classed = len(head) + sum(len(p) for p in parts)
+        head, parts = bytearray(), []
+        _code_stream2(values, members_of[(group, scheme, key, dtype)], head, parts)
+        context = len(head) + sum(len(p) for p in parts)
         bound_total += bound
         coded_total += coded
         classed_total += classed
+        context_total += context
         rows.append(f"| {group}, {scheme}, {key} | {values.size:,} | {int((counts > 0).sum())} | "
                     f"{8 * bound / values.size:.4f} | {bound:,.0f} | {coded:,} | {coded / bound - 1:+.3%} | "
-                    f"{classed:,} | {classed / bound - 1:+.3%} |")
+                    f"{classed:,} | {classed / bound - 1:+.3%} | {context:,} | {context / bound - 1:+.3%} |")
     side_brotli = len(compress("brotli", side, 11)) if side else 0
     n = sum(v.size for v in streams.values())
     rows.append(f"| **integer streams** | {n:,} | | {8 * bound_total / max(1, n):.4f} | {bound_total:,.0f} | "
                 f"{coded_total:,.0f} | {coded_total / max(bound_total, 1e-9) - 1:+.3%} | {classed_total:,.0f} | "
-                f"{classed_total / max(bound_total, 1e-9) - 1:+.3%} |")
+                f"{classed_total / max(bound_total, 1e-9) - 1:+.3%} | {context_total:,.0f} | "
+                f"{context_total / max(bound_total, 1e-9) - 1:+.3%} |")
     rows.append(f"| **non-integer bytes** (byte-shuffled, brotli-11) | {len(side):,} bytes | | | | {side_brotli:,} | |")
     rows.append(f"| **bound + non-integer** | | | | {bound_total + side_brotli:,.0f} | | |")
     return rows

@@ -17,7 +17,7 @@ from pgolf.artifact.format import decode_artifact, encode_artifact, payload_layo
 from pgolf.errors import PgolfError
 from pgolf.quant.schemes import dequantize_state_dict, quantize_state_dict
 
-LEVEL = {"none": 0, "zlib": 6, "lzma": 6, "zstd": 19, "brotli": 11, "bshf-brotli": 11, "ans": 11}
+LEVEL = {"none": 0, "zlib": 6, "lzma": 6, "zstd": 19, "brotli": 11, "bshf-brotli": 11, "ans": 11, "ans2": 11}
 GROUPS = ("mlp.fc", "attn.q", "embed", "other")
 
 
@@ -81,7 +81,7 @@ def test_ans_codes_integer_streams_per_group():
     assert [is_symbol_stream(s) for s in layout] == [True, True, True, False]
 
 
-@pytest.mark.parametrize("codec", ["zlib", "lzma", "zstd", "brotli", "bshf-brotli", "ans"])
+@pytest.mark.parametrize("codec", ["zlib", "lzma", "zstd", "brotli", "bshf-brotli", "ans", "ans2"])
 def test_levels_are_checked(codec):
     with pytest.raises(PgolfError, match=f"codec {codec}: level"):
         compress(codec, b"abc", 99)
@@ -103,7 +103,7 @@ def _sample_payload() -> tuple[bytes, list[Segment]]:
     return b"".join(a.tobytes() for *_, a in parts), layout
 
 
-@pytest.mark.parametrize("codec", ["zlib", "lzma", "zstd", "brotli", "bshf-brotli", "ans"])
+@pytest.mark.parametrize("codec", ["zlib", "lzma", "zstd", "brotli", "bshf-brotli", "ans", "ans2"])
 def test_truncated_and_extended_blobs_are_refused(codec):
     data, layout = _sample_payload()
     blob = compress(codec, data, LEVEL[codec], layout)
@@ -118,7 +118,7 @@ def test_truncated_and_extended_blobs_are_refused(codec):
 @given(st.data())
 def test_damaged_blobs_fail_cleanly(data):
     """Any damage gives PgolfError or (where a format cannot tell) different bytes; never another exception."""
-    codec = data.draw(st.sampled_from(["zstd", "brotli", "bshf-brotli", "ans"]))
+    codec = data.draw(st.sampled_from(["zstd", "brotli", "bshf-brotli", "ans", "ans2"]))
     payload, layout = _sample_payload()
     blob = bytearray(compress(codec, payload, LEVEL[codec], layout))
     i = data.draw(st.integers(0, len(blob) - 1))

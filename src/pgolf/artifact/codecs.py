@@ -32,9 +32,16 @@ stream.
   side-blob length, the side blob, the coded classes. Bytes that no array describes (an empty layout) go to the
   side blob, so `ans` also works as a plain brotli. Smaller than brotli-11 on int6 weights (docs/BENCHMARKS.md).
 
-Layout-aware codecs (`bshf-brotli`, `ans`) read `layout` on both sides; the container derives the same one from
-the tensor table on load, so nothing about it is stored. The row-reordering and transposition transforms
-(`transforms`) help only context-modelling compressors and are not used by any codec yet.
+- `ans2`: `ans` with a context model per stream (`context`): row classes x column classes chosen by co-clustering,
+  and row references, where a row is coded in contexts of its nearest row's values (the long-range stage that the
+  1.0611 record's similarity sort + lrzip plays). Same side blob as `ans`. Blob: b"PAN2", varint payload length,
+  varint stream count, per non-empty stream its plan and context tables (`context.encode_stream`), varint side-blob
+  length, the side blob, the coded contexts. Smallest of the codecs on int6 weights (docs/BENCHMARKS.md).
+
+Layout-aware codecs (`bshf-brotli`, `ans`, `ans2`) read `layout` on both sides; the container derives the same one
+from the tensor table on load, so nothing about it is stored. The row-reordering and transposition transforms
+(`transforms`) are what the record's lrzip stage needs; `ans2` gets their effect from row references instead (no
+permutation to store) and uses neither.
 
 New codecs register here by adding an entry; the container format does not change because the header names the
 codec and the payload is an opaque blob.
@@ -50,6 +57,7 @@ import brotli
 import numpy as np
 import zstandard
 
+from pgolf.artifact.context import decode_stream, encode_stream, read_stream
 from pgolf.artifact.entropy import (ByteReader, decode_symbols, encode_symbols, entropy_bits, fit_model, histogram,
                                     model_bytes, read_model, write_varint)
 from pgolf.artifact.transforms import byte_shuffle, byte_unshuffle
@@ -91,7 +99,8 @@ class Codec(NamedTuple):
 
 # Valid `level` range of each codec (zlib/lzma presets, zstd levels, brotli qualities; `none` ignores it).
 LEVELS: dict[str, tuple[int, int]] = {"none": (-(2 ** 31), 2 ** 31), "zlib": (0, 9), "lzma": (0, 9), "zstd": (0, 22),
-                                      "brotli": (0, 11), "bshf-brotli": (0, 11), "ans": (0, 11)}
+                                      "brotli": (0, 11), "bshf-brotli": (0, 11), "ans": (0, 11),
+                                      "ans2": (0, 11)}
 
 
 def check_codec(name: str, level: int) -> None:
@@ -338,27 +347,32 @@ def _code_stream(values: np.ndarray, members, head: bytearray, coded: list[bytes
         write_varint(head, len(coded[-1]))
 
 
-def _ans_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
-    quality = _check_level("ans", level, *LEVELS["ans"])
-    pieces = list(layout_pieces(len(data), layout))
-    streams, side = split_payload(data, layout)
-    members_of = symbol_streams(pieces)
-    head = bytearray(ANS_MAGIC)
-    write_varint(head, len(data))
-    write_varint(head, len(streams))
-    coded: list[bytes] = []
-    for key, values in streams.items():
-        if values.size:
-            _code_stream(values, members_of[key], head, coded)
-    side_blob = _brotli(side, quality) if side else b""
-    write_varint(head, len(side_blob))
-    return bytes(head) + side_blob + b"".join(coded)
+def _stream_codec_compress(name: str, magic: bytes, code_stream) -> Callable[[bytes, int, Layout], bytes]:
+    """The compressor of `ans` / `ans2`: header (magic, payload length, stream count), each non-empty symbol
+    stream through `code_stream(values, members, head, coded)`, then the side bytes as one brotli blob at quality
+    `level`, then the coded streams."""
+    def compress_(data: bytes, level: int, layout: Layout = ()) -> bytes:
+        quality = _check_level(name, level, *LEVELS[name])
+        streams, side = split_payload(data, layout)
+        members_of = symbol_streams(list(layout_pieces(len(data), layout)))
+        head = bytearray(magic)
+        write_varint(head, len(data))
+        write_varint(head, len(streams))
+        coded: list[bytes] = []
+        for key, values in streams.items():
+            if values.size:
+                code_stream(values, members_of[key], head, coded)
+        side_blob = _brotli(side, quality) if side else b""
+        write_varint(head, len(side_blob))
+        return bytes(head) + side_blob + b"".join(coded)
+    return compress_
 
 
-def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
-    what = "ans data"
+def _open(blob: bytes, layout: Layout, magic: bytes, what: str):
+    """Shared start of decoding `ans` and `ans2`: (reader, payload length, pieces, streams) after checking the
+    magic, the payload length against the layout and the stream count."""
     reader = ByteReader(blob, what)
-    if reader.take(len(ANS_MAGIC), "magic") != ANS_MAGIC:
+    if reader.take(len(magic), "magic") != magic:
         raise PgolfError(f"{what} is corrupt: bad magic")
     total = reader.varint("payload length")
     try:
@@ -368,6 +382,30 @@ def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
     streams = symbol_streams(pieces)
     if reader.varint("stream count") != len(streams):
         raise reader.fail("stream count does not match the tensor table")
+    return reader, total, pieces, streams
+
+
+def _side(reader: ByteReader, side_len: int, what: str) -> bytes:
+    side_blob = reader.take(reader.varint("side blob length"), "side blob")
+    side = _unbrotli(side_blob, f"{what} (side blob)") if side_blob else b""
+    if len(side) != side_len:
+        raise reader.fail(f"side blob holds {len(side):,} bytes, expected {side_len:,}")
+    return side
+
+
+def _fill_side(out: bytearray, pieces, side: bytes) -> None:
+    """Put the side bytes (every piece that is not a symbol stream) back in place, un-shuffled."""
+    pos = 0
+    for a, b, seg in pieces:
+        if seg is not None and is_symbol_stream(seg):
+            continue
+        out[a:b] = byte_unshuffle(side[pos:pos + b - a], _itemsize(seg.dtype)) if seg else side[pos:pos + b - a]
+        pos += b - a
+
+
+def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+    what = "ans data"
+    reader, total, pieces, streams = _open(blob, layout, ANS_MAGIC, what)
     plans = []
     for (_, _, _, dtype), members in streams.items():
         count = sum(b - a for a, b, _ in members)
@@ -389,11 +427,7 @@ def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
             model = read_model(reader, int(info.min), int(info.max))
             parts.append((c, model, reader.varint("stream length")))
         plans.append((dtype, members, count, classes, parts))
-    side_blob = reader.take(reader.varint("side blob length"), "side blob")
-    side_len = total - sum(count for _, _, count, _, _ in plans)
-    side = _unbrotli(side_blob, f"{what} (side blob)") if side_blob else b""
-    if len(side) != side_len:
-        raise reader.fail(f"side blob holds {len(side):,} bytes, expected {side_len:,}")
+    side = _side(reader, total - sum(count for _, _, count, _, _ in plans), what)
     out = bytearray(total)
     for dtype, members, count, classes, parts in plans:
         values = np.zeros(count, dtype=np.int32)
@@ -406,12 +440,57 @@ def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
             out[a:b] = values[pos:pos + b - a].tobytes()
             pos += b - a
     reader.finish()
-    pos = 0
-    for a, b, seg in pieces:
-        if seg is not None and is_symbol_stream(seg):
-            continue
-        out[a:b] = byte_unshuffle(side[pos:pos + b - a], _itemsize(seg.dtype)) if seg else side[pos:pos + b - a]
+    _fill_side(out, pieces, side)
+    return bytes(out)
+
+
+ANS2_MAGIC = b"PAN2"
+
+
+def _matrix_shape(seg: Segment, nbytes: int) -> tuple[int, int] | None:
+    """A stream member's (rows, cols) when `ans2` models it as a matrix (2-D, non-empty), else None."""
+    if len(seg.shape) == 2 and seg.shape[0] > 0 and seg.shape[1] > 0 and seg.shape[0] * seg.shape[1] == nbytes:
+        return int(seg.shape[0]), int(seg.shape[1])
+    return None
+
+
+def _code_stream2(values: np.ndarray, members, head: bytearray, coded: list[bytes]) -> None:
+    """One `ans2` stream: its matrices and the rest of its values through the context model."""
+    mats, loose, pos = [], [], 0
+    for a, b, seg in members:
+        shape, part = _matrix_shape(seg, b - a), values[pos:pos + b - a]
+        if shape:
+            mats.append(part.reshape(shape))
+        else:
+            loose.append(part)
         pos += b - a
+    encode_stream(mats, np.concatenate(loose) if loose else values[:0], head, coded)
+
+
+def _ans2_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+    what = "ans2 data"
+    reader, total, pieces, streams = _open(blob, layout, ANS2_MAGIC, what)
+    heads = []
+    for (_, _, _, dtype), members in streams.items():
+        if sum(b - a for a, b, _ in members) == 0:
+            continue
+        shapes = [_matrix_shape(seg, b - a) for a, b, seg in members]
+        heads.append((dtype, members, shapes, read_stream(reader, [s for s in shapes if s], dtype)))
+    side = _side(reader, total - sum(b - a for _, members, _, _ in heads for a, b, _ in members), what)
+    out = bytearray(total)
+    for dtype, members, shapes, stream_head in heads:
+        loose_count = sum(b - a for (a, b, _), s in zip(members, shapes) if s is None)
+        mats, loose = decode_stream(stream_head, [s for s in shapes if s], loose_count,
+                                    lambda n: reader.take(n, "coded context"), what)
+        mats, pos = iter(mats), 0
+        for (a, b, _), shape in zip(members, shapes):
+            if shape:
+                out[a:b] = next(mats).astype(dtype).tobytes()
+            else:
+                out[a:b] = loose[pos:pos + b - a].astype(dtype).tobytes()
+                pos += b - a
+    reader.finish()
+    _fill_side(out, pieces, side)
     return bytes(out)
 
 
@@ -422,7 +501,8 @@ CODECS: dict[str, Codec] = {
     "zstd": Codec(_zstd_compress, _zstd_decompress),
     "brotli": Codec(_brotli_compress, _brotli_decompress),
     "bshf-brotli": Codec(_bshf_brotli_compress, _bshf_brotli_decompress),
-    "ans": Codec(_ans_compress, _ans_decompress),
+    "ans": Codec(_stream_codec_compress("ans", ANS_MAGIC, _code_stream), _ans_decompress),
+    "ans2": Codec(_stream_codec_compress("ans2", ANS2_MAGIC, _code_stream2), _ans2_decompress),
 }
 
 

@@ -235,3 +235,33 @@ def decode_symbols(words: bytes, model: SymbolModel, count: int, what: str) -> n
     if not clean:
         raise PgolfError(f"{what} is corrupt: coded words left over after {count:,} symbols")
     return symbols + np.int32(model.low)
+
+
+class SymbolDecoder:
+    """Incremental form of `decode_symbols`: `take(count)` decodes the next `count` symbols of words written by one
+    `encode_symbols` call, `finish()` checks that exactly all of them were taken. PgolfError on any mismatch."""
+
+    def __init__(self, words: bytes, model: SymbolModel, what: str):
+        self.model, self.what, self.words = model, what, words
+        self.coder = None
+        if model.size > 1:
+            if len(words) % 4 or not words:
+                raise PgolfError(f"{what} is corrupt: {len(words):,} coded bytes is not a positive number of "
+                                 f"32-bit words")
+            self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+            self.categorical = _categorical(model)
+        elif words:
+            raise PgolfError(f"{what} is corrupt: {len(words):,} coded bytes for a stream that needs none")
+
+    def take(self, count: int) -> np.ndarray:
+        if self.coder is None or count == 0:
+            return np.full(count, self.model.low, dtype=np.int32)
+        try:
+            symbols = self.coder.decode(self.categorical, count)
+        except (ValueError, RuntimeError, OverflowError) as exc:
+            raise PgolfError(f"{self.what} is corrupt ({exc})") from None
+        return symbols + np.int32(self.model.low)
+
+    def finish(self) -> None:
+        if self.coder is not None and not self.coder.is_empty():
+            raise PgolfError(f"{self.what} is corrupt: coded words left over")
