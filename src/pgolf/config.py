@@ -226,7 +226,7 @@ class QuantConfig:
     scheme: str = "int8"
     """Export recipe: int8 (the baseline's) or mixed (the records'; the settings below up to fit)."""
     codec: str = "zlib"
-    """Artifact compressor (pgolf/artifact/codecs.py): zlib (the baseline's), lzma, zstd, brotli, bshf-brotli, ans."""
+    """Artifact compressor (pgolf/artifact/codecs.py): zlib (baseline), lzma, zstd, brotli, bshf-brotli, ans, ans2."""
     level: int = 9
     """Compression level of the codec (zlib, lzma 0-9; zstd 0-22; brotli, bshf-brotli, ans 0-11)."""
     bits: str = "embed=8,gate=8,default=6"
