@@ -57,13 +57,13 @@ TWO_LANE_DECODER = """            lane1 = self._start_lanes(i, x, lane1)
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)"""
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(len(encoder) + j))"""
 
 
 MUTANTS = [
     # Baseline wiring that the techniques build on.
     Mutant("resid_mix_x0", "model/gpt.py",
-           "x = mix[0] * x + mix[1] * x0", "x = mix[0] * x",
+           "mixed = mix[0] * x + mix[1] * x0", "mixed = mix[0] * x",
            "resid_mix: the x0 term is dropped"),
     Mutant("unet_skip_weight", "model/gpt.py",
            "skip = self.skip_weights[j].to(x.dtype) * skips.pop()", "skip = skips.pop()",
@@ -125,8 +125,8 @@ MUTANTS = [
            "g = torch.sigmoid(self.scale * z)", "g = torch.sigmoid(z)",
            "attn_gate=sparse: attn_gate_scale ignored"),
     Mutant("gptj_norm", "model/gpt.py",
-           "return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1",
-           "return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(mixed + a)), lane1",
+           "return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h, adapter), lane1",
+           "return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(mixed + a), adapter), lane1",
            "parallel_mode=gptj: MLP reads the post-attention stream"),
     Mutant("two_lane_mixed_lane0", "model/gpt.py",
            "return rho[0] * x + p[0, 0] * a", "return rho[0] * mixed + p[0, 0] * a",
@@ -134,10 +134,11 @@ MUTANTS = [
     Mutant("two_lane_start_after_skip", "model/gpt.py",
            TWO_LANE_DECODER, TWO_LANE_DECODER.replace(
                "            lane1 = self._start_lanes(i, x, lane1)\n", "").replace(
-               "self.blocks[i](x, x0, lane1, ve, shared)", "self.blocks[i](x, x0, self._start_lanes(i, x, lane1), ve, shared)"),
+               "self.blocks[i](x, x0, lane1, ve,",
+               "self.blocks[i](x, x0, self._start_lanes(i, x, lane1), ve,"),
            "parallel_mode=two_lane: lane 1 starts after the first two-lane layer's U-Net skip"),
     Mutant("two_lane_mlp_lane", "model/gpt.py",
-           "self.mlp(self._norm(lane1))", "self.mlp(self._norm(x))",
+           "self.mlp(self._norm(lane1), adapter)", "self.mlp(self._norm(x), adapter)",
            "parallel_mode=two_lane: MLP reads lane 0"),
     Mutant("two_lane_mixing", "model/gpt.py",
            "return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m",

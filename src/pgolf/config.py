@@ -285,8 +285,8 @@ class EvalConfig:
     """lora/phased TTT: LoRA rank."""
     ttt_alpha: float = 0.0
     """lora/phased TTT: adapter output scale alpha/rank (PR #1767); 0 = scale 1."""
-    ttt_targets: str = "attn.c_q,attn.c_v"
-    """lora/phased TTT: comma-separated suffixes of the linear layers that get adapters."""
+    ttt_targets: str = "q,v,head"
+    """lora/phased TTT: adapted maps, comma-separated, of q, k, v, o, mlp, head (one adapter per virtual layer)."""
     ttt_lr: float = 0.01
     """lora/phased TTT: AdamW learning rate of the adapters."""
     ttt_beta1: float = 0.9
@@ -297,8 +297,12 @@ class EvalConfig:
     """lora/phased TTT: AdamW weight decay."""
     ttt_warm_start_a: bool = False
     """lora/phased TTT: keep the A matrices across documents (PR #1767)."""
+    ttt_batch_docs: int = 64
+    """lora/phased TTT: documents adapted together in one batch (length-sorted, longest batches first)."""
+    ttt_chains: int = 8
+    """lora/phased TTT with warm-start A: batch j continues the A of batch j - chains (a multiple of the ranks)."""
     ttt_chunk_tokens: int = 32_768
-    """sgd TTT: targets per chunk (PR #549)."""
+    """sgd TTT: targets per chunk (PR #549); phased TTT: tokens per global SGD step."""
     ttt_sgd_lr: float = 0.002
     """sgd TTT: peak SGD learning rate, cosine-decayed across chunks."""
     ttt_epochs: int = 3
@@ -308,7 +312,11 @@ class EvalConfig:
     ttt_prefix_docs: int = 2000
     """phased TTT: documents over which the phase boundaries are spread."""
     ttt_phase_lr: float = 0.001
-    """phased TTT: SGD learning rate of each global phase."""
+    """phased TTT: peak SGD learning rate of each global phase, cosine-decayed across its chunks."""
+    compile: str = "auto"
+    """Compile the LoRA TTT forward with fixed shapes: auto (CUDA only), on, off."""
+    report_modes: str = ""
+    """Modes the trainer also scores and logs before the final one, comma-separated (e.g. flat,sliding)."""
 
 
 @dataclass
@@ -384,8 +392,10 @@ class Config:
             raise PgolfError(f"config: quant.qat_bits={q.qat_bits} must be 0 (off) or in 2..8")
         if e.stride < 0 or not e.max_seconds >= 0:
             raise PgolfError("config: eval.stride and eval.max_seconds must be >= 0 (0 = the default / no limit)")
-        if min(e.ttt_chunk, e.ttt_rank, e.ttt_chunk_tokens, e.ttt_phases) < 1 or e.ttt_epochs < 0:
-            raise PgolfError("config: eval.ttt_chunk, ttt_rank, ttt_chunk_tokens and ttt_phases must be >= 1")
+        if min(e.ttt_chunk, e.ttt_rank, e.ttt_chunk_tokens, e.ttt_phases, e.ttt_batch_docs, e.ttt_chains) < 1 \
+                or e.ttt_epochs < 0:
+            raise PgolfError("config: eval.ttt_chunk, ttt_rank, ttt_chunk_tokens, ttt_phases, ttt_batch_docs and "
+                             "ttt_chains must be >= 1")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank so that the global batch is `train_batch_tokens`."""

@@ -14,12 +14,18 @@ from pgolf.eval.evaluate import flat_windows, score_flat, score_windows
 
 
 class Bigram(torch.nn.Module):
-    """A tiny causal model with the GPT's forward contract, to test the scorer in isolation."""
+    """A tiny causal model with the GPT's forward, hidden and head contract, to test the scorer in isolation."""
 
     def __init__(self, vocab: int) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(0)
         self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=gen))
+
+    def hidden(self, x):  # the scorers' contract: hidden states, then the head on the scored positions only
+        return self.table[x].float()
+
+    def head(self, h):
+        return h
 
     def forward(self, x, y=None, reduction="mean"):
         logits = self.table[x].float()

@@ -11,10 +11,12 @@ all ranks then fail together with one PgolfError.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ class EvalResult:
     tokens: int
     bytes: int
     seconds: float
+    report: dict = field(default_factory=dict)  # what the mode says about its run (TTT: batches, phases, times)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,7 +124,8 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
                          f"(position checksum {position_sum}, expected {n_targets * (n_targets + 1) // 2})")
     total_nats = float(totals.nats.item())
     val_loss, val_bpb = bpb_from_sums(total_nats, scored, num_bytes)
-    return EvalResult(val_loss, val_bpb, total_nats, scored, num_bytes, time.perf_counter() - start)
+    return EvalResult(val_loss, val_bpb, total_nats, scored, num_bytes, time.perf_counter() - start,
+                      dict(getattr(mode, "report", {})))
 
 
 def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, *, seq_len: int,
@@ -171,10 +175,14 @@ class ValidationData:
 
     def score(self, model: torch.nn.Module, *, seq_len: int, batch_tokens: int, device: torch.device,
               ctx: DistContext | None = None, mode: str = "flat", stride: int = 0,
-              max_seconds: float = 0.0, ttt=None) -> EvalResult:
+              max_seconds: float = 0.0, ttt=None, log: Callable[[str], None] | None = None,
+              scorer: EvalMode | None = None) -> EvalResult:
         """Score the stream with the named mode (`pgolf.eval.names.EVAL_MODES`); stride 0 = the mode's default;
-        `ttt` (a `TTTSettings`) configures the test-time-training modes."""
-        scorer = build_mode(mode, seq_len=seq_len, stride=stride, bos_id=self.bos_id, ttt=ttt)
+        `ttt` (a `TTTSettings`) configures the test-time-training modes, which report progress to `log`; `scorer`,
+        when given, is the mode already built (and prepared)."""
+        scorer = scorer or build_mode(mode, seq_len=seq_len, stride=stride, bos_id=self.bos_id, ttt=ttt)
+        if log is not None and hasattr(scorer, "log"):
+            scorer.log = log
         result = score_stream(model, self.tokens, self.target_bytes, scorer, batch_tokens=batch_tokens,
                               device=device, ctx=ctx, max_seconds=max_seconds)
         if self.full and result.bytes != int(self.manifest["splits"]["val"]["bytes"]):
@@ -219,16 +227,22 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
                    batch_tokens: int = 0, device: torch.device | None = None, ctx: DistContext | None = None,
                    clock: PhaseClock | None = None, code_bytes: int | None = None,
                    enforce_cap: bool = True, stride: int = 0, max_seconds: float | None = None,
-                   max_tokens: int = 0, overrides: list[str] | None = None) -> dict:
+                   max_tokens: int = 0, overrides: list[str] | None = None, report_modes: list[str] | None = None,
+                   log: Callable[[str], None] | None = None) -> dict:
     """Score an artifact file: decompress, rebuild the model, score the val split. Reads nothing else.
 
     `mode`, `seq_len`, `stride`, `batch_tokens` and `max_seconds` default to the artifact's `eval` config (seq_len
     then to its training length). `enforce_cap` refuses an artifact whose bytes plus code bytes exceed the cap (the
     trainer scores over-cap runs anyway so that result.json can record them, then exits non-zero). `max_tokens` > 0
     scores only the first N val tokens (a quick look, not a score: `full_val` is then false and the manifest byte
-    check is skipped). Returns a dict with val_loss, val_bpb, tokens, bytes, artifact bytes and the phase times.
+    check is skipped). `report_modes` are scored first, each on a fresh copy of the artifact's model (phase
+    `scoring_MODE`); the final `mode` is scored last (phase `scoring`). Returns a dict with the final mode's val_loss
+    and val_bpb, tokens, bytes, artifact bytes, the phase times, and `evals`: every mode's label (the records' log
+    names, `pgolf.eval.names.REPORT_LABELS`), score and time.
     """
     from pgolf.artifact.format import check_cap, load_artifact
+    from pgolf.eval.names import report_label
+    from pgolf.eval.ttt import ttt_settings
 
     device = device or torch.device("cpu")
     clock = clock or PhaseClock(sync=torch.cuda.synchronize if device.type == "cuda" else None)
@@ -254,11 +268,28 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     stride = stride or cfg.eval.stride
     batch_tokens = batch_tokens or cfg.eval.batch_tokens
     max_seconds = cfg.eval.max_seconds if max_seconds is None else max_seconds
-    from pgolf.eval.ttt import ttt_settings
-
-    with clock.phase("scoring"):
-        result = val.score(model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx, mode=mode,
-                           stride=stride, max_seconds=max_seconds, ttt=ttt_settings(cfg.eval))
+    ttt = ttt_settings(cfg.eval)
+    evals = []
+    for name in [*(m for m in report_modes or [] if m != mode), mode]:
+        final = name == mode
+        scorer = build_mode(name, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=ttt)
+        scored_model = model if final or not scorer.adaptive else copy.deepcopy(model)
+        seconds = scorer.prepare(scored_model, device) if hasattr(scorer, "prepare") else 0.0
+        if seconds:  # the compile warm-up on random tokens, outside the eval time (as the record's)
+            clock.add(f"compile_{name}", seconds)
+            if log is not None and (ctx is None or ctx.is_main):
+                log(f"{name}: compile warmup done ({seconds:.1f}s, random tokens, no val data)")
+        with clock.phase("scoring" if final else f"scoring_{name}"):
+            result = val.score(scored_model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx,
+                               mode=name, stride=stride, max_seconds=max_seconds, ttt=ttt, log=log, scorer=scorer)
+        entry = {"mode": name, "label": report_label(name), "val_loss": result.val_loss, "val_bpb": result.val_bpb,
+                 "eval_time_ms": round(1000 * result.seconds, 1), "final": final, "detail": scorer.describe()}
+        if result.report:
+            entry["report"] = result.report
+        evals.append(entry)
+        if log is not None and (ctx is None or ctx.is_main):
+            log(f"{entry['label']} val_loss:{result.val_loss:.8f} val_bpb:{result.val_bpb:.8f} "
+                f"eval_time:{entry['eval_time_ms']:.0f}ms")
     out = {
         "mode": mode,
         "val_loss": result.val_loss,
@@ -271,9 +302,10 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         "code_bytes": code,
         "total_bytes": total,
         "phases": clock.as_dict(),
+        "final_eval": evals[-1]["label"],
+        "evals": evals,
     }
     if mode != "flat":
-        scorer = build_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=ttt_settings(cfg.eval))
         out["stride"] = getattr(scorer, "stride", 0)
         out["mode_detail"] = scorer.describe()
     if not val.full:

@@ -68,8 +68,8 @@ class UnigramCacheMode(SlidingMode):
         size = max(len(old), len(new))
         self.counts = F.pad(old, (0, size - len(old))) + F.pad(new, (0, size - len(new)))
 
-    def log_probs(self, model, x, y):
-        logp = super().log_probs(model, x, y)
+    def log_probs(self, model, x, y, cols):
+        logp = super().log_probs(model, x, y, cols)
         vocab = logp.size(-1)
         counts = torch.zeros(vocab, dtype=torch.float64)
         if self.counts is not None:
@@ -94,24 +94,24 @@ class DoubleScoreMode(SlidingMode):
 class TargetRenormMode(SlidingMode):
     name = "broken-target-renorm"
 
-    def log_probs(self, model, x, y):
-        logits = super().log_probs(model, x, y)
-        return F.log_softmax(logits + GOLD_BONUS * F.one_hot(y, logits.size(-1)), dim=-1)
+    def log_probs(self, model, x, y, cols):
+        logits = super().log_probs(model, x, y, cols)
+        return F.log_softmax(logits + GOLD_BONUS * F.one_hot(y.gather(1, cols), logits.size(-1)), dim=-1)
 
 
 class TargetUnnormalizedMode(SlidingMode):
     name = "broken-target-unnormalized"
 
-    def log_probs(self, model, x, y):
-        logp = super().log_probs(model, x, y)
-        return logp + GOLD_BONUS * F.one_hot(y, logp.size(-1))
+    def log_probs(self, model, x, y, cols):
+        logp = super().log_probs(model, x, y, cols)
+        return logp + GOLD_BONUS * F.one_hot(y.gather(1, cols), logp.size(-1))
 
 
 class PeekMode(SlidingMode):
     name = "broken-peek"
 
-    def log_probs(self, model, x, y):
-        return super().log_probs(model, y, y)
+    def log_probs(self, model, x, y, cols):
+        return super().log_probs(model, y, y, cols)
 
 
 FIXTURES: dict[str, ModeFactory] = {

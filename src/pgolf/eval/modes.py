@@ -107,10 +107,12 @@ class WindowedMode(EvalMode):
         n = len(tokens) - 1
         return sliding_plan(np.array([0]), np.array([n]), self.seq_len, self.stride)
 
-    def log_probs(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Full log-prob vectors [B, T, V] for inputs x (y, the targets, is for fixtures that misuse it)."""
+    def log_probs(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Full log-prob vectors [B, S, V] at the columns `cols` [B, S] of inputs x [B, T]: the head runs only on
+        the positions a window scores (y [B, T], the targets, is for fixtures that misuse it)."""
         with autocast_for(x.device):
-            logits = model(x)
+            h = model.hidden(x)
+            logits = model.head(h.gather(1, cols[..., None].expand(-1, -1, h.size(-1))))
         return F.log_softmax(logits.float(), dim=-1)
 
     def run(self, model, tokens, *, device, batch_tokens, rank=0, world_size=1):
@@ -140,9 +142,15 @@ class WindowedMode(EvalMode):
         idx = torch.where(real, starts + cols, starts)  # padding re-reads a real token; it is never scored
         x = torch.where(real, stream[idx], PAD_TOKEN)
         y = torch.where(real, stream[idx + 1], PAD_TOKEN)
-        logp = self.log_probs(model, x, y)
-        nats = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        return ScoredChunk(positions=idx + 1, targets=y, log_probs=logp, nats=nats, mask=real & (cols >= score_from))
+        # The scored slots of each window: columns score_from .. length - 1, left-aligned in a [B, S] grid.
+        k = torch.arange(int(windows.scored_counts.max()), device=device)[None, :]
+        mask = k < lengths - score_from
+        scored = torch.where(mask, score_from + k, 0)
+        logp = self.log_probs(model, x, y, scored)
+        targets = y.gather(1, scored)
+        nats = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return ScoredChunk(positions=idx.gather(1, scored) + 1, targets=targets, log_probs=logp, nats=nats,
+                           mask=mask)
 
 
 class FlatMode(WindowedMode):

@@ -1,37 +1,52 @@
-"""Score-first test-time training (TTT): per-document LoRA, chunked full-model SGD and phased global SGD
+"""Score-first test-time training (TTT): batched per-document LoRA, phased global SGD and chunked full-model SGD
 (docs/rules.md#score-first-test-time-training, docs/techniques.md#test-time-training), on the eval mode API of
 `pgolf.eval.modes`.
 
-Legality by construction (conditions C1-C4 of issue #1017). Every TTT mode here is a `ScoreFirstMode`, whose `run`
-is the only code that touches the token stream, and it is fixed: it scores a unit of windows (yielding the chunk, so
-the scores are final), advances a high-water mark of scored positions, and only then calls `adapt` with the
-positions just released. `adapt` refuses any position above the mark, and the learners (`LoRALearner`,
-`SGDLearner`) never see the stream at all: they receive only `ScoredTokens`, built by `adapt` from released
-positions. So "train before score" is not a rule a TTT mode must remember; a learner has no way to reach a token
-before it is scored. `pgolf legality` audits the same modes from the outside.
+Legality by construction (conditions C1-C4 of issue #1017). A TTT mode's `run` is the only code that reads the token
+stream. It scores (yields a chunk, so the scores are final), records the scored positions in a `ScoredPositions`
+gate, and only then calls `adapt` with positions it has scored. `adapt` refuses any position the gate has not seen,
+and the learners never see the stream: they receive only the token values that `adapt` released. So a learner has
+no way to reach a token before it is scored; `pgolf legality` audits the same modes from the outside. The one thing
+read ahead of scoring is the document structure (where BOS tokens are, hence each document's length and first
+token), which every document-isolated scorer reads, as the records do.
 
 Modes:
 
-- `lora-ttt` (PR #77 -> `R/2026-03-17_LoRA_TTT`; PR #1530): documents in order; each document's targets are cut
-  into chunks of `chunk` tokens, each scored in a window of up to `seq_len` tokens of its own document, then one
-  Adam step on that chunk's loss updates rank-`rank` LoRA adapters on the target linears. Adapters are reset between
-  documents (B zeroed; A re-drawn, or kept with `warm_start_a`, PR #1767), so documents adapt independently.
+- `lora-ttt`, `phased-ttt`: the 1.0611 record's batched phased LoRA TTT (PR #1855's `eval_val_ttt_phased`, after
+  PRs #1530/#1610/#1626/#1767), on the one model (`pgolf.model.lora.BatchedLoRA` passed through `GPT.hidden` and
+  `GPT.head`):
+  * documents are sorted by length, cut into batches of `batch_docs`, and the batches run longest first;
+  * every document of a batch has its own adapters (rank `rank`, scale alpha/rank) on `targets` of every
+    virtual-layer slot (a looped layer gets one per application) and on the tied head, and its own AdamW state
+    (lr, betas, weight decay; eps 1e-10), fresh for every batch. B starts at zero; A is drawn U(+-1/sqrt(in)) at
+    the start of a phase and, with `warm_start_a`, carried from batch to batch: batch j continues the A of batch
+    j - `chains` (the record's 8 ranks each carry their own; here the chain of a batch does not depend on the
+    world size, so any number of ranks dividing `chains` scores the same);
+  * each document's targets are cut into chunks of `chunk`; chunk c is scored in one window of up to `seq_len`
+    tokens of its own document ending at the chunk's end, the head runs only on the chunk's positions, and then
+    (except for a document's last chunk) one AdamW step on the mean loss of that chunk, reusing the scoring
+    forward's graph;
+  * `phased-ttt` adds global phases: the first `prefix_docs` documents in scoring order are divided by `phases`
+    boundaries; after the batch in which the count of scored documents reaches a boundary, the documents up to
+    the boundary (all scored) are concatenated and one epoch of SGD (momentum 0.9, clip 1.0) on the base weights
+    runs over them in chunks of `chunk_tokens` tokens, one step per chunk (its `seq_len` sequences, cut at
+    document starts), with a cosine learning rate from `phase_lr` across the chunks; the last chunk is not
+    trained on, as in the record. Then fresh adapters continue.
+  Under torchrun the batches are dealt round-robin to the ranks, each phase's sequences are split across ranks
+  with the gradients all-reduced, and the evaluator sums the nats, tokens and bytes: the score equals one
+  process's up to float summation order.
 - `sgd-ttt` (PR #549 -> `R/2026-03-23_LeakyReLU_LegalTTT_ParallelMuon`): the stream in chunks of `chunk_tokens`
   targets, each scored with sliding windows, then `epochs` of SGD (momentum 0.9, cosine LR across chunks, clip
-  1.0) on all weights over that chunk's tokens; the last chunk is not trained on (nothing is left to score).
-- `phased-ttt` (PRs #1610/#1626): `lora-ttt`, plus global phases: when the number of scored documents crosses
-  one of `phases` boundaries spread over the first `prefix_docs` documents, one epoch of SGD on the base weights
-  over every scored document so far, then fresh adapters.
-
-Adaptation runs on one process (documents are not yet split across ranks for TTT).
+  1.0) on all weights over that chunk's tokens; the last chunk is not trained on. One process.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,31 +54,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgolf.errors import PgolfError
-from pgolf.eval.modes import EvalMode, ScoredChunk, WindowedMode
+from pgolf.eval.modes import PAD_TOKEN, EvalMode, ScoredChunk, WindowedMode
 from pgolf.eval.windows import WindowPlan, document_segments, sliding_plan
-from pgolf.runtime import autocast_for
+from pgolf.runtime import COMPILE_MODES, DistContext, autocast_for, should_compile
 
 from pgolf.eval.names import TTT_MODES  # noqa: F401
+
+PAD_MULTIPLE = 256  # compiled TTT windows are padded to a multiple of this (a few fixed shapes)
+PHASE_BATCH_SEQS = 256  # sequences per global-phase SGD step (the record: 32 per rank x 8 ranks)
+PHASE_MOMENTUM = 0.9
+PHASE_CLIP = 1.0
 
 
 @dataclass
 class TTTSettings:
-    """Knobs of the TTT modes (the 03-17 LoRA record's values by default; docs/techniques.md#per-document-lora-ttt)."""
+    """Knobs of the TTT modes (EvalConfig `ttt_*`; docs/techniques.md#test-time-training)."""
 
     chunk: int = 256  # lora/phased: targets scored per adaptation step
     rank: int = 8
     alpha: float = 0.0  # 0: scale 1; else alpha / rank
-    targets: tuple[str, ...] = ("attn.c_q", "attn.c_v")
+    targets: tuple[str, ...] = ("q", "v", "head")
     lr: float = 0.01
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     warm_start_a: bool = False
-    chunk_tokens: int = 32_768  # sgd: targets per chunk
+    batch_docs: int = 64  # documents per batch
+    chains: int = 8  # warm-start A: batch j continues batch j - chains
+    chunk_tokens: int = 32_768  # sgd: targets per chunk; phased: tokens per global SGD step
     sgd_lr: float = 0.002
     epochs: int = 3
     phases: int = 3  # phased
     prefix_docs: int = 2000
     phase_lr: float = 0.001
+    compile: str = "auto"  # auto: compile the LoRA forward on CUDA (fixed shapes)
+    pad_multiple: int = 0  # windows padded to a multiple of this (0: not padded; compiling pads to PAD_MULTIPLE)
     seed: int = 0
 
 
@@ -77,59 +101,371 @@ class ScoredTokens:
     train_from: int
 
 
-# ------------------------------------------------------------------------------------------------------ learners
+class ScoredPositions:
+    """The gate between the stream and the learners: which positions have been scored (yielded)."""
 
-class LoRALearner:
-    """Low-rank adapters on the target linears, added through forward hooks (the model code is untouched):
-    y = W x + s * B (A x), A [r, in] ~ N(0, 1/in), B [out, r] = 0, so a fresh adapter changes nothing."""
+    def __init__(self, n_tokens: int, name: str) -> None:
+        self.scored = np.zeros(n_tokens, dtype=bool)
+        self.name = name
 
-    def __init__(self, model: nn.Module, s: TTTSettings) -> None:
-        from pgolf.model.layers import CastedLinear
+    def add(self, positions: np.ndarray) -> None:
+        self.scored[positions] = True
 
-        self.s = s
-        self.gen = torch.Generator(device="cpu").manual_seed(s.seed)
-        self.modules = {name: m for name, m in model.named_modules()
-                        if isinstance(m, CastedLinear) and any(name.endswith(t) for t in s.targets)}
-        if not self.modules:
-            raise PgolfError(f"lora-ttt: no linear layer matches targets {', '.join(s.targets)}")
-        device = next(model.parameters()).device
-        self.a = {n: torch.zeros(s.rank, m.in_features, device=device) for n, m in self.modules.items()}
-        self.b = {n: torch.zeros(m.out_features, s.rank, device=device) for n, m in self.modules.items()}
-        for t in [*self.a.values(), *self.b.values()]:
-            t.requires_grad_(True)
-        self.scale = s.alpha / s.rank if s.alpha > 0 else 1.0
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
-        self.opt = None
-        self.reset(first=True)
+    def check(self, positions: np.ndarray) -> None:
+        pos = np.asarray(positions, dtype=np.int64)
+        bad = pos[(pos < 1) | (pos >= len(self.scored))]
+        if len(bad) == 0:
+            bad = pos[~self.scored[pos]]
+        if len(bad):
+            raise PgolfError(f"{self.name}: refusing to adapt on positions that are not yet scored "
+                             f"(first: {int(bad[0])}, {len(bad)} in all)")
 
-    def _hook(self, name: str):
-        def hook(module, inputs, output):
-            x = inputs[0]
-            return output + self.scale * F.linear(F.linear(x, self.a[name].to(x.dtype)), self.b[name].to(x.dtype))
-        return hook
 
-    @torch.no_grad()
-    def reset(self, first: bool = False) -> None:
-        for name, a in self.a.items():
-            if first or not self.s.warm_start_a:
-                a.copy_(torch.randn(a.shape, generator=self.gen) / math.sqrt(a.shape[1]))
-            self.b[name].zero_()
-        self.opt = torch.optim.AdamW([*self.a.values(), *self.b.values()], lr=self.s.lr, betas=self.s.betas,
-                                     weight_decay=self.s.weight_decay)
+# ------------------------------------------------------------------------------------ batched per-document LoRA
 
-    def step(self, model: nn.Module, scored: ScoredTokens) -> None:
-        loss = _span_loss(model, scored)
-        if loss is None:
+@dataclass(frozen=True)
+class Schedule:
+    """Which documents are scored together, in what order, by which rank, and where the global phases fall.
+
+    Documents are target segments [starts[d], ends[d]) (`pgolf.eval.windows.document_segments`); `batches[j]` lists
+    the documents of the j-th batch in scoring order; `phase_after[j]` is the number of documents (in scoring
+    order) a global phase trains on after batch j, or 0."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    batches: list[np.ndarray]
+    phase_after: dict[int, int]
+
+    @property
+    def order(self) -> np.ndarray:
+        """Every document in scoring order."""
+        return np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
+
+
+def make_schedule(tokens: np.ndarray, bos_id: int, batch_docs: int, phases: int, prefix_docs: int) -> Schedule:
+    """Length-sorted batches, longest first, and the phase points (PR #1855's `_build_ttt_global_batches` and phase
+    boundaries prefix * (k + 1) // phases)."""
+    starts, ends = document_segments(tokens, bos_id)
+    lengths = ends - starts
+    by_length = np.argsort(lengths, kind="stable")
+    batches = [by_length[i:i + batch_docs] for i in range(0, len(by_length), batch_docs)]
+    batches.sort(key=lambda b: -int(lengths[b].max()))  # stable: equal longest documents keep their order
+    prefix = min(prefix_docs, len(starts))
+    boundaries = sorted({prefix * (k + 1) // phases for k in range(phases)} - {0}) if phases > 0 else []
+    done = np.cumsum([len(b) for b in batches])
+    phase_after, last = {}, -1
+    for boundary in boundaries:
+        j = max(int(np.searchsorted(done, boundary)), last + 1)
+        if j < len(batches) - 1:  # a phase after the last batch could not help any score
+            phase_after[j] = boundary
+            last = j
+    return Schedule(starts, ends, batches, phase_after)
+
+
+def _draw_generator(device: torch.device, *key: int) -> torch.Generator:
+    """A generator on `device` seeded from non-negative integers (the same numbers on every rank)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+class BatchedLoRAMode(EvalMode):
+    """`lora-ttt` (no phases) and, with `phases`, `phased-ttt`; see the module docstring."""
+
+    name = "lora-ttt"
+    adaptive = True
+    phased = False
+
+    def __init__(self, seq_len: int, s: TTTSettings, bos_id: int) -> None:
+        self.seq_len, self.s, self.bos_id = seq_len, s, bos_id
+        self.log: Callable[[str], None] | None = None  # progress lines (the trainer passes its log)
+        self.report: dict = {}
+
+    def describe(self) -> str:
+        s = self.s
+        text = (f"{self.name} (seq_len {self.seq_len}, chunk {s.chunk}, {s.batch_docs} docs per batch, rank {s.rank}"
+                f"{f', alpha {s.alpha:g}' if s.alpha else ''}, targets {','.join(s.targets)}, lr {s.lr:g}, "
+                f"betas {s.betas[0]:g}/{s.betas[1]:g}, wd {s.weight_decay:g}"
+                f"{', warm-start A' if s.warm_start_a else ''})")
+        if self.phased:
+            text = text[:-1] + f", {s.phases} phases over {s.prefix_docs} docs, phase lr {s.phase_lr:g})"
+        return text
+
+    # ---------------------------------------------------------------------------------------------- the loop
+    def run(self, model, tokens, *, device, batch_tokens, rank=0, world_size=1) -> Iterator[ScoredChunk]:
+        s = self.s
+        if s.warm_start_a and s.chains % world_size:
+            raise PgolfError(f"{self.name}: eval.ttt_chains={s.chains} must be a multiple of the world size "
+                             f"{world_size} (each rank carries whole warm-start chains)")
+        start = time.perf_counter()
+        tokens = np.asarray(tokens)
+        self._tokens = tokens
+        self._stream = torch.from_numpy(tokens.astype(np.int64)).to(device)
+        self._gate = ScoredPositions(len(tokens), self.name)
+        self._ctx = DistContext(rank, world_size, 0, device)
+        sched = make_schedule(tokens, self.bos_id, s.batch_docs, s.phases if self.phased else 0, s.prefix_docs)
+        self._sched = sched
+        self.report = {"docs": len(sched.starts), "batches": len(sched.batches), "phases": []}
+        self._say(f"ttt_phased: total_docs:{len(sched.starts)} prefix_docs:{min(s.prefix_docs, len(sched.starts))} "
+                  f"batches:{len(sched.batches)} num_phases:{len(sched.phase_after)} "
+                  f"boundaries:{sorted(sched.phase_after.values())}" if self.phased else
+                  f"ttt_lora: total_docs:{len(sched.starts)} batches:{len(sched.batches)}")
+        requires = [p.requires_grad for p in model.parameters()]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        self._setup(model, device)
+        chains: dict[int, dict[str, torch.Tensor]] = {}
+        phase = 0
+        try:
+            for j, batch in enumerate(sched.batches):
+                if j % world_size == rank:
+                    self._load_adapters(chains, j, phase, device)
+                    yield from self._score_batch(model, batch, device)
+                    if s.warm_start_a:
+                        chains[j % s.chains] = {k: a.detach().clone() for k, a in self.lora.a.items()}
+                if j in sched.phase_after:
+                    phase += 1
+                    chains.clear()  # fresh adapters after a phase
+                    self._global_phase(model, j, phase, start)
+        finally:
+            for p, r in zip(model.parameters(), requires):
+                p.requires_grad_(r)
+        self.report["seconds"] = round(time.perf_counter() - start, 4)
+
+    def _say(self, line: str) -> None:
+        if self.log is not None and self._ctx.is_main:
+            self.log(line)
+
+    def _load_adapters(self, chains: dict, j: int, phase: int, device: torch.device) -> None:
+        """B = 0; A from the chain of batch j (warm start) or freshly drawn."""
+        with torch.no_grad():
+            for b in self.lora.b.values():
+                b.zero_()
+            chain = chains.get(j % self.s.chains) if self.s.warm_start_a else None
+            if chain is not None:
+                for k, a in self.lora.a.items():
+                    a.copy_(chain[k])
+            else:
+                key = (0, j % self.s.chains) if self.s.warm_start_a else (1, j)  # a chain's start, or batch j's
+                self.lora.draw_a(_draw_generator(device, self.s.seed, phase, *key))
+        self.opt = torch.optim.AdamW(self.lora.parameters(), lr=self.s.lr, betas=self.s.betas, eps=1e-10,
+                                     weight_decay=self.s.weight_decay, fused=device.type == "cuda" or None)
+
+    def _setup(self, model: nn.Module, device: torch.device) -> None:
+        """The adapters (one set of batch_docs rows, reset in place for every batch) and the forward
+        (x [B, T], cols [B, C]) -> float32 log-probs [B, C, V] of the adapted model at columns `cols`, compiled with
+        fixed shapes when `compile` says so (windows padded to PAD_MULTIPLE, rows to batch_docs, always with
+        gradients), once per model."""
+        from pgolf.model.lora import BatchedLoRA
+
+        if getattr(self, "_set_up_for", None) is model:
             return
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        s = self.s
+        self.lora = lora = BatchedLoRA(model.cfg, rows=s.batch_docs, rank=s.rank, slots=model.slots,
+                                       targets=s.targets, alpha=s.alpha, device=device)
+
+        def forward(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            with autocast_for(x.device):
+                h = model.hidden(x, lora)
+                h = h.gather(1, cols[..., None].expand(-1, -1, h.size(-1)))
+                return F.log_softmax(model.head(h, lora).float(), dim=-1)
+
+        self._pad, self._compiled = s.pad_multiple, should_compile(s.compile, device)
+        self._forward = forward
+        if self._compiled:
+            self._pad = self._pad or PAD_MULTIPLE
+            import torch._dynamo
+
+            widths = len(range(0, self.seq_len, self._pad))
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, widths + 2)
+            self._forward = torch.compile(forward, dynamic=False)
+        self._set_up_for = model
+
+    def prepare(self, model: nn.Module, device: torch.device) -> float:
+        """Compile every fixed shape ahead of scoring, on random tokens (no val data), as the record's warm-up
+        before its eval timer; seconds spent (0 when not compiling)."""
+        if not should_compile(self.s.compile, device):
+            return 0.0
+        start = time.perf_counter()
+        requires = [p.requires_grad for p in model.parameters()]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        self._setup(model, device)
+        gen = torch.Generator(device="cpu").manual_seed(self.s.seed)
+        try:
+            for width in range(self._pad, self.seq_len + self._pad, self._pad):
+                width = min(width, self.seq_len)
+                x = torch.randint(0, model.cfg.vocab_size, (self.s.batch_docs, width), generator=gen).to(device)
+                cols = torch.arange(self.s.chunk, device=device).clamp(max=width - 1).expand(self.s.batch_docs, -1)
+                with torch.enable_grad():
+                    self._forward(x, cols).mean().backward()
+        finally:
+            self.lora.zero_grad(set_to_none=True)
+            for p, r in zip(model.parameters(), requires):
+                p.requires_grad_(r)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def _score_batch(self, model: nn.Module, batch: np.ndarray, device: torch.device) -> Iterator[ScoredChunk]:
+        s, sched = self.s, self._sched
+        rows = s.batch_docs
+        a = np.zeros(rows, dtype=np.int64)
+        n = np.zeros(rows, dtype=np.int64)  # targets of each row's document (0: an empty row)
+        a[:len(batch)], n[:len(batch)] = sched.starts[batch], sched.ends[batch] - sched.starts[batch]
+        n_chunks = -(-n // s.chunk)
+        for c in range(int(n_chunks.max())):
+            chunk_end = np.minimum((c + 1) * s.chunk, n)
+            win_start = np.maximum(0, chunk_end - self.seq_len)
+            win_len = np.where(c < n_chunks, chunk_end - win_start, 0)
+            score_from = c * s.chunk - win_start
+            count = np.where(c < n_chunks, chunk_end - c * s.chunk, 0)
+            train = c < n_chunks - 1  # a document's last chunk is not trained on: nothing of it is left
+            width = max(1, int(win_len.max()))
+            if self._pad:
+                width = min(self.seq_len, -(-width // self._pad) * self._pad)
+            t = torch.from_numpy
+            col = torch.arange(width, device=device)[None, :]
+            first = t(a + win_start).to(device)[:, None]
+            real = col < t(win_len).to(device)[:, None]
+            idx = torch.where(real, first + col, 0)
+            x = torch.where(real, self._stream[idx], PAD_TOKEN)
+            k = torch.arange(s.chunk, device=device)[None, :]
+            mask = k < t(count).to(device)[:, None]
+            cols = torch.where(mask, t(score_from).to(device)[:, None] + k, 0)
+            positions = torch.where(mask, first + cols + 1, 0)
+            targets = torch.where(mask, self._stream[positions], PAD_TOKEN)
+            with torch.set_grad_enabled(bool(train.any()) or self._compiled):  # compiled: one graph per width
+                logp = self._forward(x, cols)
+            nats = -logp.detach().gather(-1, targets[..., None]).squeeze(-1)
+            yield ScoredChunk(positions=positions, targets=targets, log_probs=logp.detach(), nats=nats, mask=mask)
+            scored = positions[mask].cpu().numpy()
+            self._gate.add(scored)
+            if train.any():
+                train_mask = mask & t(train).to(device)[:, None]
+                self._pending = functools.partial(self._chunk_step, logp, train_mask)
+                released = positions[train_mask].cpu().numpy()
+                self.adapt(model, released, self._tokens[released])
+            del logp
+
+    def adapt(self, model: nn.Module, positions: np.ndarray, tokens: np.ndarray) -> None:
+        """Release scored tokens to the pending learner: the chunk step, or a global phase."""
+        self._gate.check(positions)
+        values = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self._stream.device)
+        learn, self._pending = self._pending, None
+        learn(values)
+
+    def _chunk_step(self, logp: torch.Tensor, train_mask: torch.Tensor, values: torch.Tensor) -> None:
+        """One AdamW step on every training row's mean loss over its chunk (rows are independent documents)."""
+        if int(train_mask.sum()) != len(values):
+            raise PgolfError(f"internal: {self.name}: {len(values)} released tokens for {int(train_mask.sum())} slots")
+        with torch.enable_grad():
+            targets = torch.zeros(train_mask.shape, dtype=torch.int64, device=values.device)
+            targets[train_mask] = values
+            nats = -logp.gather(-1, targets[..., None]).squeeze(-1)
+            per_doc = (nats * train_mask).sum(1) / train_mask.sum(1).clamp(min=1)
+            self.opt.zero_grad(set_to_none=True)
+            per_doc.sum().backward()
         self.opt.step()
 
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+    # ------------------------------------------------------------------------------------- global SGD phases
+    def _global_phase(self, model: nn.Module, j: int, phase: int, start: float) -> None:
+        """After batch j, on every rank: one SGD epoch on the base weights over the first documents in scoring
+        order (all scored, by some rank)."""
+        sched = self._sched
+        self._ctx.barrier()  # every rank has scored every batch up to j
+        for doc in np.concatenate(sched.batches[:j + 1]):
+            self._gate.add(np.arange(sched.starts[doc] + 1, sched.ends[doc] + 1))
+        t0 = time.perf_counter()
+        docs = sched.order[:sched.phase_after[j]]
+        done = sum(len(b) for b in sched.batches[:j + 1])
+        self._say(f"ttpp: phase:{phase}/{len(sched.phase_after)} pd:{done} gd:{len(docs)} t:{t0 - start:.1f}s")
+        positions = np.concatenate([np.arange(sched.starts[d] + 1, sched.ends[d] + 1) for d in docs])
+        self._pending = functools.partial(self._phase_sgd, model, docs)
+        self.adapt(model, positions, self._tokens[positions])
+        seconds = time.perf_counter() - t0
+        self.report["phases"].append({"phase": phase, "docs": int(len(docs)), "scored_docs": int(done),
+                                      "start_s": round(t0 - start, 4), "seconds": round(seconds, 4),
+                                      "steps": self._phase_steps})
+        self._say(f"ttpr: phase:{phase}/{len(sched.phase_after)} t:{time.perf_counter() - start:.1f}s")
 
+    def _phase_sgd(self, model: nn.Module, docs: np.ndarray, values: torch.Tensor) -> None:
+        """PR #1855's `train_val_ttt_global_sgd_distributed` on the released documents: their tokens (each with
+        its leading BOS) concatenated; chunks of chunk_tokens; one step per chunk over its seq_len sequences."""
+        sched, s, ctx, L = self._sched, self.s, self._ctx, self.seq_len
+        lengths = sched.ends[docs] - sched.starts[docs]
+        if int(lengths.sum()) != len(values):
+            raise PgolfError(f"internal: {self.name}: {len(values)} released tokens for {int(lengths.sum())}")
+        heads = self._stream[torch.from_numpy(sched.starts[docs]).to(values.device)]  # BOS (or token 0)
+        pieces = torch.split(values, lengths.tolist())
+        stream = torch.cat([torch.cat((h[None], p)) for h, p in zip(heads, pieces)])
+        total = len(stream) - 1
+        n_chunks = -(-total // s.chunk_tokens)
+        params = [p for p in model.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.SGD(params, lr=s.phase_lr, momentum=PHASE_MOMENTUM)
+        self._phase_steps = 0
+        for c in range(n_chunks - 1):  # the record leaves the last chunk out
+            lr = s.phase_lr * 0.5 * (1 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
+            a = c * s.chunk_tokens
+            n_seqs = (min(a + s.chunk_tokens, total) - a) // L
+            for g0 in range(0, n_seqs, PHASE_BATCH_SEQS):
+                g1 = min(g0 + PHASE_BATCH_SEQS, n_seqs)
+                n = g1 - g0  # this step's sequences, split across ranks
+                mine = range(g0 + n * ctx.rank // ctx.world_size, g0 + n * (ctx.rank + 1) // ctx.world_size)
+                seqs = [stream[a + i * L:a + (i + 1) * L + 1] for i in mine]
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                if seqs:
+                    with torch.enable_grad():
+                        (self._segments_loss(model, seqs) / (n * L)).backward()
+                _all_reduce_grads(params, ctx)
+                torch.nn.utils.clip_grad_norm_(params, PHASE_CLIP)
+                opt.step()
+                self._phase_steps += 1
+        for p in params:
+            p.requires_grad_(False)
+
+    def _segments_loss(self, model: nn.Module, seqs: list[torch.Tensor]) -> torch.Tensor:
+        """Summed loss of sequences (inputs seq[:-1], targets seq[1:]), each cut where an input is BOS, so no
+        document attends to another (the record's cu_seqlens at BOS positions)."""
+        rows = []
+        for seq in seqs:
+            cuts = (seq[:-1] == self.bos_id).nonzero().squeeze(1).tolist()
+            bounds = sorted({0, *cuts, len(seq) - 1})
+            rows += [seq[b0:b1 + 1] for b0, b1 in zip(bounds[:-1], bounds[1:])]
+        width = max(len(r) for r in rows) - 1
+        x = torch.full((len(rows), width), PAD_TOKEN, dtype=torch.int64, device=seqs[0].device)
+        y = torch.full_like(x, -100)
+        for i, r in enumerate(rows):
+            x[i, :len(r) - 1], y[i, :len(r) - 1] = r[:-1], r[1:]
+        with autocast_for(x.device):
+            logits = model.logits(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=-100,
+                               reduction="sum")
+
+
+def _all_reduce_grads(params: list[nn.Parameter], ctx: DistContext) -> None:
+    """Sum every gradient across ranks in one collective (a rank without sequences adds zeros)."""
+    if not ctx.distributed:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    ctx.all_reduce_sum(flat)
+    for p, g in zip(params, torch.split(flat, [g.numel() for g in grads])):
+        p.grad = g.view_as(p).clone()
+
+
+class PhasedLoRAMode(BatchedLoRAMode):
+    name = "phased-ttt"
+    phased = True
+
+
+# --------------------------------------------------------------------------------------- chunked full-model SGD
 
 class SGDLearner:
     """Plain SGD with momentum on every weight of the model, over sequences of already-scored tokens."""
@@ -166,205 +502,83 @@ def _span_loss(model: nn.Module, scored: ScoredTokens) -> torch.Tensor | None:
         return nats[start:].float().mean()
 
 
-# --------------------------------------------------------------------------------------------------------- driver
+class SGDTTTMode(EvalMode):
+    """`sgd-ttt`: sliding windows in stream order, released chunk by chunk to full-model SGD."""
 
-class ScoreFirstMode(EvalMode):
-    """The fixed score-then-release loop (module docstring). Subclasses choose the scoring units and the learner;
-    they never see the stream."""
-
+    name = "sgd-ttt"
     adaptive = True
 
-    def __init__(self, seq_len: int, s: TTTSettings, bos_id: int) -> None:
-        self.seq_len, self.s, self.bos_id = seq_len, s, bos_id
-        self._scorer = WindowedMode(seq_len, seq_len)
-
-    def describe(self) -> str:
-        return f"{self.name} (seq_len {self.seq_len})"
-
-    # The units: a list of (window plan, release kind) in scoring order; see subclasses.
-    def units(self, tokens: np.ndarray) -> Iterator[tuple[WindowPlan, str]]:
-        raise NotImplementedError
-
-    def run(self, model, tokens, *, device, batch_tokens, rank=0, world_size=1) -> Iterator[ScoredChunk]:
-        if world_size > 1:
-            raise PgolfError(f"eval mode {self.name} runs on one process (got world size {world_size})")
-        self._stream = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(device)
-        self._mark = 0  # every target position <= _mark has been yielded (scored)
-        model.eval()
-        self.start(model)
-        try:
-            for plan, kind in self.units(tokens):
-                first = int(plan.starts[0] + plan.score_from[0]) + 1
-                if first != self._mark + 1:
-                    raise PgolfError(f"internal: {self.name} scores out of order")
-                self.before_unit(model, kind)
-                for chunk in self._scorer.run_plan(model, tokens, plan, device=device, batch_tokens=batch_tokens):
-                    yield chunk
-                last = int((plan.starts + plan.lengths).max())
-                self._mark, self._kind, self._new_targets = last, kind, last - first + 1
-                positions = np.arange(max(1, int(plan.starts[0]) + 1), last + 1)
-                self.adapt(model, positions, tokens[positions])
-        finally:
-            self.finish(model)
-
-    def adapt(self, model: nn.Module, positions: np.ndarray, tokens: np.ndarray) -> None:
-        """Release scored tokens to the learner. Refuses anything not yet scored, so no learner can train first."""
-        if len(positions) == 0:
-            return
-        if int(positions.max()) > self._mark or np.any(np.diff(positions) != 1):
-            raise PgolfError(f"{self.name}: refusing to adapt on positions that are not yet scored "
-                             f"(up to {int(positions.max())}, scored up to {self._mark})")
-        values = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self._stream.device)
-        self.learn(model, ScoredTokens(int(positions[0]), values, max(0, len(positions) - self._new_targets)),
-                   self._kind)
-
-    def before_unit(self, model: nn.Module, kind: str) -> None:
-        """Called before a unit is scored (e.g. fresh adapters for a new document); sees no tokens."""
-
-    def scored_prefix(self) -> ScoredTokens:
-        """Every token scored so far (positions 1 .. mark): what a global adaptation phase may train on."""
-        return ScoredTokens(1, self._stream[1:self._mark + 1], 0)
-
-    def start(self, model: nn.Module) -> None:
-        pass
-
-    def learn(self, model: nn.Module, scored: ScoredTokens, kind: str) -> None:
-        raise NotImplementedError
-
-    def finish(self, model: nn.Module) -> None:
-        pass
-
-
-def _chunked_document_plans(tokens: np.ndarray, bos_id: int, seq_len: int, chunk: int
-                            ) -> Iterator[tuple[int, WindowPlan]]:
-    """(document index, plan of one chunk): each document's targets in chunks of `chunk`, each chunk scored by one
-    window of up to `seq_len` tokens of its own document."""
-    starts, ends = document_segments(tokens, bos_id)
-    for d, (a, e) in enumerate(zip(starts.tolist(), ends.tolist())):
-        plan = sliding_plan(np.array([a]), np.array([e]), seq_len, min(chunk, seq_len))
-        for i in range(len(plan)):
-            yield d, plan.take(slice(i, i + 1))
-
-
-class LoRATTTMode(ScoreFirstMode):
-    name = "lora-ttt"
-
-    def describe(self) -> str:
-        return (f"{self.name} (seq_len {self.seq_len}, chunk {self.s.chunk}, rank {self.s.rank}, "
-                f"lr {self.s.lr}, targets {','.join(self.s.targets)})")
-
-    def units(self, tokens):
-        current = None
-        for doc, plan in _chunked_document_plans(tokens, self.bos_id, self.seq_len, self.s.chunk):
-            yield plan, "new_doc" if doc != current else "chunk"
-            current = doc
-
-    def start(self, model):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.lora = LoRALearner(model, self.s)
-
-    def before_unit(self, model, kind):
-        if kind == "new_doc":
-            self.lora.reset()  # documents adapt independently
-
-    def learn(self, model, scored, kind):
-        self.lora.step(model, scored)  # loss on the chunk just scored; the rest of the window is context
-
-    def finish(self, model):
-        self.lora.remove()
-        for p in model.parameters():
-            p.requires_grad_(True)
-
-
-class SGDTTTMode(ScoreFirstMode):
-    name = "sgd-ttt"
-
     def __init__(self, seq_len: int, s: TTTSettings, bos_id: int, stride: int) -> None:
-        super().__init__(seq_len, s, bos_id)
-        self.stride = stride
-        self._plan: WindowPlan | None = None
+        self.seq_len, self.s, self.bos_id, self.stride = seq_len, s, bos_id, stride
+        self._scorer = WindowedMode(seq_len, seq_len)
 
     def describe(self) -> str:
         return (f"{self.name} (seq_len {self.seq_len}, stride {self.stride}, chunk {self.s.chunk_tokens} tokens, "
                 f"{self.s.epochs} epochs, lr {self.s.sgd_lr})")
 
-    def units(self, tokens):
+    def units(self, tokens: np.ndarray) -> Iterator[WindowPlan]:
+        """Windows that START in each chunk of one sliding plan over the whole stream: the same windows as
+        `sliding`, in chunks of chunk_tokens targets."""
         n = len(tokens) - 1
-        self._plan = sliding_plan(np.array([0]), np.array([n]), self.seq_len, self.stride)
-        bounds = list(range(0, n, self.s.chunk_tokens)) + [n]
-        self._n_chunks = len(bounds) - 1
-        for i, (a, e) in enumerate(zip(bounds[:-1], bounds[1:])):
-            # Windows that START in [a, e) of one sliding plan over the whole stream: same windows as `sliding`.
-            first = self._plan.starts + self._plan.score_from
-            yield self._plan.take((first >= a) & (first < e)), "last" if i == self._n_chunks - 1 else f"chunk{i}"
+        plan = sliding_plan(np.array([0]), np.array([n]), self.seq_len, self.stride)
+        first = plan.starts + plan.score_from
+        for a in range(0, n, self.s.chunk_tokens):
+            yield plan.take((first >= a) & (first < a + self.s.chunk_tokens))
 
-    def start(self, model):
+    def run(self, model, tokens, *, device, batch_tokens, rank=0, world_size=1) -> Iterator[ScoredChunk]:
+        if world_size > 1:
+            raise PgolfError(f"eval mode {self.name} runs on one process (got world size {world_size})")
+        self._tokens = np.asarray(tokens)
+        self._stream = torch.from_numpy(self._tokens.astype(np.int64)).to(device)
+        self._gate = ScoredPositions(len(tokens), self.name)
+        model.eval()
         self.sgd = SGDLearner(model, self.s.sgd_lr, self.seq_len)
+        units = list(self.units(tokens))
+        for i, plan in enumerate(units):
+            for chunk in self._scorer.run_plan(model, tokens, plan, device=device, batch_tokens=batch_tokens):
+                yield chunk
+                self._gate.add(chunk.positions[chunk.mask].cpu().numpy())
+            if i == len(units) - 1:
+                break  # the last chunk is not trained on: nothing is left to score
+            self._lr = 0.5 * self.s.sgd_lr * (1 + math.cos(math.pi * i / max(1, len(units) - 1)))
+            first = int(plan.starts[0] + plan.score_from[0]) + 1
+            last = int((plan.starts + plan.lengths).max())
+            positions = np.arange(max(1, first - 1), last + 1)  # the chunk's targets and the input before them
+            self.adapt(model, positions, self._tokens[positions])
 
-    def learn(self, model, scored, kind):
-        if kind == "last":
-            return
-        i = int(kind.removeprefix("chunk"))
-        lr = 0.5 * self.s.sgd_lr * (1 + math.cos(math.pi * i / max(1, self._n_chunks - 1)))
-        chunk_positions = scored.tokens[-min(len(scored.tokens), self.s.chunk_tokens + 1):]
+    def adapt(self, model: nn.Module, positions: np.ndarray, tokens: np.ndarray) -> None:
+        """`epochs` of SGD on the chunk's scored tokens (refused if any is not yet scored)."""
+        self._gate.check(positions)
+        values = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self._stream.device)
         model.train()
-        self.sgd.epoch(model, ScoredTokens(scored.first, chunk_positions, 0), lr, self.s.epochs)
+        self.sgd.epoch(model, ScoredTokens(int(positions[0]), values, 0), self._lr, self.s.epochs)
         model.eval()
-
-
-class PhasedTTTMode(LoRATTTMode):
-    name = "phased-ttt"
-
-    def describe(self) -> str:
-        return super().describe() + f", {self.s.phases} phases over {self.s.prefix_docs} docs"
-
-    def units(self, tokens):
-        self.sgd = None
-        starts, _ = document_segments(tokens, self.bos_id)
-        n_docs = min(self.s.prefix_docs, len(starts))
-        self._boundaries = {round(n_docs * (k + 1) / self.s.phases) for k in range(self.s.phases)} - {0}
-        self._docs_done = 0
-        yield from super().units(tokens)
-
-    def before_unit(self, model, kind):
-        if kind == "new_doc":
-            if self._docs_done in self._boundaries:
-                self._global_phase(model)
-            self._docs_done += 1
-        super().before_unit(model, kind)
-
-    def _global_phase(self, model):
-        """One SGD epoch on the base weights over every token scored so far, then fresh adapters."""
-        self.lora.remove()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        if self.sgd is None:
-            self.sgd = SGDLearner(model, self.s.phase_lr, self.seq_len)
-        model.train()
-        self.sgd.epoch(model, self.scored_prefix(), self.s.phase_lr, 1)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.lora = LoRALearner(model, self.s)
 
 
 def ttt_settings(eval_cfg) -> TTTSettings:
-    """The TTT knobs of an `EvalConfig` (fields `ttt_*`)."""
+    """The TTT knobs of an `EvalConfig` (fields `ttt_*`), refused with one line if a name is unknown."""
+    from pgolf.model.lora import LORA_TARGETS
+
     e = eval_cfg
+    targets = tuple(t.strip() for t in e.ttt_targets.split(",") if t.strip())
+    if not targets or set(targets) - set(LORA_TARGETS):
+        raise PgolfError(f"config: eval.ttt_targets={e.ttt_targets!r} must name some of {', '.join(LORA_TARGETS)}")
+    if e.compile not in COMPILE_MODES:
+        raise PgolfError(f"config: eval.compile={e.compile!r} must be one of {', '.join(COMPILE_MODES)}")
     return TTTSettings(chunk=e.ttt_chunk, rank=e.ttt_rank, alpha=e.ttt_alpha,
-                       targets=tuple(t.strip() for t in e.ttt_targets.split(",") if t.strip()), lr=e.ttt_lr,
+                       targets=targets, lr=e.ttt_lr,
                        betas=(e.ttt_beta1, e.ttt_beta2), weight_decay=e.ttt_weight_decay,
-                       warm_start_a=e.ttt_warm_start_a, chunk_tokens=e.ttt_chunk_tokens, sgd_lr=e.ttt_sgd_lr,
-                       epochs=e.ttt_epochs, phases=e.ttt_phases, prefix_docs=e.ttt_prefix_docs,
-                       phase_lr=e.ttt_phase_lr)
+                       warm_start_a=e.ttt_warm_start_a, batch_docs=e.ttt_batch_docs, chains=e.ttt_chains,
+                       chunk_tokens=e.ttt_chunk_tokens, sgd_lr=e.ttt_sgd_lr, epochs=e.ttt_epochs,
+                       phases=e.ttt_phases, prefix_docs=e.ttt_prefix_docs, phase_lr=e.ttt_phase_lr,
+                       compile=e.compile)
 
 
 # TTT mode name -> factory (settings, seq_len, stride, bos_id).
 TTT_MODE_FACTORIES = {
-    "lora-ttt": lambda s, seq_len, stride, bos_id: LoRATTTMode(seq_len, s, bos_id),
+    "lora-ttt": lambda s, seq_len, stride, bos_id: BatchedLoRAMode(seq_len, s, bos_id),
     "sgd-ttt": lambda s, seq_len, stride, bos_id: SGDTTTMode(seq_len, s, bos_id, stride),
-    "phased-ttt": lambda s, seq_len, stride, bos_id: PhasedTTTMode(seq_len, s, bos_id),
+    "phased-ttt": lambda s, seq_len, stride, bos_id: PhasedLoRAMode(seq_len, s, bos_id),
 }
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from pgolf.config import ModelConfig
 from pgolf.model.layers import CastedLinear
+from pgolf.model.lora import Adapter, with_adapter
 
 ATTN_GATES = ("none", "out", "gated", "sparse")  # `model.attn_gate`: see AttentionGate
 
@@ -69,13 +70,14 @@ class Attention(nn.Module):
         self.vres_alpha = nn.Parameter(torch.zeros(())) if cfg.value_residual else None
 
     def forward(self, x: torch.Tensor, value_embed: torch.Tensor | None = None,
-                shared: dict | None = None) -> torch.Tensor:
+                shared: dict | None = None, adapter: Adapter | None = None) -> torch.Tensor:
         """`value_embed` [B, T, kv_dim], when given, is added to V before the heads are split (VE, PR #374).
-        `shared` carries the first applied layer's V to later layers for the value residual."""
+        `shared` carries the first applied layer's V to later layers for the value residual. `adapter` adds
+        test-time LoRA corrections to Q, K, V and the output (`pgolf/model/lora.py`)."""
         b, t, d = x.shape
-        q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.c_v(x)
+        q = with_adapter(self.c_q(x), adapter, "q", x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = with_adapter(self.c_k(x), adapter, "k", x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = with_adapter(self.c_v(x), adapter, "v", x)
         if value_embed is not None:
             v = v + value_embed
         if self.vres_alpha is not None and shared is not None:
@@ -94,7 +96,7 @@ class Attention(nn.Module):
             y = exclude_self_value(y, v)
         if self.gate is not None:
             y = y * self.gate(x)
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return with_adapter(self.proj(y.transpose(1, 2).reshape(b, t, d)), adapter, "o", x)
 
 
 def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,9 @@ docs/techniques.md#record-techniques):
 - `value_residual`: every later attention adds sigmoid(alpha) times the first applied layer's V (ResFormer);
 - `rope_ntk_train_len = L`: NTK-aware RoPE base scaling for eval contexts longer than L (`Rotary`).
 
+Test-time training adapts this same forward: `hidden(ids, lora)` and `head(h, lora)` take per-document LoRA
+adapters, one per virtual-layer slot (`pgolf/model/lora.py`).
+
 What each option does to the score at CPU scale (`pgolf ablate`), measured: docs/BENCHMARKS.md.
 """
 
@@ -44,6 +47,7 @@ from pgolf.config import ModelConfig
 from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
 from pgolf.model.bigram import BigramHash
 from pgolf.model.layers import CastedLinear
+from pgolf.model.lora import Adapter, with_adapter
 from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
 from pgolf.model.smear import SmearGate
 
@@ -63,10 +67,10 @@ class MLP(nn.Module):
         self.proj = CastedLinear(hidden, cfg.model_dim, zero_init=True)
         self.negative_slope = MLP_ACTIVATIONS[cfg.mlp_activation]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
         h = self.fc(x)
         h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)
-        return self.proj(h.square())
+        return with_adapter(self.proj(h.square()), adapter, "mlp", x)
 
 
 class Block(nn.Module):
@@ -102,21 +106,21 @@ class Block(nn.Module):
         return self.norm_scale * F.rms_norm(x, (x.size(-1),))
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor, lane1: torch.Tensor | None = None,
-                value_embed: torch.Tensor | None = None, shared: dict | None = None
+                value_embed: torch.Tensor | None = None, shared: dict | None = None, adapter: Adapter | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         mix = self.resid_mix.to(x.dtype)
         mixed = mix[0] * x + mix[1] * x0
         ve = self.ve_layer_scale.to(x.dtype) * value_embed if self.uses_value_embed else None
         if self.parallel == "none":
-            x = mixed + self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared)
-            return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), lane1
+            x = mixed + self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared, adapter)
+            return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), adapter), lane1
         if self.parallel == "gptj":
             h = self._norm(mixed)
-            a = self.attn_scale.to(x.dtype) * self.attn(h, ve, shared)
-            return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h), lane1
+            a = self.attn_scale.to(x.dtype) * self.attn(h, ve, shared, adapter)
+            return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h, adapter), lane1
         # two_lane: x is lane 0 and continues unmixed; the mixed value is only what attention reads.
-        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared)
-        m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1))
+        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared, adapter)
+        m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1), adapter)
         rho, p = self.lane_rho.to(x.dtype), self.lane_mix.to(x.dtype)
         return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m
 
@@ -154,8 +158,15 @@ class GPT(nn.Module):
                 if isinstance(module, CastedLinear) and module.weight.any():
                     nn.init.orthogonal_(module.weight)
 
-    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final normalised hidden states [B, T, D]."""
+    @property
+    def slots(self) -> int:
+        """Virtual layers of the current order (one per block application): the TTT adapters' slots."""
+        c = self.cfg
+        return len(virtual_layers(c.num_layers, c.loop_start, c.loop_end, c.num_loops, self.looping))
+
+    def hidden(self, input_ids: torch.Tensor, lora=None) -> torch.Tensor:
+        """Final normalised hidden states [B, T, D]; `lora` (a `pgolf.model.lora.BatchedLoRA` with one row per
+        batch row) adapts every block application through its slot."""
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids)
@@ -169,9 +180,10 @@ class GPT(nn.Module):
         if self.value_embed is not None:
             ve = self.value_embed_scale.to(x.dtype) * self.value_embed_proj(self.value_embed(input_ids).to(x.dtype))
         skips, lane1, shared = [], None, {}
-        for i in encoder:
+        slot = (lambda k: None) if lora is None else lora.at
+        for k, i in enumerate(encoder):
             lane1 = self._start_lanes(i, x, lane1)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(k))
             skips.append(x)
         for j, i in enumerate(decoder):
             lane1 = self._start_lanes(i, x, lane1)
@@ -181,7 +193,7 @@ class GPT(nn.Module):
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared)
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(len(encoder) + j))
         if lane1 is not None:
             x = 0.5 * (x + lane1)
         return F.rms_norm(x, (x.size(-1),))
@@ -196,10 +208,14 @@ class GPT(nn.Module):
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.hidden(input_ids))
 
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        """Softcapped float32 logits of final hidden states (the tied embedding or the untied head)."""
+    def head(self, h: torch.Tensor, lora=None) -> torch.Tensor:
+        """Softcapped float32 logits of final hidden states (the tied embedding or the untied head; `lora` adds
+        its head adapter before the softcap)."""
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(h, weight.to(h.dtype)).float()
+        z = F.linear(h, weight.to(h.dtype))
+        if lora is not None:
+            z = with_adapter(z, lora.at(0), "head", h)
+        z = z.float()
         c = self.cfg.logit_softcap
         return c * torch.tanh(z / c) if c > 0 else z
 

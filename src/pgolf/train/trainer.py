@@ -375,8 +375,10 @@ class Trainer:
             self.log.line(f"Code size ({method}): {code_bytes} bytes")
             self.log.line(f"Total submission size {tag}: {artifact_bytes + code_bytes} bytes")
         ctx.barrier()
+        report_modes = [m.strip() for m in cfg.eval.report_modes.split(",") if m.strip()]
         scored = score_artifact(path, self.data_dir, device=ctx.device, ctx=ctx, clock=self.clock,
-                                code_bytes=code_bytes, enforce_cap=False)
+                                code_bytes=code_bytes, enforce_cap=False, report_modes=report_modes,
+                                log=self.log.line)
         name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
         eval_ms = 1000 * self.clock.seconds.get("scoring", 0.0)
         self.log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} "
@@ -391,6 +393,8 @@ class Trainer:
                 "val_loss": scored["val_loss"],
                 "val_bpb": scored["val_bpb"],
                 "eval_mode": scored["mode"],
+                "final_eval": scored["final_eval"],
+                "evals": scored["evals"],
                 "val_tokens": scored["val_tokens"],
                 "val_bytes": scored["val_bytes"],
                 "pre_quant": pre_quant,
