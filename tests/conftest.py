@@ -73,3 +73,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def spawn_gloo_workers(worker, world: int = 2, timeout: float = 60) -> dict:
+    """Run `worker(rank, world, port, queue)` in `world` spawned processes (gloo on a free local port) and return
+    {rank: payload} from the `(rank, payload)` each puts on the queue.
+
+    The workers are spawned, not forked: a fork of a process whose intra-op thread pool is already running (any
+    earlier test that ran a large matmul) can deadlock the child in its first parallel kernel."""
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(r, world, port, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    try:
+        return dict(queue.get(timeout=timeout) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from conftest import spawn_gloo_workers
+from pgolf.errors import PgolfError
 from pgolf.optim.clip import clip_then_average
 from pgolf.options import resolve_config
-from pgolf.errors import PgolfError
 from pgolf.runtime import DistContext
 
 # Two ranks' gradients for two parameters: rank 0's norm is 10, rank 1's is 0.5.
@@ -38,21 +37,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
 def test_two_ranks_clip_their_own_gradients_then_average():
     """Rank 0's gradient (norm 10) is scaled to norm 1, rank 1's (norm 0.5) is left alone; both end with the mean.
     Clipping the mean instead (the global way) gives a different answer, so the test can tell them apart."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        results = dict(queue.get(timeout=60) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+    results = spawn_gloo_workers(_worker)
     want = [(GRADS[0][i] / 10 + GRADS[1][i]) / 2 for i in range(2)]   # per rank, then the mean
     for rank in (0, 1):
         for got, w in zip(results[rank], want):

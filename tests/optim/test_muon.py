@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import multiprocessing as mp
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 
+from conftest import spawn_gloo_workers
 from pgolf.optim.muon import Muon, zeropower_newton_schulz
 
 
@@ -74,25 +73,8 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
 
 
 def test_distributed_equals_single_process():
-    """Two gloo ranks (round-robin ownership, flat all-reduce) end with the single-process parameters.
-
-    The workers are spawned, not forked: a fork of a process whose intra-op thread pool is already running (any
-    earlier test that ran a large matmul) can deadlock the child in its first parallel kernel."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        results = dict(queue.get(timeout=60) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+    """Two gloo ranks (round-robin ownership, flat all-reduce) end with the single-process parameters."""
+    results = spawn_gloo_workers(_worker)
     single = _three_steps()
     for rank in (0, 1):
         for got, want in zip(results[rank], single):
