@@ -560,7 +560,8 @@ def ttt_settings(eval_cfg) -> TTTSettings:
     from pgolf.model.lora import LORA_TARGETS
 
     e = eval_cfg
-    targets = tuple(t.strip() for t in e.ttt_targets.split(",") if t.strip())
+    legacy = {"attn.c_q": "q", "attn.c_k": "k", "attn.c_v": "v", "attn.proj": "o"}  # earlier linear-layer names
+    targets = tuple(legacy.get(t.strip(), t.strip()) for t in e.ttt_targets.split(",") if t.strip())
     if not targets or set(targets) - set(LORA_TARGETS):
         raise PgolfError(f"config: eval.ttt_targets={e.ttt_targets!r} must name some of {', '.join(LORA_TARGETS)}")
     if e.compile not in COMPILE_MODES:
