@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from pgolf.config import (SECTIONS, Config, describe_config, env_overrides, field_docs, launch_env, preset_description,
-                          preset_names)
-from pgolf.options import resolve_config
+from pgolf.config import SECTIONS, Config, env_overrides, launch_env, preset_names
+from pgolf.config_docs import describe_config, field_docs, preset_description
 from pgolf.errors import PgolfError
+from pgolf.options import resolve_config
 
 
 def test_shipped_presets_resolve():

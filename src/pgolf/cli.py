@@ -161,7 +161,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from pgolf.config import preset_description, preset_names
+    from pgolf.config import preset_names
+    from pgolf.config_docs import preset_description
 
     names = preset_names()
     width = max(map(len, names))
@@ -178,7 +179,7 @@ def _toml_value(value) -> str:
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
     """Every setting as `section.field = value  # doc`: valid TOML, so the output is itself a preset."""
-    from pgolf.config import describe_config
+    from pgolf.config_docs import describe_config
     from pgolf.options import resolve_config
 
     cfg = resolve_config(args.preset, args.set)
