@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = DistributedTokenLoader(args.data, "train", vocab_size=cfg.model.vocab_size)
     with HessianCollector(model) as hc:
         for _ in range(args.calib_batches):
-            x, _ = loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.train_seq_len, 1)
+            x = loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.train_seq_len, 1).x
             hc.collect(x)
     hessians["train"] = hc.hessians
     print(f"train Hessians: {hc.tokens_seen} tokens, {time.perf_counter() - t0:.1f}s", flush=True)

@@ -6,6 +6,7 @@ device is available (or `--device`), and prints one JSON line. Used for docs/BEN
     python benchmarks/throughput.py --preset cpu-smoke
     python benchmarks/throughput.py --preset baseline --micro-batch-tokens 8192 --steps 5
     python benchmarks/throughput.py --preset baseline --device cuda          # one H100, official micro-batch
+    python benchmarks/throughput.py --preset record-cpu --packed-doc-len 600 # packed row, attention cut at BOS
 
 On CUDA the model is compiled and runs under bf16 autocast, as in training.
 """
@@ -33,6 +34,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--packed-doc-len", type=int, default=0,
+                    help="train.loader=packed's layout: one packed row, a BOS on average every N tokens")
     args = ap.parse_args()
 
     cfg = resolve_config(args.preset, args.set)
@@ -44,14 +47,21 @@ def main() -> None:
     model = GPT(cfg.model).to(device)
     step_model = torch.compile(model, dynamic=False) if device.type == "cuda" else model
     opts = build_optimizers(model, cfg.optim)
-    x = torch.randint(0, cfg.model.vocab_size, (tokens // seq, seq), device=device)
+    x = torch.randint(2, cfg.model.vocab_size, (tokens // seq, seq), device=device)
     y = torch.randint(0, cfg.model.vocab_size, (tokens // seq, seq), device=device)
+    segments = None
+    if args.packed_doc_len:
+        from pgolf.data.segments import document_segments
+        x, y = x.reshape(1, -1), y.reshape(1, -1)
+        gen = torch.Generator().manual_seed(0)
+        x[0, torch.rand(tokens, generator=gen).to(device) < 1 / args.packed_doc_len] = cfg.model.bos_id
+        segments = document_segments(x, cfg.model.bos_id, seq).to(device)
 
     def step() -> None:
         for o in opts:
             o.zero_grad(set_to_none=True)
         with autocast_for(device):
-            loss = step_model(x, y)
+            loss = step_model(x, y, segments=segments)
         loss.backward()
         for o in opts:
             o.step()
@@ -69,6 +79,7 @@ def main() -> None:
     print(json.dumps({
         "preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
         or "cpu", "threads": torch.get_num_threads(), "micro_batch_tokens": tokens, "seq_len": seq,
+        "packed_doc_len": args.packed_doc_len,
         "params": sum(p.numel() for p in model.parameters()), "steps": args.steps,
         "ms_per_step": round(1000 * seconds / args.steps, 2), "tokens_per_s": round(tokens * args.steps / seconds, 1),
         "torch": torch.__version__,

@@ -35,9 +35,10 @@ def test_one_rank_two_microsteps_equals_two_ranks(tmp_path):
     micro = [single.next_batch(64, 16, grad_accum_steps=2) for _ in range(2)]
     ranks = [DistributedTokenLoader(data, rank=r, world_size=2).next_batch(64, 16, grad_accum_steps=1)
              for r in range(2)]
-    for (x1, y1), (x2, y2) in zip(micro, ranks):
+    for (x1, y1, _), (x2, y2, _) in zip(micro, ranks):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    x, y = micro[0]
+    x, y, segments = micro[0]
+    assert segments is None
     assert x.shape == (2, 16) and x.dtype == torch.int64
     assert torch.equal(x.flatten()[1:], y.flatten()[:-1])
 
@@ -61,9 +62,9 @@ def test_shuffled_loader_is_deterministic_per_seed_and_restorable(tmp_path):
     a = ShuffledSequenceLoader(d, seed=3, seq_len=16)
     b = ShuffledSequenceLoader(d, seed=3, seq_len=16)
     c = ShuffledSequenceLoader(d, seed=4, seq_len=16)
-    xa, ya = a.next_batch(128, 16, 1)
-    xb, _ = b.next_batch(128, 16, 1)
-    xc, _ = c.next_batch(128, 16, 1)
+    xa, ya, _ = a.next_batch(128, 16, 1)
+    xb = b.next_batch(128, 16, 1).x
+    xc = c.next_batch(128, 16, 1).x
     assert torch.equal(xa, xb) and not torch.equal(xa, xc)
     assert torch.equal(xa[:, 1:], ya[:, :-1])  # targets are the next tokens
     state = a.state_dict()
@@ -89,14 +90,27 @@ def test_shuffled_loader_uses_every_window_once_per_epoch(tmp_path):
     assert len(seen) == total
 
 
-def test_packed_loader_rows_start_at_bos(tmp_path):
+def test_packed_loader_keeps_every_token_and_cuts_at_documents(tmp_path):
+    """The packed row holds exactly the sequential loader's tokens (tails kept); segments start at each BOS and
+    every seq_len tokens into a document."""
     from pgolf.data.loader import DocumentPackingLoader
     d = _loader_dir(tmp_path)
-    ld = DocumentPackingLoader(d, bos_id=1)
+    packed, plain = DocumentPackingLoader(d, bos_id=1), DistributedTokenLoader(d)
     for _ in range(5):
-        x, y = ld.next_batch(4 * 32, 32, 1)
-        assert bool((x[:, 0] == 1).all()) and torch.equal(x[:, 1:], y[:, :-1])
-    two = [DocumentPackingLoader(d, rank=r, world_size=2, bos_id=1).next_batch(4 * 32, 32, 1)[0] for r in (0, 1)]
+        x, y, segments = packed.next_batch(4 * 32, 32, 1)
+        px, py, _ = plain.next_batch(4 * 32, 32, 1)
+        assert x.shape == (1, 128) and torch.equal(x, px.reshape(1, -1)) and torch.equal(y, py.reshape(1, -1))
+        starts = segments.cu_seqlens[:segments.count].tolist()
+        ids = x[0].tolist()
+        for i in range(1, 128):
+            new_doc = ids[i] == 1
+            run = i - max([0] + [j for j in range(i) if ids[j] == 1])
+            assert (i in starts) == (new_doc or run % 32 == 0), i
+    state = packed.state_dict()
+    again = packed.next_batch(4 * 32, 32, 1).x
+    packed.load_state_dict(state)
+    assert torch.equal(packed.next_batch(4 * 32, 32, 1).x, again)
+    two = [DocumentPackingLoader(d, rank=r, world_size=2, bos_id=1).next_batch(4 * 32, 32, 1).x for r in (0, 1)]
     assert not torch.equal(two[0], two[1])
 
 

@@ -10,13 +10,22 @@ world sizes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from pgolf.data.segments import Segments, document_segments
 from pgolf.data.shards import read_shard, shard_paths
 from pgolf.errors import PgolfError, choose
+
+
+class Batch(NamedTuple):
+    """One micro-batch: inputs and targets [B, T], and where attention is cut (None: causal over each row)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    segments: Segments | None = None
 
 
 class TokenStream:
@@ -72,7 +81,7 @@ class DistributedTokenLoader:
         self.data_dir, self.split = Path(data_dir), split
         self.stream = TokenStream(shard_paths(data_dir, split))
 
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> Batch:
         local = global_tokens // (self.world_size * grad_accum_steps)
         if local <= 0 or local % seq_len:
             raise PgolfError(f"per-rank micro-batch of {local} tokens is not a positive multiple of seq_len {seq_len}")
@@ -82,7 +91,7 @@ class DistributedTokenLoader:
             raise PgolfError(f"{self.data_dir}: {self.split} shards hold token id {int(chunk.max())} but the model's "
                              f"vocabulary has {self.vocab_size} ids (tokenizer/shard mismatch)")
         piece = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))
-        return piece[:-1].reshape(-1, seq_len), piece[1:].reshape(-1, seq_len)
+        return Batch(piece[:-1].reshape(-1, seq_len), piece[1:].reshape(-1, seq_len))
 
     def state_dict(self) -> dict:
         return self.stream.state_dict()
@@ -138,7 +147,7 @@ class ShuffledSequenceLoader:
         self.cursor[i] += 1
         return np.asarray(self._shards[i][start:start + self.seq_len + 1])
 
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> Batch:
         local = global_tokens // (self.world_size * grad_accum_steps)
         if seq_len != self.seq_len or local <= 0 or local % seq_len:
             raise PgolfError(f"shuffled loader: micro-batch of {local} tokens must be a positive multiple of its "
@@ -148,7 +157,7 @@ class ShuffledSequenceLoader:
             raise PgolfError(f"{self.data_dir}: {self.split} shards hold token id {int(rows.max())} but the model's "
                              f"vocabulary has {self.vocab_size} ids (tokenizer/shard mismatch)")
         t = torch.from_numpy(rows.astype(np.int64))
-        return t[:, :-1], t[:, 1:]
+        return Batch(t[:, :-1], t[:, 1:])
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "offsets": list(self.offsets),
@@ -161,56 +170,25 @@ class ShuffledSequenceLoader:
 
 
 class DocumentPackingLoader(DistributedTokenLoader):
-    """Sequential packing with every row starting at a document boundary (after PR #1530's packing loader).
+    """The record's packed batches: the baseline's stream, with attention cut at document boundaries
+    (PR #1530's packing loader, as the 1.0611 record uses it; docs/techniques.md#data-loaders).
 
-    The stream is read in order like the baseline's, but every row begins at a BOS token: a row takes whole
-    documents from the stream plus the start of the next one to fill it, and the next row starts at the first BOS
-    at or after the row's last token. So no row starts mid-document without the document's beginning in view. The
-    price, unlike PR #1530's variable-length attention which keeps every token: the tail of a document longer than
-    one row is skipped (`skipped_tokens` counts it), so use it with rows longer than most documents.
+    Each rank's micro-batch is the same contiguous span the sequential loader gives it, kept whole as one packed
+    row [1, local_tokens] instead of rows of seq_len, plus its `Segments`: cut at every BOS and every seq_len tokens
+    into a document (`pgolf/data/segments.py`). Every token is trained on, document tails included, and no token
+    attends across a document boundary. Differences from the record, both negligible: the record starts each shard at
+    its first BOS and skips a shard's remainder shorter than one global span; this stream reads straight through.
     """
 
     def __init__(self, data_dir: str | Path, split: str = "train", rank: int = 0, world_size: int = 1,
                  vocab_size: int | None = None, bos_id: int = 1) -> None:
         super().__init__(data_dir, split, rank, world_size, vocab_size)
         self.bos_id = bos_id
-        self._buffer = np.zeros(0, dtype=np.uint16)
-        self.skipped_tokens = 0
 
-    def _row(self, length: int) -> np.ndarray:
-        while True:
-            bos = np.flatnonzero(self._buffer == self.bos_id)
-            if len(bos) and len(self._buffer) - bos[0] >= length:
-                start = int(bos[0])
-                row = self._buffer[start:start + length]
-                later = bos[bos >= start + length - 1]
-                self.skipped_tokens += (int(later[0]) if len(later) else len(self._buffer)) - (start + length - 1)
-                self._buffer = self._buffer[int(later[0]):] if len(later) else np.zeros(0, dtype=np.uint16)
-                return row
-            self._buffer = np.concatenate([self._buffer, self.stream.take(max(length, 65_536))])
-            if len(self._buffer) > 64 * max(length, 65_536) and not len(bos):
-                raise PgolfError(f"{self.data_dir}: {self.split} shards have no BOS token {self.bos_id}; "
-                                 "the document-packing loader needs document boundaries")
-
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        local = global_tokens // (self.world_size * grad_accum_steps)
-        if local <= 0 or local % seq_len:
-            raise PgolfError(f"per-rank micro-batch of {local} tokens is not a positive multiple of seq_len {seq_len}")
-        n_rows = local // seq_len
-        rows = [self._row(seq_len + 1) for _ in range(n_rows * self.world_size)][self.rank::self.world_size]
-        block = np.stack(rows)
-        if self.vocab_size is not None and int(block.max()) >= self.vocab_size:
-            raise PgolfError(f"{self.data_dir}: {self.split} shards hold token id {int(block.max())} but the model's "
-                             f"vocabulary has {self.vocab_size} ids (tokenizer/shard mismatch)")
-        t = torch.from_numpy(block.astype(np.int64))
-        return t[:, :-1], t[:, 1:]
-
-    def state_dict(self) -> dict:
-        return {"stream": self.stream.state_dict(), "buffer": self._buffer.copy()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state["stream"])
-        self._buffer = state["buffer"].copy()
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> Batch:
+        x, y, _ = super().next_batch(global_tokens, seq_len, grad_accum_steps)
+        x, y = x.reshape(1, -1), y.reshape(1, -1)
+        return Batch(x, y, document_segments(x, self.bos_id, seq_len))
 
 
 # `train.loader` -> loader factory (cfg, data_dir, rank, world_size); pgolf.options checks the name against it.

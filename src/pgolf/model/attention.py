@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgolf.config import ModelConfig
+from pgolf.data.segments import Segments
 from pgolf.model.layers import CastedLinear
 from pgolf.model.lora import Adapter, with_adapter
 
@@ -34,15 +35,19 @@ class Rotary(nn.Module):
         self.base, self.ntk_train_len = base, ntk_train_len
         self.register_buffer("inv_freq", rope_inv_freq(base, self.rope_dims), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate the first `rope_dims` dims of x [B, H, T, D] by position (pairs (i, i + rope_dims/2))."""
-        n = x.size(-2)
-        t = torch.arange(n, device=x.device, dtype=torch.float32)
+    def forward(self, x: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
+        """Rotate the first `rope_dims` dims of x [B, H, T, D] by position (pairs (i, i + rope_dims/2)). With
+        `segments`, positions restart at every segment (only differences of positions matter to attention, so
+        this equals numbering the packed row straight through, as the record does)."""
+        n = x.size(-2) if segments is None else segments.max_seqlen
         inv_freq = self.inv_freq
         if self.ntk_train_len and n > self.ntk_train_len and self.rope_dims > 2:
             d = self.rope_dims
             inv_freq = rope_inv_freq(self.base * (n / self.ntk_train_len) ** (d / (d - 2)), d)
-        freqs = torch.outer(t, inv_freq.to(x.device))
+        if segments is None:
+            freqs = torch.outer(torch.arange(n, device=x.device, dtype=torch.float32), inv_freq.to(x.device))
+        else:  # [B, 1, T, rope_dims / 2]
+            freqs = (segments.positions.to(torch.float32)[..., None] * inv_freq.to(x.device)).unsqueeze(1)
         cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
         rot, rest = x[..., :self.rope_dims], x[..., self.rope_dims:]
         half = self.rope_dims // 2
@@ -70,10 +75,12 @@ class Attention(nn.Module):
         self.vres_alpha = nn.Parameter(torch.zeros(())) if cfg.value_residual else None
 
     def forward(self, x: torch.Tensor, value_embed: torch.Tensor | None = None,
-                shared: dict | None = None, adapter: Adapter | None = None) -> torch.Tensor:
+                shared: dict | None = None, adapter: Adapter | None = None, segments: Segments | None = None
+                ) -> torch.Tensor:
         """`value_embed` [B, T, kv_dim], when given, is added to V before the heads are split (VE, PR #374).
         `shared` carries the first applied layer's V to later layers for the value residual. `adapter` adds
-        test-time LoRA corrections to Q, K, V and the output (`pgolf/model/lora.py`)."""
+        test-time LoRA corrections to Q, K, V and the output (`pgolf/model/lora.py`). `segments` cuts attention
+        at document boundaries (`pgolf/data/segments.py`)."""
         b, t, d = x.shape
         q = with_adapter(self.c_q(x), adapter, "q", x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = with_adapter(self.c_k(x), adapter, "k", x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -87,16 +94,57 @@ class Attention(nn.Module):
             else:
                 v = v + torch.sigmoid(self.vres_alpha).to(v.dtype) * shared["v_first"]
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = self.rotary(F.rms_norm(q, (self.head_dim,)))
-        k = self.rotary(F.rms_norm(k, (self.head_dim,)))
+        q = self.rotary(F.rms_norm(q, (self.head_dim,)), segments)
+        k = self.rotary(F.rms_norm(k, (self.head_dim,)), segments)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           enable_gqa=self.num_kv_heads != self.num_heads)
+        if segments is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               enable_gqa=self.num_kv_heads != self.num_heads)
+        else:
+            y = segment_attention(q, k, v, segments)
         if self.xsa:
             y = exclude_self_value(y, v)
         if self.gate is not None:
             y = y * self.gate(x)
         return with_adapter(self.proj(y.transpose(1, 2).reshape(b, t, d)), adapter, "o", x)
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Causal attention within each segment only: q [B, H, T, D], k and v [B, Hkv, T, D] -> [B, H, T, D].
+
+    On CUDA, with a torch that has it, this is one variable-length flash-attention call over the flattened tokens
+    (`torch.nn.attention.varlen.varlen_attn`, the record's `flash_attn_varlen_func` in torch's own build). Elsewhere
+    the segments are gathered into a padded batch [n, H, S, D] and each runs ordinary causal SDPA, which is running
+    every document alone by construction; the padding sits after each segment's last token, where causal attention
+    of real tokens never looks. (A block-diagonal mask over the packed row would cost rows x row-length^2 memory.)
+    """
+    if q.is_cuda and varlen_attention is not None:
+        return _varlen(q, k, v, segments)
+    b, h, t, d = q.shape
+
+    def padded(z: torch.Tensor) -> torch.Tensor:  # [B, Hz, T, D] -> [n, Hz, S, D]
+        flat = z.transpose(1, 2).reshape(b * t, z.size(1), d)
+        return flat[segments.gather].transpose(1, 2)
+
+    y = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), is_causal=True,
+                                       enable_gqa=k.size(1) != h)
+    rows = y.transpose(1, 2).reshape(-1, h, d)[segments.valid.reshape(-1)]  # segments in order: the flat order
+    return rows.view(b, t, h, d).transpose(1, 2)
+
+
+def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
+    b, h, t, d = q.shape
+    flat = lambda z: z.transpose(1, 2).reshape(b * t, z.size(1), d)  # noqa: E731
+    cu = segments.cu_seqlens
+    y = varlen_attention(flat(q), flat(k), flat(v), cu, cu, segments.max_seqlen, segments.max_seqlen,
+                         window_size=(-1, 0), enable_gqa=k.size(1) != h)
+    return y.view(b, t, h, d).transpose(1, 2)
+
+
+try:  # torch >= 2.10 ships variable-length flash attention for CUDA
+    from torch.nn.attention.varlen import varlen_attn as varlen_attention
+except ImportError:  # pragma: no cover - older torch: the padded path serves CUDA too
+    varlen_attention = None
 
 
 def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgolf.config import ModelConfig
+from pgolf.data.segments import Segments
 from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
 from pgolf.model.bigram import BigramHash
 from pgolf.model.layers import CastedLinear
@@ -106,20 +107,20 @@ class Block(nn.Module):
         return self.norm_scale * F.rms_norm(x, (x.size(-1),))
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor, lane1: torch.Tensor | None = None,
-                value_embed: torch.Tensor | None = None, shared: dict | None = None, adapter: Adapter | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                value_embed: torch.Tensor | None = None, shared: dict | None = None, adapter: Adapter | None = None,
+                segments: Segments | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         mix = self.resid_mix.to(x.dtype)
         mixed = mix[0] * x + mix[1] * x0
         ve = self.ve_layer_scale.to(x.dtype) * value_embed if self.uses_value_embed else None
         if self.parallel == "none":
-            x = mixed + self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared, adapter)
+            x = mixed + self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared, adapter, segments)
             return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), adapter), lane1
         if self.parallel == "gptj":
             h = self._norm(mixed)
-            a = self.attn_scale.to(x.dtype) * self.attn(h, ve, shared, adapter)
+            a = self.attn_scale.to(x.dtype) * self.attn(h, ve, shared, adapter, segments)
             return mixed + a + self.mlp_scale.to(x.dtype) * self.mlp(h, adapter), lane1
         # two_lane: x is lane 0 and continues unmixed; the mixed value is only what attention reads.
-        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared, adapter)
+        a = self.attn_scale.to(x.dtype) * self.attn(self._norm(mixed), ve, shared, adapter, segments)
         m = self.mlp_scale.to(x.dtype) * self.mlp(self._norm(lane1), adapter)
         rho, p = self.lane_rho.to(x.dtype), self.lane_mix.to(x.dtype)
         return rho[0] * x + p[0, 0] * a + p[1, 0] * m, rho[1] * lane1 + p[0, 1] * a + p[1, 1] * m
@@ -164,9 +165,10 @@ class GPT(nn.Module):
         c = self.cfg
         return len(virtual_layers(c.num_layers, c.loop_start, c.loop_end, c.num_loops, self.looping))
 
-    def hidden(self, input_ids: torch.Tensor, lora=None) -> torch.Tensor:
+    def hidden(self, input_ids: torch.Tensor, lora=None, segments: Segments | None = None) -> torch.Tensor:
         """Final normalised hidden states [B, T, D]; `lora` (a `pgolf.model.lora.BatchedLoRA` with one row per
-        batch row) adapts every block application through its slot."""
+        batch row) adapts every block application through its slot; `segments` (`pgolf/data/segments.py`) cuts
+        attention at document boundaries, so each document is computed as if alone."""
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids)
@@ -183,7 +185,7 @@ class GPT(nn.Module):
         slot = (lambda k: None) if lora is None else lora.at
         for k, i in enumerate(encoder):
             lane1 = self._start_lanes(i, x, lane1)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(k))
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(k), segments)
             skips.append(x)
         for j, i in enumerate(decoder):
             lane1 = self._start_lanes(i, x, lane1)
@@ -193,7 +195,7 @@ class GPT(nn.Module):
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(len(encoder) + j))
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(len(encoder) + j), segments)
         if lane1 is not None:
             x = 0.5 * (x + lane1)
         return F.rms_norm(x, (x.size(-1),))
@@ -205,8 +207,8 @@ class GPT(nn.Module):
             return x
         return lane1
 
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(input_ids))
+    def logits(self, input_ids: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
+        return self.head(self.hidden(input_ids, segments=segments))
 
     def head(self, h: torch.Tensor, lora=None) -> torch.Tensor:
         """Softcapped float32 logits of final hidden states (the tied embedding or the untied head; `lora` adds
@@ -220,8 +222,8 @@ class GPT(nn.Module):
         return c * torch.tanh(z / c) if c > 0 else z
 
     def forward(self, input_ids: torch.Tensor, target_ids: torch.Tensor | None = None,
-                reduction: str = "mean") -> torch.Tensor:
-        logits = self.logits(input_ids)
+                reduction: str = "mean", segments: Segments | None = None) -> torch.Tensor:
+        logits = self.logits(input_ids, segments)
         if target_ids is None:
             return logits
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)

@@ -127,11 +127,12 @@ class HessianCollector:
         self._pending.clear()
 
     @torch.no_grad()
-    def collect(self, tokens: torch.Tensor) -> None:
-        """Run one batch of token ids [B, T] through the model, accumulating every layer's Hessian."""
+    def collect(self, tokens: torch.Tensor, segments=None) -> None:
+        """Run one batch of token ids [B, T] through the model (attention cut at `segments` when given, as in
+        training), accumulating every layer's Hessian."""
         if not self._handles:
             raise PgolfError("internal: HessianCollector.collect outside its `with` block")
-        hidden = self.model.hidden(tokens)
+        hidden = self.model.hidden(tokens, segments=segments)
         self._check_done()
         if getattr(self.model, "lm_head", None) is None:
             self._accumulate("tok_emb.weight", hidden)  # the tied embedding is the output projection

@@ -116,13 +116,14 @@ class Trainer:
         # Per-rank clipping needs each rank's own gradient: DDP does not reduce, clip_then_average does after clipping.
         per_rank = isinstance(self.model, DDP) and clip > 0 and cfg.optim.grad_clip_scope == "rank"
         for micro in range(self.accum):
-            x, y = self.loader.next_batch(cfg.train.train_batch_tokens, self.seq_len, self.accum)
+            x, y, segments = self.loader.next_batch(cfg.train.train_batch_tokens, self.seq_len, self.accum)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            segments = segments.to(device) if segments is not None else None
             last = micro == self.accum - 1
             sync = self.model.no_sync() if isinstance(self.model, DDP) and (per_rank or not last) else nullcontext()
             with sync:
                 with autocast_for(device):
-                    loss = self.model(x, y)
+                    loss = self.model(x, y, segments=segments)
                 (loss / self.accum).backward()
             total += loss.detach()
         momentum = muon_momentum(step, cfg.optim)
@@ -311,9 +312,10 @@ class Trainer:
         """`calib_batches` training micro-batches, taken right after training (inside the budget)."""
         cfg, ctx = self.cfg, self.ctx
         for _ in range(cfg.quant.calib_batches):
-            x, _ = self.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size, cfg.train.train_seq_len, 1)
+            x, _, segments = self.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size,
+                                                    cfg.train.train_seq_len, 1)
             with autocast_for(ctx.device):
-                collector.collect(x.to(ctx.device))
+                collector.collect(x.to(ctx.device), segments.to(ctx.device) if segments is not None else None)
 
     def _calibrate_on_samples(self, collector) -> None:
         """Sequences the trained model samples itself (touching no data after the clock)."""

@@ -1,0 +1,120 @@
+"""Document-isolated attention (pgolf/data/segments.py, `segment_attention`): a packed row computes each document
+exactly as if it ran alone, on the record's full technique stack with every parameter off its init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pgolf.data.segments import CU_BUCKET, document_segments
+from pgolf.model.attention import segment_attention
+from tests.model.test_techniques_reference import BOS, VOCAB, _cfg, randomised
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# The record's stack at test size: two lanes from layer 2, a loop over layers 1-2, XSA everywhere, SmearGate with
+# the BOS fix, sparse gates, partial RoPE, value embeddings, skip gates.
+RECORD_LIKE = dict(num_layers=4, num_loops=1, loop_start=1, loop_end=2, parallel_mode="two_lane", parallel_start=2,
+                   xsa_last_n=4, smear_gate=True, attn_gate="sparse", attn_gate_scale=0.5, rope_dims=8, ln_scale=True,
+                   skip_gates=True, value_embed_last_n=2, value_embed_dim=8, mlp_activation="leaky_relu2")
+
+
+def _documents(lengths, seed=0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    docs = []
+    for n in lengths:
+        doc = torch.randint(2, VOCAB, (n,), generator=g)
+        doc[0] = BOS
+        docs.append(doc)
+    return docs
+
+
+def test_segments_cut_at_bos_row_ends_and_max_len():
+    ids = torch.tensor([[5, 1, 7, 8, 9, 10, 11, 1, 4], [6, 6, 6, 1, 2, 2, 2, 2, 2]])
+    seg = document_segments(ids, bos_id=1, max_len=4)
+    starts = seg.cu_seqlens[:seg.count].tolist()
+    # row 0: start, BOS at 1, 4 tokens later at 5, BOS at 7; row 1 (offset 9): start, BOS at 12, then 16
+    assert starts == [0, 1, 5, 7, 9, 12, 16]
+    assert len(seg.cu_seqlens) % CU_BUCKET == 0 and set(seg.cu_seqlens[seg.count:].tolist()) == {18}
+    assert seg.positions.tolist() == [[0, 0, 1, 2, 3, 0, 1, 0, 1], [0, 1, 2, 0, 1, 2, 3, 0, 1]]
+    assert seg.max_seqlen == 4 and int(seg.valid.sum()) == 18
+    flat = ids.reshape(-1)
+    assert flat[seg.gather[seg.valid]].tolist() == flat.tolist()  # segment by segment is the flat order
+
+
+def test_segment_attention_equals_each_segment_alone():
+    torch.manual_seed(0)
+    ids = torch.tensor([[1, 3, 3, 3, 1, 3, 3, 3, 3, 3, 1, 3]])
+    seg = document_segments(ids, bos_id=1, max_len=0)
+    q, k, v = torch.randn(1, 4, 12, 8), torch.randn(1, 2, 12, 8), torch.randn(1, 2, 12, 8)
+    y = segment_attention(q, k, v, seg)
+    for a, b in ((0, 4), (4, 10), (10, 12)):
+        alone = torch.nn.functional.scaled_dot_product_attention(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :],
+                                                                 is_causal=True, enable_gqa=True)
+        torch.testing.assert_close(y[..., a:b, :], alone)
+
+
+@pytest.mark.parametrize("looping", [True, False])
+def test_packed_documents_score_as_if_alone(looping):
+    """Logits of documents packed into one row with segments equal each document's logits run alone."""
+    model = randomised(_cfg(**RECORD_LIKE))
+    model.looping = looping
+    docs = _documents([5, 11, 1, 9, 6])
+    packed = torch.cat(docs)[None]
+    seg = document_segments(packed, BOS, max_len=0)
+    with torch.no_grad():
+        together = model(packed, segments=seg)[0]
+        plain = model(packed)[0]
+        offset = 0
+        for doc in docs:
+            alone = model(doc[None])[0]
+            torch.testing.assert_close(together[offset:offset + len(doc)], alone, rtol=1e-9, atol=1e-9)
+            offset += len(doc)
+    assert not torch.allclose(plain[5:], together[5:], atol=1e-3)  # without the cut, documents see each other
+
+
+def test_two_rows_and_max_len_pieces():
+    """Rows are cut at their ends, and a document longer than max_len runs as pieces of max_len (SmearGate off:
+    it reads the previous token across a piece boundary, as in the record)."""
+    model = randomised(_cfg(**{**RECORD_LIKE, "smear_gate": False}))
+    docs = _documents([7, 14, 3], seed=2)
+    rows = torch.stack((torch.cat(docs), torch.cat(docs[::-1])))
+    seg = document_segments(rows, BOS, max_len=8)
+    with torch.no_grad():
+        out = model(rows, segments=seg)
+        pieces = {0: [(0, 7), (7, 15), (15, 21), (21, 24)], 1: [(0, 3), (3, 11), (11, 17), (17, 24)]}
+        for r, cuts in pieces.items():
+            for a, b in cuts:
+                torch.testing.assert_close(out[r, a:b], model(rows[r:r + 1, a:b])[0], rtol=1e-9, atol=1e-9)
+
+
+def test_gradients_flow_through_segments():
+    model = randomised(_cfg(**RECORD_LIKE)).train()
+    docs = _documents([6, 10])
+    packed = torch.cat(docs)[None]
+    seg = document_segments(packed, BOS, max_len=0)
+    loss = model(packed[:, :-1], packed[:, 1:], segments=document_segments(packed[:, :-1], BOS, 0))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert seg.count == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_varlen_matches_padded_path():
+    from pgolf.model import attention
+    if attention.varlen_attention is None:
+        pytest.skip("this torch has no varlen attention")
+    torch.manual_seed(0)
+    ids = torch.tensor([[1] + [3] * 100 + [1] + [3] * 27])
+    seg = document_segments(ids, 1, max_len=64).to("cuda")
+    q = torch.randn(1, 8, 128, 64, device="cuda", dtype=torch.bfloat16)
+    k, v = torch.randn(2, 1, 4, 128, 64, device="cuda", dtype=torch.bfloat16)
+    fast = segment_attention(q, k, v, seg)
+    saved, attention.varlen_attention = attention.varlen_attention, None
+    try:
+        slow = segment_attention(q, k, v, seg)
+    finally:
+        attention.varlen_attention = saved
+    torch.testing.assert_close(fast.float(), slow.float(), rtol=2e-2, atol=2e-2)
