@@ -422,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, help="preset name or TOML path baked in as the default")
     p.add_argument("--out", type=Path, required=True, help="the file to write, e.g. train_gpt.py")
     p.set_defaults(func=_cmd_bundle)
+
+    from pgolf.submit.commands import add_commands
+    add_commands(sub)
     return parser
 
 
