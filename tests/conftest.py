@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without CUDA, the Triton kernels (pgolf/model/kernels.py) are tested through Triton's CPU interpreter. Triton reads
+# this variable when a kernel is defined, so it is set here, before any test imports pgolf.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

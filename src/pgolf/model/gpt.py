@@ -46,6 +46,7 @@ from torch import nn
 from pgolf.config import ModelConfig
 from pgolf.data.segments import Segments
 from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
+from pgolf.model import kernels
 from pgolf.model.bigram import BigramHash
 from pgolf.model.layers import CastedLinear
 from pgolf.model.lora import Adapter, with_adapter
@@ -67,11 +68,15 @@ class MLP(nn.Module):
         self.fc = CastedLinear(cfg.model_dim, hidden)
         self.proj = CastedLinear(hidden, cfg.model_dim, zero_init=True)
         self.negative_slope = MLP_ACTIVATIONS[cfg.mlp_activation]
+        self.fused = False  # GPT.use_kernels: the Triton up-projection + activation
 
     def forward(self, x: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
-        h = self.fc(x)
-        h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)
-        return with_adapter(self.proj(h.square()), adapter, "mlp", x)
+        if self.fused:
+            h2 = kernels.leaky_relu2_up(x, self.fc.effective_weight(), self.negative_slope)
+        else:
+            h = self.fc(x)
+            h2 = (F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)).square()
+        return with_adapter(self.proj(h2), adapter, "mlp", x)
 
 
 class Block(nn.Module):
@@ -149,8 +154,16 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
         self.skip_gates = nn.Parameter(torch.zeros(self.num_skips, cfg.model_dim)) if cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
+        self.fused_loss = False  # use_kernels: the Triton softcapped cross-entropy
         if cfg.ortho_init:
             self._orthogonal_init()
+
+    def use_kernels(self, on: bool) -> None:
+        """Switch the fused Triton kernels (`pgolf/model/kernels.py`) on or off: the MLP up-projection with its
+        activation, and the training loss's softcapped cross-entropy. They compute the same function."""
+        for block in self.blocks:
+            block.mlp.fused = on
+        self.fused_loss = on and self.cfg.logit_softcap > 0
 
     def _orthogonal_init(self) -> None:
         """Orthogonal (gain 1) init of every block matrix that does not start at zero."""
@@ -213,16 +226,27 @@ class GPT(nn.Module):
     def head(self, h: torch.Tensor, lora=None) -> torch.Tensor:
         """Softcapped float32 logits of final hidden states (the tied embedding or the untied head; `lora` adds
         its head adapter before the softcap)."""
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(h, weight.to(h.dtype))
+        z = self._head_matmul(h)
         if lora is not None:
             z = with_adapter(z, lora.at(0), "head", h)
         z = z.float()
         c = self.cfg.logit_softcap
         return c * torch.tanh(z / c) if c > 0 else z
 
+    def _head_matmul(self, h: torch.Tensor) -> torch.Tensor:
+        """Raw head logits: the tied embedding or the untied head, before adapters and softcap."""
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h, weight.to(h.dtype))
+
     def forward(self, input_ids: torch.Tensor, target_ids: torch.Tensor | None = None,
                 reduction: str = "mean", segments: Segments | None = None) -> torch.Tensor:
+        if target_ids is not None and self.fused_loss:
+            z = self._head_matmul(self.hidden(input_ids, segments=segments))
+            loss = kernels.softcap_cross_entropy(z.reshape(-1, z.size(-1)), target_ids.reshape(-1),
+                                                 self.cfg.logit_softcap)
+            if reduction == "none":
+                return loss.view_as(target_ids)
+            return loss.sum() if reduction == "sum" else loss.mean()
         logits = self.logits(input_ids, segments)
         if target_ids is None:
             return logits

@@ -32,8 +32,12 @@ class CastedLinear(nn.Linear):
         self.qat_k = 12.85
         self.register_buffer("qat_mix", torch.zeros(()), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the forward multiplies by (fake-quantized under QAT), float32."""
         w = self.weight
         if self.qat_bits:
             w = w + self.qat_mix * (fake_quantize_rows(w, self.qat_bits, self.qat_k) - w).detach()
-        return F.linear(x, w.to(x.dtype))
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight().to(x.dtype))
