@@ -54,6 +54,11 @@ def check_options(cfg: Config) -> Config:
     parse_group_values(q.bits, int, "quant.bits", lo=2, hi=8)
     parse_group_values(q.clip_k, float, "quant.clip_k", lo=1e-3, hi=1e3)
     _one_of(e.mode, EVAL_MODES, "eval.mode")
+    _one_of(e.compile, COMPILE_MODES, "eval.compile")
+    for name in (m.strip() for m in e.report_modes.split(",")):  # as the trainer splits it; empty entries skipped
+        if name and name not in EVAL_MODES:
+            raise PgolfError(f"config: eval.report_modes={e.report_modes!r}: {name!r} must be one of "
+                             f"{', '.join(EVAL_MODES)}")
     return cfg
 
 

@@ -6,11 +6,17 @@ vector) events and, for adaptive modes, wraps `mode.adapt` to record which token
 
 - C1 strict causality: the mode is rerun with token t replaced (for a sample of t, always including the last);
   every log-prob vector used to score a position <= t must be unchanged (max |difference| <= tolerance), except
-  where the mode had released t to `adapt` (after scoring it) before it scored that position: information from a
-  later token may reach an earlier one only through score-first adaptation, the way the records' TTT scores
-  documents in their own order (length-sorted batches, PR #1855) rather than in stream order. For modes that do
+  where the mode had released t to `adapt` (after scoring it) before it scored that position: a later token may
+  reach an earlier one only after it was scored and released, the way the records' TTT scores documents in their
+  own order (length-sorted batches, PR #1855) rather than in stream order
+  (docs/rules.md#c1-when-documents-are-scored-out-of-stream-order).
+  The excuse is judged by timing alone (release stamped with the number of chunks yielded so far, a position with
+  the index of the chunk that first scored it; excused if release <= index), not by the channel. For modes that do
   not adapt this is plain strict causality. This also catches distributions that depend on their own target (t
-  itself is checked) and adaptation that comes too early.
+  itself is checked, and cannot be released before it is scored without failing C3) and adaptation that comes too
+  early. Not checked: positions after t are never compared, so a mode that scores a later position with earlier,
+  not yet scored tokens in its context, releases it, and then scores those tokens with what it learned can pass
+  (the two predict each other); pgolf's TTT modes exclude that by scoring each document in rows of its own.
 - C2 full normalised distribution: every vector's logsumexp is 0 and the reported nats equal -logp[token].
 - C3 score before update: every position passed to `adapt` was already yielded as scored, and the token values
   passed are the stream's; vacuous for fixed predictors.
