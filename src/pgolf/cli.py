@@ -125,7 +125,37 @@ def _train_and_report(args: argparse.Namespace, data_dir: Path, default_run_dir:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    return _train_and_report(args, args.data, "{cfg.preset}-seed{cfg.train.seed}")
+    """Train into a new (or empty) run directory, or into a non-empty one with --overwrite, or continue the
+    checkpointed run of --resume RUN_DIR with its own config (docs/training.md#checkpoints-and-resume)."""
+    from pgolf.options import resolve_config
+    from pgolf.train.trainer import TrainingInterrupted, train
+
+    if args.resume is not None:
+        from pgolf.config import Config
+        from pgolf.train.checkpoint import read_manifest
+
+        given = [flag for flag, value in (("--preset", args.preset), ("--set", args.set), ("--seed", args.seed),
+                                          ("--max-steps", args.max_steps), ("--max-seconds", args.max_seconds),
+                                          ("--overwrite", args.overwrite or None)) if value is not None]
+        if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
+            given.append("--run-dir")
+        if given:
+            raise PgolfError(f"train --resume: the run continues with the config it was checkpointed with; drop "
+                             f"{', '.join(given)}")
+        run_dir = _out_dir(args.resume, "run directory")
+        cfg, existing = Config.from_dict(read_manifest(run_dir)["config"]), "resume"
+    else:
+        cfg = resolve_config(args.preset or args.default_preset, _budget_sets(args))
+        run_dir = _out_dir(args.run_dir or Path("runs") / f"{cfg.preset}-seed{cfg.train.seed}", "run directory")
+        existing = "overwrite" if args.overwrite else "refuse"
+    try:
+        result = train(cfg, args.data, run_dir, existing=existing)
+    except TrainingInterrupted as exc:  # a checkpoint was written: not an error, but not a finished run either
+        print(f"pgolf: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    if result is not None:
+        _print_result(run_dir, result)
+    return 0
 
 
 def _print_result(run_dir: str | Path, result: dict) -> None:
@@ -296,7 +326,13 @@ def _add_data_option(p: argparse.ArgumentParser, default: Path | None = None, ol
 def _add_train_command(p: argparse.ArgumentParser, default_preset: str) -> None:
     _add_data_option(p)
     _add_train_options(p, default_preset)
-    p.set_defaults(func=_cmd_train)
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                          help="continue the run in RUN_DIR from its last checkpoint, with its own config")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="train into a non-empty run directory, replacing the earlier run's outputs")
+    # preset None: --resume can tell whether --preset was given; a fresh run falls back to default_preset
+    p.set_defaults(func=_cmd_train, preset=None, default_preset=default_preset)
 
 
 def train_main(argv: list[str] | None = None, *, preset: str = "baseline", prog: str = "train_gpt.py") -> int:

@@ -208,6 +208,8 @@ class TrainConfig:
     """Training progress from which seq_len_schedule gives way to train_seq_len."""
     save_float: bool = False
     """Also write the float weights as model_fp32.pt in the run directory (for quantization studies)."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every N steps (pgolf train --resume RUN_DIR); 0 = only on SIGINT/SIGTERM."""
 
 
 @dataclass

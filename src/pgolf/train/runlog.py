@@ -2,6 +2,9 @@
 
 The human log keeps the line formats reviewers grep for (`step:S/N train_loss:... step_avg:...ms`,
 `final_int8_zlib_roundtrip_exact val_loss:... val_bpb:...`); metrics.jsonl has one JSON object per record.
+
+A resumed run (`pgolf train --resume`) appends to log.txt, which thus keeps the interrupted process's lines too, and
+cuts metrics.jsonl back to the records written up to the checkpoint, so every step has exactly one record.
 """
 
 from __future__ import annotations
@@ -15,14 +18,26 @@ from typing import Any, TextIO
 class RunLog:
     """Writes log lines and metric records; silent on ranks other than 0."""
 
-    def __init__(self, run_dir: Path | None, enabled: bool = True, echo: TextIO | None = sys.stdout) -> None:
+    def __init__(self, run_dir: Path | None, enabled: bool = True, echo: TextIO | None = sys.stdout,
+                 keep_metrics: int | None = None) -> None:
+        """`keep_metrics=None` starts both files afresh; a number (resuming) appends to log.txt and keeps only
+        the first `keep_metrics` records of metrics.jsonl."""
         self.enabled = enabled
         self.echo = echo
+        self.metric_records = 0
         self._log = self._metrics = None
         if enabled and run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self._log = open(run_dir / "log.txt", "w", encoding="utf-8")
-            self._metrics = open(run_dir / "metrics.jsonl", "w", encoding="utf-8")
+            resume = keep_metrics is not None
+            self._log = open(run_dir / "log.txt", "a" if resume else "w", encoding="utf-8")
+            if resume:
+                from pgolf.fileio import atomic_write_text
+
+                path = run_dir / "metrics.jsonl"
+                kept = path.read_text(encoding="utf-8").splitlines()[:keep_metrics] if path.is_file() else []
+                atomic_write_text(path, "".join(line + "\n" for line in kept))
+                self.metric_records = len(kept)
+            self._metrics = open(run_dir / "metrics.jsonl", "a" if resume else "w", encoding="utf-8")
 
     def line(self, text: str) -> None:
         if not self.enabled:
@@ -37,6 +52,7 @@ class RunLog:
         if self.enabled and self._metrics is not None:
             self._metrics.write(json.dumps(record) + "\n")
             self._metrics.flush()
+            self.metric_records += 1
 
     def close(self) -> None:
         for f in (self._log, self._metrics):

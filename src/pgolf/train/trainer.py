@@ -9,14 +9,22 @@ What it does, in order (docs/techniques.md#baseline-schedule-and-clock):
 4. export: quantize, compress and write the artifact (rank 0), then every rank re-reads the artifact FILE and scores
    it: the reported number is the decompressed artifact's score, never the in-memory model's.
 
+Reliability (docs/RELIABILITY.md): every `train.checkpoint_every` steps, and when SIGINT or SIGTERM arrives, the run
+writes a checkpoint (pgolf/train/checkpoint.py) from which `pgolf train --resume RUN_DIR` continues bit for bit on CPU
+under the step schedule; a non-finite loss or parameter stops the run with the step and tensor group named, before
+any checkpoint or artifact could record it.
+
 Gradient accumulation keeps the global batch at `train_batch_tokens` for every world size (see TrainConfig).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import platform
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,16 +39,32 @@ from pgolf.config import Config, LaunchEnv, launch_env
 from pgolf.errors import PgolfError, choose
 from pgolf.fileio import atomic_write_json
 from pgolf.runtime import DistContext, PhaseClock, autocast_for, init_distributed, should_compile
+from pgolf.train import checkpoint as ckpt
 from pgolf.train.runlog import RunLog
 
 ARTIFACT_NAME = "artifact.pgolf"
+EXISTING = ("refuse", "overwrite", "resume")  # what `Trainer(existing=...)` does with a run directory's old content
+
+
+class TrainingInterrupted(PgolfError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written; `signum` is the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class TrainingDiverged(PgolfError):
+    """The training loss or a parameter became NaN or infinite; nothing after the last good checkpoint is kept."""
 
 
 class Trainer:
     """Holds the model, optimizers and loader of one run; `run()` does steps 2-4 of the module docstring."""
 
     def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
-                 echo: TextIO | None = sys.stdout) -> None:
+                 echo: TextIO | None = sys.stdout, existing: str = "overwrite") -> None:
+        """`existing`: refuse a non-empty run directory, overwrite what an earlier run wrote there, or resume the
+        run whose checkpoint it holds (`cfg` must then be that run's config)."""
         from pgolf.data.loader import make_loader
         from pgolf.data.manifest import check_data_dir
         from pgolf.eval.evaluate import ValidationData
@@ -53,15 +77,30 @@ class Trainer:
         self.run_dir = Path(run_dir)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
+        if existing not in EXISTING:
+            raise ValueError(f"existing={existing!r} is not one of {EXISTING}")
+        if cfg.train.checkpoint_every < 0:
+            raise PgolfError(f"config: train.checkpoint_every={cfg.train.checkpoint_every} must be >= 0 (0 = only on "
+                             "SIGINT/SIGTERM)")
         self.ctx: DistContext = init_distributed(env or launch_env(), cfg.train.device)
         device = self.ctx.device
         self.clock = PhaseClock(sync=torch.cuda.synchronize if device.type == "cuda" else None)
         self.accum = cfg.grad_accum_steps(self.ctx.world_size)
+        problem = ckpt.run_dir_problem(self.run_dir, existing) if self.ctx.is_main else None
+        if self.ctx.any(problem is not None):
+            raise PgolfError(problem or f"run directory {self.run_dir} cannot be used (rank 0 says why)")
         self.manifest, self.tokenizer_path = check_data_dir(self.data_dir, expected_vocab=cfg.model.vocab_size)
+        self.resume_from = self._check_resume(cfg) if existing == "resume" else None
+        self.last_checkpoint: tuple[int, Path] | None = None
+        self.resumes: list[int] = []
+        self._signal: int | None = None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if existing == "overwrite":
+                ckpt.clear_run_outputs(self.run_dir)  # never resume, nor show, an older run's checkpoint or score
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
-        self.log = RunLog(self.run_dir, enabled=self.ctx.is_main, echo=echo)
+        keep = int(self.resume_from["metrics_lines"]) if self.resume_from else None
+        self.log = RunLog(self.run_dir, enabled=self.ctx.is_main, echo=echo, keep_metrics=keep)
 
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
@@ -190,8 +229,6 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict | None:
         """Train, export, score the artifact; returns result.json's content on rank 0 (None elsewhere)."""
-        from pgolf.optim.schedule import lr_multiplier, training_progress, wd_taper
-
         cfg, ctx = self.cfg, self.ctx
         sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
         self._warmup()
@@ -201,6 +238,34 @@ class Trainer:
         stop_after: int | None = None
         pre_quant: dict | None = None
         step = 0
+        if self.resume_from is not None:
+            step, train_ms, stop_after, pre_quant = self._load_checkpoint()
+        self._first_bad = torch.zeros((), dtype=torch.int64, device=ctx.device)  # first step with a non-finite loss
+        handlers = self._catch_signals()
+        try:
+            step, train_ms, pre_quant = self._train_loop(step, train_ms, stop_after, pre_quant, budget_s, sync)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        if self._signal is not None:  # arrived during the final validation: nothing resumable to add
+            self._interrupted(step, write=False)
+        self._guard_finite(step, params=True)  # what is exported (EMA/SWA swapped in) must be finite
+        sync()
+        self.clock.add("training", train_ms / 1000)
+        if stop_after is not None and stop_after < t.iterations:
+            self.log.line(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{t.iterations}")
+        if ctx.device.type == "cuda":
+            mib = torch.cuda.max_memory_allocated() // 2**20
+            self.log.line(f"peak memory allocated: {mib} MiB")
+        hessians = self._calibrate(train_ms)
+        return self._export_and_score(step, train_ms, pre_quant, hessians)
+
+    def _train_loop(self, step: int, train_ms: float, stop_after: int | None, pre_quant: dict | None,
+                    budget_s: float, sync) -> tuple[int, float, dict | None]:
+        """Steps until `iterations` or the wall clock, validating on the way; returns (steps, train_ms, pre_quant)."""
+        from pgolf.optim.schedule import lr_multiplier, training_progress, wd_taper
+
+        cfg, ctx, t = self.cfg, self.ctx, self.cfg.train
         sync()
         t0 = time.perf_counter()
         while True:
@@ -235,6 +300,8 @@ class Trainer:
                                    t.warmdown_frac, t.min_lr)
             loss = self._step(step, lr_mul, wd_taper(progress) if cfg.optim.muon_wd_taper else 1.0)
             step += 1
+            self._first_bad = torch.where((self._first_bad == 0) & ~torch.isfinite(loss.detach()), step,
+                                          self._first_bad)
             log_now = t.train_log_every > 0 and (step <= 10 or step % t.train_log_every == 0)
             if log_now:
                 mean_loss = ctx.all_reduce_sum(loss.detach().clone()) / ctx.world_size
@@ -245,17 +312,183 @@ class Trainer:
                 self.log.metric(step=step, train_loss=loss_value, time_s=approx_ms / 1000, lr_mul=lr_mul)
             approx_ms = train_ms + 1000 * (time.perf_counter() - t0)
             reached = budget_s > 0 and approx_ms >= 1000 * budget_s
-            if stop_after is None and ctx.any(reached):
+            reached, signalled = self._agree(reached and stop_after is None, self._signal is not None)
+            if reached:
                 stop_after = step
-        sync()
-        self.clock.add("training", train_ms / 1000)
-        if stop_after is not None and stop_after < t.iterations:
-            self.log.line(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{t.iterations}")
-        if ctx.device.type == "cuda":
-            mib = torch.cuda.max_memory_allocated() // 2**20
-            self.log.line(f"peak memory allocated: {mib} MiB")
-        hessians = self._calibrate(train_ms)
-        return self._export_and_score(step, train_ms, pre_quant, hessians)
+            save = signalled or (t.checkpoint_every > 0 and step % t.checkpoint_every == 0)
+            # The loss is checked on CPU every step (free) and on CUDA where the step syncs anyway.
+            if save or log_now or ctx.device.type != "cuda":
+                self._guard_finite(step, params=save)
+            if save:
+                sync()
+                train_ms += 1000 * (time.perf_counter() - t0)
+                self._save_checkpoint(step, train_ms, stop_after, pre_quant)
+                if signalled:
+                    self._interrupted(step)
+                sync()
+                t0 = time.perf_counter()
+        return step, train_ms, pre_quant
+
+    # ------------------------------------------------------------------ reliability: signals, NaN guard, checkpoints
+    def _catch_signals(self) -> dict:
+        """SIGINT/SIGTERM during training: finish the step, write a checkpoint, stop. A second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame) -> None:
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _agree(self, reached: bool, signalled: bool) -> tuple[bool, bool]:
+        """Every rank's view of (wall clock reached, signal caught) as one all-reduce."""
+        if not self.ctx.distributed:
+            return reached, signalled
+        flags = torch.tensor([float(reached), float(signalled)], device=self.ctx.device)
+        reached_any, signalled_any = self.ctx.all_reduce_max(flags).tolist()
+        if signalled_any and self._signal is None:
+            self._signal = int(signal.SIGTERM)
+        return reached_any > 0, signalled_any > 0
+
+    def _interrupted(self, step: int, write: bool = True) -> None:
+        name = signal.Signals(self._signal).name
+        where = (f"checkpoint {self.run_dir / ckpt.MANIFEST} (step {self.last_checkpoint[0]})"
+                 if self.last_checkpoint else "no checkpoint")
+        message = (f"interrupted by {name} at step:{step}/{self.cfg.train.iterations}; {where}; continue with: "
+                   f"pgolf train --resume {self.run_dir} --data {self.data_dir}")
+        if not write and self.last_checkpoint is None:
+            message = f"interrupted by {name} after training, during the final validation; nothing to resume"
+        self.log.line(message)
+        raise TrainingInterrupted(message, self._signal)
+
+    def _guard_finite(self, step: int, params: bool, loss: bool = True) -> None:
+        """Stop with TrainingDiverged if a training loss so far (`loss`) or a parameter (`params`) is non-finite;
+        the message names the step and the parameter groups (pgolf.optim.groups roles) that hold NaN/Inf."""
+        from pgolf.optim.groups import parameter_roles
+
+        first_bad = int(self.ctx.all_reduce_max(self._first_bad.clone()).item()) if loss else 0
+        bad_params: dict[str, list[str]] = {}
+        if params or first_bad:
+            named = list(self.base_model.named_parameters())
+            finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).cpu().tolist()
+            roles = parameter_roles(self.base_model)
+            for (name, _), ok in zip(named, finite):
+                if not ok:
+                    bad_params.setdefault(roles[name], []).append(name)
+            if self.ctx.any(bool(bad_params)) and not bad_params:
+                bad_params = {"(on another rank)": []}
+        if not first_bad and not bad_params:
+            return
+        what = (f"non-finite train_loss at step:{first_bad}/{self.cfg.train.iterations}" if first_bad
+                else f"non-finite parameters after step:{step}/{self.cfg.train.iterations}")
+        groups = "; ".join(f"group {role}: {', '.join(names[:3])}{f' (+{len(names) - 3} more)' if len(names) > 3 else ''}"
+                           for role, names in sorted(bad_params.items()))
+        where = (f"the last good checkpoint is step {self.last_checkpoint[0]} ({self.run_dir / ckpt.MANIFEST})"
+                 if self.last_checkpoint else "no checkpoint was written before it")
+        message = (f"training diverged: {what}; " + (f"non-finite parameters in {groups}" if groups else
+                   "parameters still finite") + f"; no artifact written; {where}")
+        self.log.line(message)
+        raise TrainingDiverged(message)
+
+    def _data_identity(self) -> dict:
+        return json.loads(json.dumps({"tokenizer": self.manifest["tokenizer"],
+                                      "train": self.manifest["splits"]["train"]}))
+
+    def _check_resume(self, cfg: Config) -> dict:
+        """The manifest of the checkpoint to resume, once it is known to belong to this config, data and world."""
+        manifest = ckpt.read_manifest(self.run_dir)
+        where = self.run_dir / ckpt.MANIFEST
+        if manifest["world_size"] != self.ctx.world_size:
+            raise PgolfError(f"{where}: the run was checkpointed with {manifest['world_size']} process(es); resume it "
+                             f"with as many (this launch has {self.ctx.world_size})")
+        ours = json.loads(json.dumps(cfg.to_dict()))
+        if manifest["config"] != ours:
+            diff = sorted(f"{section}.{key}" for section, values in ours.items() if isinstance(values, dict)
+                          for key, value in values.items()
+                          if manifest["config"].get(section, {}).get(key, object()) != value)
+            raise PgolfError(f"{where}: resuming needs the run's own config; these settings differ: "
+                             f"{', '.join(diff) or 'preset'}")
+        if manifest.get("data") != self._data_identity():
+            raise PgolfError(f"{where}: {self.data_dir} is not the data this run trained on (its tokenizer or train "
+                             "split differs); pass the run's --data")
+        return manifest
+
+    def _save_checkpoint(self, step: int, train_ms: float, stop_after: int | None, pre_quant: dict | None) -> None:
+        """Each rank writes its file, then rank 0 points checkpoint.json at them (the commit), then prunes."""
+        cfg, ctx = self.cfg, self.ctx
+        start = time.perf_counter()
+        state = {
+            "step": step, "train_ms": train_ms, "stop_after": stop_after, "pre_quant": pre_quant,
+            "seq_len": self.seq_len, "looping": bool(getattr(self.base_model, "looping", False)),
+            "clock": dict(self.clock.seconds), "resumes": list(self.resumes),
+            "model": self.base_model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "weight_average": self.ema.state_dict() if self.ema is not None else None,
+            "loader": self.loader.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+        name = ckpt.rank_file(step, ctx.rank)
+        size = ckpt.write_state(self.run_dir / name, state,
+                                meta={"step": step, "rank": ctx.rank, "world_size": ctx.world_size,
+                                      "pgolf_version": pgolf.__version__})
+        ctx.barrier()
+        files = [ckpt.rank_file(step, r) for r in range(ctx.world_size)]
+        if ctx.is_main:
+            ckpt.write_manifest(self.run_dir, {
+                "step": step, "world_size": ctx.world_size, "files": files, "train_ms": train_ms,
+                "metrics_lines": self.log.metric_records, "pgolf_version": pgolf.__version__,
+                "config": cfg.to_dict(), "data": self._data_identity()})
+            ckpt.prune(self.run_dir, files)
+        ctx.barrier()
+        seconds = time.perf_counter() - start
+        self.clock.add("checkpoint", seconds)
+        self.last_checkpoint = (step, self.run_dir / name)
+        self.log.line(f"checkpoint: step:{step}/{cfg.train.iterations} {self.run_dir / name} ({size} bytes, "
+                      f"{seconds:.2f}s, not counted as training time)")
+
+    def _load_checkpoint(self) -> tuple[int, float, int | None, dict | None]:
+        """Restore everything `_save_checkpoint` wrote (after the warm-up, so that its steps change nothing)."""
+        manifest, ctx = self.resume_from, self.ctx
+        path = self.run_dir / manifest["files"][ctx.rank]
+        start = time.perf_counter()
+        state, meta = ckpt.read_state(path)
+        if meta.get("step") != manifest["step"] or meta.get("rank") != ctx.rank:
+            raise PgolfError(f"{path}: holds step {meta.get('step')} of rank {meta.get('rank')}, but "
+                             f"{ckpt.MANIFEST} names step {manifest['step']} of rank {ctx.rank}; nothing was resumed")
+        device = ctx.device
+
+        def to_device(tree):
+            if isinstance(tree, torch.Tensor):
+                return tree.to(device)
+            if isinstance(tree, dict):
+                return {k: to_device(v) for k, v in tree.items()}
+            return tree
+
+        try:
+            self.base_model.load_state_dict(state["model"], strict=True)
+            for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
+                opt.load_state_dict(opt_state)
+            if self.ema is not None:
+                self.ema.load_state_dict(to_device(state["weight_average"]))
+            self.loader.load_state_dict(state["loader"])
+            ckpt.set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise PgolfError(f"{path}: does not fit this model/optimizer ({str(exc).splitlines()[0]}); "
+                             "nothing was resumed") from None
+        for phase, seconds in state["clock"].items():
+            self.clock.add(phase, float(seconds))
+        self.seq_len = int(state["seq_len"])
+        if hasattr(self.base_model, "looping"):
+            self.base_model.looping = bool(state["looping"])
+        step, train_ms = int(state["step"]), float(state["train_ms"])
+        self.resumes = [*state["resumes"], step]
+        self.last_checkpoint = (step, path)
+        self.clock.add("resume", time.perf_counter() - start)
+        self.log.line(f"resumed: step:{step}/{self.cfg.train.iterations} from {path} (train_time:{train_ms:.0f}ms "
+                      "already charged; metrics.jsonl cut back to the checkpoint)")
+        return step, train_ms, state["stop_after"], state["pre_quant"]
 
     # ------------------------------------------------------------------ GPTQ calibration
     def train_budget_seconds(self) -> float:
@@ -408,6 +641,7 @@ class Trainer:
                 "cap_bytes": CAP_BYTES,
                 "within_cap": total <= CAP_BYTES,
                 "steps": steps,
+                "resumed_from": self.resumes,
                 "train_seconds": round(train_ms / 1000, 4),
                 "train_tokens": steps * cfg.train.train_batch_tokens,
                 "step_avg_ms": round(train_ms / max(steps, 1), 4),
@@ -433,9 +667,10 @@ class Trainer:
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
-          echo: TextIO | None = sys.stdout) -> dict | None:
-    """Train `cfg` on `data_dir`, write the run directory, and return result.json's content (rank 0)."""
-    trainer = Trainer(cfg, data_dir, run_dir, env=env, echo=echo)
+          echo: TextIO | None = sys.stdout, existing: str = "overwrite") -> dict | None:
+    """Train `cfg` on `data_dir`, write the run directory, and return result.json's content (rank 0).
+    `existing`: refuse / overwrite / resume what `run_dir` already holds (see `Trainer`)."""
+    trainer = Trainer(cfg, data_dir, run_dir, env=env, echo=echo, existing=existing)
     try:
         return trainer.run()
     finally:
