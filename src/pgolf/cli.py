@@ -267,6 +267,23 @@ def _cmd_legality(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Speed of a preset on this machine, synthetic tokens (pgolf/train/bench.py)."""
+    import torch
+
+    from pgolf.options import resolve_config
+    from pgolf.train.bench import run_bench, write_outputs
+
+    cfg = resolve_config(args.preset, args.set)
+    if args.steps < 1 or args.warmup < 1 or args.eval_tokens < 0:
+        raise PgolfError("bench: --steps and --warmup must be at least 1 and --eval-tokens at least 0")
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    result = run_bench(cfg, device=device, steps=args.steps, warmup=args.warmup, eval_tokens=args.eval_tokens,
+                       ttt=not args.no_ttt)
+    write_outputs(result, args.json, args.markdown)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pgolf.artifact.format import describe_artifact, format_inspect_table, load_artifact
 
@@ -448,6 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     p.set_defaults(func=_cmd_legality)
+
+    p = sub.add_parser("bench", help="step time, tokens/s, MFU, memory, eval and TTT tokens/s of a preset here")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
+    p.add_argument("--eval-tokens", type=int, default=65_536, help="synthetic val tokens to score (0: no eval)")
+    p.add_argument("--no-ttt", action="store_true", help="skip the TTT eval timing")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--markdown", type=Path, help="append one table row to this file (docs/BENCHMARKS.md)")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("inspect", help="list an artifact's tensors, schemes and bytes")
     p.add_argument("artifact", type=Path)

@@ -267,3 +267,10 @@ def test_compiled_ttt_on_cuda_matches_eager(model):
         scores[compile_mode] = score_stream(net, tokens, np.ones(len(tokens) - 1, dtype=np.int64), mode,
                                             batch_tokens=4096, device=cuda).nats
     assert scores["on"] == pytest.approx(scores["off"], rel=2e-3)
+
+
+def test_a_chunk_longer_than_the_window_is_refused():
+    """A chunk is scored in one window of at most seq_len tokens (it used to index before the window)."""
+    from pgolf.eval.evaluate import build_mode
+    with pytest.raises(PgolfError, match="ttt_chunk=256 must be at most the eval window seq_len=64"):
+        build_mode("lora-ttt", seq_len=64, ttt=_settings(chunk=256))

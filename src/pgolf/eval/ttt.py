@@ -177,6 +177,8 @@ class BatchedLoRAMode(EvalMode):
     phased = False
 
     def __init__(self, seq_len: int, s: TTTSettings, bos_id: int) -> None:
+        if s.chunk > seq_len:  # a chunk is scored in one window of at most seq_len tokens
+            raise PgolfError(f"{self.name}: eval.ttt_chunk={s.chunk} must be at most the eval window seq_len={seq_len}")
         self.seq_len, self.s, self.bos_id = seq_len, s, bos_id
         self.log: Callable[[str], None] | None = None  # progress lines (the trainer passes its log)
         self.report: dict = {}
