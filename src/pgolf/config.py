@@ -196,6 +196,8 @@ class TrainConfig:
     """Random seed (init, data order, calibration samples); 0 to 2**32 - 1."""
     compile: str = "auto"
     """torch.compile: auto (on CUDA only), on or off."""
+    kernels: str = "auto"
+    """Fused Triton kernels (pgolf/model/kernels.py): auto (CUDA with triton), on or off; same function as eager."""
     device: str = "auto"
     """Training device: auto (CUDA when present), cpu or cuda."""
     threads: int = 0

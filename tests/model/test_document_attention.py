@@ -104,17 +104,18 @@ def test_gradients_flow_through_segments():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_varlen_matches_padded_path():
     from pgolf.model import attention
-    if attention.varlen_attention is None:
-        pytest.skip("this torch has no varlen attention")
+    if attention.varlen_attention is None and attention.fa3_varlen is None:
+        pytest.skip("neither FlashAttention-3 nor torch's varlen attention is here")
     torch.manual_seed(0)
     ids = torch.tensor([[1] + [3] * 100 + [1] + [3] * 27])
     seg = document_segments(ids, 1, max_len=64).to("cuda")
     q = torch.randn(1, 8, 128, 64, device="cuda", dtype=torch.bfloat16)
     k, v = torch.randn(2, 1, 4, 128, 64, device="cuda", dtype=torch.bfloat16)
     fast = segment_attention(q, k, v, seg)
-    saved, attention.varlen_attention = attention.varlen_attention, None
+    saved = attention.varlen_attention, attention.fa3_varlen
+    attention.varlen_attention = attention.fa3_varlen = None
     try:
         slow = segment_attention(q, k, v, seg)
     finally:
-        attention.varlen_attention = saved
+        attention.varlen_attention, attention.fa3_varlen = saved
     torch.testing.assert_close(fast.float(), slow.float(), rtol=2e-2, atol=2e-2)

@@ -112,13 +112,14 @@ class Attention(nn.Module):
 def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
     """Causal attention within each segment only: q [B, H, T, D], k and v [B, Hkv, T, D] -> [B, H, T, D].
 
-    On CUDA, with a torch that has it, this is one variable-length flash-attention call over the flattened tokens
-    (`torch.nn.attention.varlen.varlen_attn`, the record's `flash_attn_varlen_func` in torch's own build). Elsewhere
+    On CUDA this is one variable-length flash-attention call over the flattened tokens: FlashAttention-3's
+    `flash_attn_varlen_func` when `flash_attn_interface` imports (what the record calls), else torch's own
+    `torch.nn.attention.varlen.varlen_attn` (torch >= 2.10). Elsewhere
     the segments are gathered into a padded batch [n, H, S, D] and each runs ordinary causal SDPA, which is running
     every document alone by construction; the padding sits after each segment's last token, where causal attention
     of real tokens never looks. (A block-diagonal mask over the packed row would cost rows x row-length^2 memory.)
     """
-    if q.is_cuda and varlen_attention is not None:
+    if q.is_cuda and (fa3_varlen is not None or varlen_attention is not None):
         return _varlen(q, k, v, segments)
     b, h, t, d = q.shape
 
@@ -135,12 +136,20 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
 def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
     b, h, t, d = q.shape
     flat = lambda z: z.transpose(1, 2).reshape(b * t, z.size(1), d)  # noqa: E731
-    cu = segments.cu_seqlens
-    y = varlen_attention(flat(q), flat(k), flat(v), cu, cu, segments.max_seqlen, segments.max_seqlen,
-                         window_size=(-1, 0), enable_gqa=k.size(1) != h)
+    cu, longest = segments.cu_seqlens, segments.max_seqlen
+    if fa3_varlen is not None:
+        y = fa3_varlen(flat(q), flat(k), flat(v), cu, cu, longest, longest, causal=True)
+        y = y[0] if isinstance(y, tuple) else y  # some FA3 builds also return the log-sum-exp
+    else:
+        y = varlen_attention(flat(q), flat(k), flat(v), cu, cu, longest, longest, window_size=(-1, 0),
+                             enable_gqa=k.size(1) != h)
     return y.view(b, t, h, d).transpose(1, 2)
 
 
+try:  # FlashAttention-3 (Hopper), installed separately; GQA without repeating K/V
+    from flash_attn_interface import flash_attn_varlen_func as fa3_varlen
+except ImportError:
+    fa3_varlen = None
 try:  # torch >= 2.10 ships variable-length flash attention for CUDA
     from torch.nn.attention.varlen import varlen_attn as varlen_attention
 except ImportError:  # pragma: no cover - older torch: the padded path serves CUDA too

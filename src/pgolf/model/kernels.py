@@ -20,11 +20,25 @@ import os
 import torch
 import torch.nn.functional as F
 
+from pgolf.errors import PgolfError
+
 try:
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - triton is optional
     triton = None
+
+
+KERNEL_MODES = ("auto", "on", "off")  # `train.kernels`
+
+
+def wanted(mode: str, device: torch.device) -> bool:
+    """Whether `train.kernels=mode` uses the kernels on `device`: auto on CUDA when triton imports; on wherever they
+    can run (refused with one line where they cannot)."""
+    if mode == "on" and not available(device):
+        raise PgolfError(f"train.kernels=on: the Triton kernels cannot run on {torch.device(device).type} here "
+                         "(needs triton with CUDA, or TRITON_INTERPRET=1)")
+    return mode == "on" or (mode == "auto" and triton is not None and torch.device(device).type == "cuda")
 
 
 def available(device: torch.device | str) -> bool:
