@@ -82,9 +82,68 @@ def _add_stats_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON instead of markdown")
 
 
+# ---------------------------------------------------------------------------------------------- pack
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from pgolf.submit.pack import pack
+
+    sub, warnings = pack(args.runs, args.out, preset=args.preset, name=args.name, author=args.author,
+                         github_id=args.github_id, blurb=args.blurb, date=args.date, hardware=args.hardware,
+                         track=args.track, legality=args.legality)
+    std = sub["val_bpb_std"]
+    print(f"wrote {args.out}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']:.8f}"
+          + (f" (std {std:.8f})" if std is not None else "")
+          + f", bytes_total {sub['bytes_total']:,} (code {sub['bytes_code']:,}; cap 16,000,000)")
+    for line in warnings:
+        print(f"warning: {line}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- verify
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import sys
+
+    from pgolf.submit.verify import verify_folder
+
+    eval_args = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+    report = verify_folder(args.folder, data=args.data, tolerance=args.tolerance, run=args.run,
+                           run_tolerance=args.run_tolerance, eval_args=eval_args)
+    print(report.table())
+    for check in report.failures:
+        print(f"pgolf: verify: FAIL {check.name}: {check.detail}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the submission subcommands to `pgolf`'s subparsers."""
     p = sub.add_parser("stats", help="per-seed scores, mean/std, and the 0.005-nat p < 0.01 test against a baseline")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or train logs) of the candidate")
     _add_stats_options(p)
     p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("pack", help="write a records folder (README, submission.json, logs, train_gpt.py, ...) "
+                                    "from one run per seed")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories, one per seed")
+    p.add_argument("--out", type=Path, required=True, help="the folder to create (must not exist, or be empty)")
+    p.add_argument("--preset", help="the preset train_gpt.py is bundled for (default: the runs' preset)")
+    p.add_argument("--name", help="submission name (default: pgolf PRESET)")
+    p.add_argument("--author", default="", help="submission.json author")
+    p.add_argument("--github-id", default="", help="submission.json github_id")
+    p.add_argument("--blurb", help="one-paragraph description (default: generated from the config)")
+    p.add_argument("--date", help="submission date (default: today, UTC)")
+    p.add_argument("--hardware", help='e.g. "8xH100 80GB SXM" (default: the runs\' world size and device)')
+    p.add_argument("--track", default="track_10min_16mb", help="records track (default track_10min_16mb)")
+    p.add_argument("--legality", type=Path, help="the saved output of `pgolf legality` for the eval mode")
+    p.set_defaults(func=_cmd_pack)
+
+    p = sub.add_parser("verify", help="recount a records folder's bytes, times and scores against submission.json")
+    p.add_argument("folder", type=Path, help="a records folder (pgolf pack)")
+    p.add_argument("--data", type=Path, help="also re-score each artifact on this data directory, in a fresh process")
+    p.add_argument("--tolerance", type=_float(0.0, "a BPB tolerance >= 0"), default=1e-5,
+                   help="largest accepted |re-scored - claimed| val_bpb (default 1e-5)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="device of the re-score")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads of the re-score")
+    p.add_argument("--run", action="store_true",
+                   help="also execute the folder's train_gpt.py for every seed (needs --data) and compare scores")
+    p.add_argument("--run-tolerance", type=_float(0.0, "a BPB tolerance >= 0"), default=0.005,
+                   help="largest accepted |retrained - claimed| val_bpb with --run (default 0.005)")
+    p.set_defaults(func=_cmd_verify)

@@ -1,0 +1,191 @@
+"""`pgolf verify`: a packed folder passes, and each kind of tampering fails with one clear line naming it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from _submit_fakes import fake_run
+
+from pgolf.cli import main
+from pgolf.submit.pack import pack
+
+FAKE_BUNDLE = b"# a stand-in train_gpt.py\n" * 100
+
+
+def fake_bundle(preset: str, out: Path) -> None:
+    Path(out).write_bytes(FAKE_BUNDLE)
+
+
+def packed(tmp_path: Path, **run_options) -> Path:
+    runs = [fake_run(tmp_path / "runs", s, b, **run_options) for s, b in ((1, 1.100), (2, 1.102))]
+    out = tmp_path / "records"
+    pack(runs, out, bundle_writer=fake_bundle)
+    return out
+
+
+def verify(folder: Path, capsys, *extra: str) -> tuple[int, str, list[str]]:
+    code = main(["verify", str(folder), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line]
+
+
+def edit_submission(folder: Path, change) -> None:
+    path = folder / "submission.json"
+    sub = json.loads(path.read_text())
+    change(sub)
+    path.write_text(json.dumps(sub, indent=2))
+
+
+def test_packed_folder_verifies(tmp_path, capsys):
+    folder = packed(tmp_path)
+    code, out, err = verify(folder, capsys)
+    assert code == 0 and err == []
+    assert "| code bytes" in out and "| pass   | train_gpt.py: 2,600 bytes |" in out
+    assert "| train time seed 1 | pass   | 590.0 s <= 600 s |" in out
+    assert out.rstrip().endswith(f"{folder}: verified")
+
+
+def test_tampered_artifact(tmp_path, capsys):
+    folder = packed(tmp_path)
+    art = folder / "artifact_seed2.pgolf"
+    data = bytearray(art.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes
+    art.write_bytes(bytes(data))
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert err == ["pgolf: verify: FAIL artifact seed 2: artifact_seed2.pgolf's sha256 differs from "
+                   "submission.json's"]
+
+
+def test_grown_artifact_breaks_the_byte_counts(tmp_path, capsys):
+    folder = packed(tmp_path)
+    with open(folder / "artifact_seed1.pgolf", "ab") as f:
+        f.write(b"x" * 10)
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert "pgolf: verify: FAIL artifact seed 1: artifact_seed1.pgolf is 5,010 bytes, submission.json says 5000; " \
+           "artifact_seed1.pgolf's sha256 differs from submission.json's" in err
+    assert "pgolf: verify: FAIL bytes seed 1: 5,010 + 2,600 = 7,610 bytes, submission.json says 7600" in err
+
+
+def test_grown_code_is_counted(tmp_path, capsys):
+    folder = packed(tmp_path)
+    with open(folder / "train_gpt.py", "ab") as f:
+        f.write(b"# more\n")
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert err[0] == "pgolf: verify: FAIL code bytes: train_gpt.py is 2,607 bytes, submission.json says bytes_code 2,600"
+
+
+def test_over_cap_folder(tmp_path, capsys):
+    folder = packed(tmp_path, artifact_bytes=16_000_000 - 2_000)  # + 2,600 of code: 600 bytes over
+    code, out, err = verify(folder, capsys)
+    assert code == 1
+    assert "pgolf: verify: FAIL cap: 16,000,600 bytes is over the 16,000,000-byte cap" in err
+    assert "pgolf: verify: FAIL bytes seed 1: 16,000,600 bytes is over the 16,000,000-byte cap" in err
+    assert "pgolf: verify: FAIL compliance: compliance.within_cap is false" in err
+    assert len(err) == 4  # bytes for each seed, cap, compliance
+
+
+def test_over_time_log(tmp_path, capsys):
+    folder = packed(tmp_path, train_ms=612_345.0)
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert "pgolf: verify: FAIL train time seed 1: train_seed1.log: training took 612.3 s > 600 s" in err
+    assert "pgolf: verify: FAIL compliance: compliance.train_within_limit is false" in err
+    folder = packed(tmp_path / "eval", eval_ms=600_500.0)
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert "pgolf: verify: FAIL eval time seed 2: train_seed2.log: evaluation took 600.5 s > 600 s" in err
+
+
+def test_submission_that_disagrees_with_its_log(tmp_path, capsys):
+    folder = packed(tmp_path)
+
+    def more_steps(sub):
+        sub["seed_results"][0]["steps"] = 4_500
+    edit_submission(folder, more_steps)
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert err == ["pgolf: verify: FAIL log seed 1: train_seed1.log stopped at step 4000, submission.json says 4500"]
+
+    def better_score(sub):  # a better claimed score, with consistent means: only the log disagrees
+        sub["seed_results"][0]["steps"] = 4_000
+        sub["seed_results"][1]["val_bpb"] = 1.090
+        sub["val_bpb"] = (1.100 + 1.090) / 2
+        sub["val_bpb_std"] = 0.01 / 2 ** 0.5
+    edit_submission(folder, better_score)
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert err == ["pgolf: verify: FAIL log seed 2: train_seed2.log says val_bpb 1.10200000, submission.json says "
+                   "1.09"]
+
+    def wrong_mean(sub):
+        sub["seed_results"][1]["val_bpb"] = 1.102
+        sub["val_bpb"] = 1.0
+    edit_submission(folder, wrong_mean)
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("pgolf: verify: FAIL means: the mean of the seeds' val_bpb is 1.10100000, "
+                             "submission.json says 1.00000000; the sample std of val_bpb is 0.0014142")
+
+
+def test_data_use_and_legality(tmp_path, capsys):
+    folder = packed(tmp_path, calibration="gptq_calibration: 66 Hessians (40 distinct, fp32) from 65536 val tokens "
+                                          "in 2.00s")
+    code, _, err = verify(folder, capsys)
+    assert code == 1
+    assert err[0].startswith("pgolf: verify: FAIL data use seed 1: train_seed1.log: calibration read validation data")
+    folder = packed(tmp_path / "legal")
+    (folder / "legality.txt").write_text("C1 FAIL x\nVIOLATES C1\n")
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and err == ["pgolf: verify: FAIL legality: legality.txt: VIOLATES C1"]
+
+
+def test_missing_files(tmp_path, capsys):
+    folder = packed(tmp_path)
+    (folder / "train_seed2.log").unlink()
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and "pgolf: verify: FAIL files: missing train_seed2.log" in err
+    (folder / "submission.json").unlink()
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and err == [f"pgolf: verify: FAIL submission.json: {folder / 'submission.json'} is missing"]
+    assert main(["verify", str(tmp_path / "nowhere")]) == 2
+    assert main(["verify", str(folder), "--run"]) == 2  # --run needs --data
+    assert "--run needs --data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_run_packs_verifies_and_rescores(tiny_data, tiny_config, tmp_path, capsys, monkeypatch):
+    """Two tiny seeds trained for real, packed with the real bundle, re-scored in fresh processes; a claimed score
+    that the artifact does not reproduce fails."""
+    from pgolf.train.trainer import train
+
+    monkeypatch.delenv("PGOLF_SHARED_DATA", raising=False)
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"seed{seed}"
+        train(tiny_config(f"train.seed={seed}"), tiny_data, run, echo=None)
+        runs.append(str(run))
+    assert main(["stats", *runs]) == 0
+    assert "| **mean** (n=2) |" in capsys.readouterr().out
+    folder = tmp_path / "records"
+    assert main(["pack", *runs, "--out", str(folder)]) == 0
+    capsys.readouterr()
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size
+    assert "--set model.num_layers=2" in (folder / "README.md").read_text()
+    code, out, err = verify(folder, capsys, "--data", str(tiny_data), "--threads", "1")
+    assert code == 0, err
+    assert re.search(r"\| rescore seed 1 +\| pass", out) and re.search(r"\| rescore seed 2 +\| pass", out)
+
+    def off_by_a_little(s):
+        s["seed_results"][0]["val_bpb"] += 1e-3
+    edit_submission(folder, off_by_a_little)
+    code, _, err = verify(folder, capsys, "--data", str(tiny_data), "--threads", "1")
+    assert code == 1
+    assert any(line.startswith("pgolf: verify: FAIL rescore seed 1: re-scored val_bpb ") and "1.00e-03 > 1e-05" in line
+               for line in err)
