@@ -14,6 +14,9 @@ legality --mode NAME`;
 - `broken-target-unnormalized` (C2): adds a bonus to the gold token's log-prob without renormalising (scoring
   only the gold token).
 - `broken-peek` (C1): the window is read one token ahead, so each distribution has seen the token it scores.
+- `broken-cycle` (C1): the score-first cache, but the second half of the stream is scored (with the first half's
+  unscored tokens in its windows) and released before the first half is scored with the cache: tokens near the
+  middle and those just after it predict each other.
 """
 
 from __future__ import annotations
@@ -78,6 +81,17 @@ class UnigramCacheMode(SlidingMode):
         return ((1 - self.weight) * logp.exp() + self.weight * cache).log()
 
 
+class CycleCacheMode(UnigramCacheMode):
+    """The score-first cache with the plan's windows reordered: those scoring the second half first."""
+
+    name = "broken-cycle"
+
+    def plan(self, tokens: np.ndarray) -> WindowPlan:
+        plan = super().plan(tokens)
+        second = plan.starts + plan.score_from >= (len(tokens) - 1) // 2
+        return plan.take(np.concatenate((np.flatnonzero(second), np.flatnonzero(~second))))
+
+
 class DoubleScoreMode(SlidingMode):
     """Keeps a window for every start < n and lets truncated tail windows score their last `stride` positions."""
 
@@ -123,6 +137,7 @@ FIXTURES: dict[str, ModeFactory] = {
     "broken-target-renorm": lambda seq_len, stride, bos_id: TargetRenormMode(seq_len, stride),
     "broken-target-unnormalized": lambda seq_len, stride, bos_id: TargetUnnormalizedMode(seq_len, stride),
     "broken-peek": lambda seq_len, stride, bos_id: PeekMode(seq_len, stride),
+    "broken-cycle": lambda seq_len, stride, bos_id: CycleCacheMode(seq_len, stride, weight=0.5),
 }
 
 # The condition each broken fixture is built to violate (the checker's tests assert it is flagged).
@@ -132,6 +147,7 @@ EXPECTED_VIOLATION = {
     "broken-target-renorm": "C1",
     "broken-target-unnormalized": "C2",
     "broken-peek": "C1",
+    "broken-cycle": "C1",
 }
 
 
