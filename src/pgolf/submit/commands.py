@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pgolf.errors import PgolfError
@@ -100,8 +101,6 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- verify
 def _cmd_verify(args: argparse.Namespace) -> int:
-    import sys
-
     from pgolf.submit.verify import verify_folder
 
     eval_args = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
@@ -111,6 +110,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for check in report.failures:
         print(f"pgolf: verify: FAIL {check.name}: {check.detail}", file=sys.stderr)
     return 0 if report.passed else 1
+
+
+# ---------------------------------------------------------------------------------------------- seeds
+def _cmd_seeds(args: argparse.Namespace) -> int:
+    from pgolf.submit.seeds import run_seeds
+
+    sets = list(args.set or [])
+    if args.max_steps is not None:
+        sets.append(f"train.iterations={args.max_steps}")
+    if args.max_seconds is not None:
+        sets.append(f"train.max_wallclock_seconds={args.max_seconds}")
+    dirs = run_seeds(args.preset, args.seeds, sets, args.data, args.out,
+                     echo=sys.stderr if args.json else sys.stdout)  # --json: stdout holds only the JSON
+    args.runs = [str(d) for d in dirs]
+    stats = _stats_of(args)
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2))
+    else:
+        print(f"\n{len(dirs)} seed(s) of {args.preset} in {args.out}:\n")
+        print(stats.markdown())
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -147,3 +167,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-tolerance", type=_float(0.0, "a BPB tolerance >= 0"), default=0.005,
                    help="largest accepted |retrained - claimed| val_bpb with --run (default 0.005)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("seeds", help="train a preset once per seed (OUT/seedS, one after another), then pgolf stats")
+    p.add_argument("--preset", required=True, help="preset name (pgolf presets) or TOML path")
+    p.add_argument("--seeds", type=_seed_list, required=True, help="comma-separated, e.g. 1337,42,2025")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override a config field for every seed (pgolf config show lists them)")
+    p.add_argument("--max-steps", type=_positive_int, help="stop after N steps (sets train.iterations)")
+    p.add_argument("--max-seconds", type=_float(0.0, "a number of seconds >= 0 (0 = no limit)"),
+                   help="wall-clock training cap in seconds (sets train.max_wallclock_seconds)")
+    p.add_argument("--data", type=Path, required=True, help="data directory (with manifest.json)")
+    p.add_argument("--out", type=Path, required=True, help="parent of the run directories seedS")
+    _add_stats_options(p)
+    p.set_defaults(func=_cmd_seeds)

@@ -1,0 +1,57 @@
+"""`pgolf seeds`: train one configuration under several seeds, one after another, each in its own run directory
+(`OUT/seedS`), then summarize them with `pgolf stats`.
+
+Every seed's config is resolved (and checked) before the first run starts. A seed whose run directory already
+holds a finished run (result.json) of the very same config is not trained again, so an interrupted series resumes
+where it stopped; a finished run of another config there is an error, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from pgolf.errors import PgolfError
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return out / f"seed{seed}"
+
+
+def run_seeds(preset: str, seeds: list[int], sets: list[str], data: str | Path, out: str | Path, *,
+              echo: TextIO | None = sys.stdout) -> list[Path]:
+    """Train `preset` with `sets` once per seed into `out/seedS`; returns the run directories in seed order."""
+    from pgolf.options import resolve_config
+    from pgolf.train import trainer
+
+    if not seeds:
+        raise PgolfError("seeds: no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise PgolfError(f"seeds: a seed is listed twice ({', '.join(map(str, seeds))})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PgolfError(f"{out}: is a file, not a directory")
+    configs = [resolve_config(preset, [*sets, f"train.seed={seed}"]) for seed in seeds]
+    todo = []
+    for seed, cfg in zip(seeds, configs):
+        run_dir = seed_dir(out, seed)
+        if (run_dir / "result.json").is_file():
+            try:
+                done = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                done = None
+            if done != cfg.to_dict():
+                raise PgolfError(f"{run_dir}: holds a finished run of another config; choose another --out")
+        else:
+            todo.append((seed, cfg, run_dir))
+    dirs = [seed_dir(out, seed) for seed in seeds]
+    for index, (seed, cfg, run_dir) in enumerate(todo, 1):
+        if echo is not None:
+            print(f"== seed {seed} ({index}/{len(todo)}): {run_dir}", file=echo, flush=True)
+        trainer.train(cfg, data, run_dir, echo=echo)
+    if echo is not None and len(todo) < len(seeds):
+        skipped = [str(s) for s in seeds if s not in {t[0] for t in todo}]
+        print(f"== already finished, not retrained: seed {', '.join(skipped)}", file=echo, flush=True)
+    return dirs

@@ -1,0 +1,76 @@
+"""`pgolf seeds`: one run directory per seed, trained in order, resumable, then the stats table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _submit_fakes import fake_run
+
+from pgolf.cli import main
+from pgolf.errors import PgolfError
+from pgolf.submit.seeds import run_seeds
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """Replaces the trainer: records each call and writes a finished-looking run with the config it was given."""
+    import pgolf.train.trainer
+
+    calls = []
+
+    def train(cfg, data_dir, run_dir, echo=None, **_):
+        calls.append((cfg.train.seed, cfg.model.num_layers, str(data_dir), run_dir.name))
+        made = fake_run(run_dir.parent / "made", cfg.train.seed, 1.1 + cfg.train.seed / 1000)
+        made.rename(run_dir)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
+        return json.loads((run_dir / "result.json").read_text())
+
+    monkeypatch.setattr(pgolf.train.trainer, "train", train)
+    return calls
+
+
+def test_seeds_trains_each_seed_then_prints_stats(tmp_path, capsys, fake_train):
+    out = tmp_path / "series"
+    code = main(["seeds", "--preset", "cpu-smoke", "--seeds", "3,1,2", "--set", "model.num_layers=3",
+                 "--data", "DATA", "--out", str(out)])
+    assert code == 0
+    assert fake_train == [(3, 3, "DATA", "seed3"), (1, 3, "DATA", "seed1"), (2, 3, "DATA", "seed2")]
+    text = capsys.readouterr().out
+    assert "== seed 3 (1/3)" in text and "3 seed(s) of cpu-smoke" in text
+    assert "| **mean** (n=3) | | " in text and "1.10200000" in text  # mean of 1.103, 1.101, 1.102
+    # a second call trains nothing: every seed is finished with the same config
+    fake_train.clear()
+    assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,2,3,4", "--set", "model.num_layers=3",
+                 "--data", "DATA", "--out", str(out), "--json"]) == 0
+    assert fake_train == [(4, 3, "DATA", "seed4")]
+    captured = capsys.readouterr()
+    assert [r["seed"] for r in json.loads(captured.out)["runs"]] == [1, 2, 3, 4]
+    assert "already finished, not retrained: seed 1, 2, 3" in captured.err
+
+
+def test_seeds_refuses_another_config_and_bad_lists(tmp_path, capsys, fake_train):
+    out = tmp_path / "series"
+    run_seeds("cpu-smoke", [1], [], "DATA", out, echo=None)
+    with pytest.raises(PgolfError, match="seed1: holds a finished run of another config"):
+        run_seeds("cpu-smoke", [1, 2], ["model.num_layers=5"], "DATA", out, echo=None)
+    assert len(fake_train) == 1  # checked before anything trains
+    assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,x", "--data", "D", "--out", str(out)]) == 2
+    assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,1", "--data", "D", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "comma-separated seeds" in err[0] and "listed twice" in err[1]
+
+
+@pytest.mark.slow
+def test_seeds_trains_for_real(tiny_data, tmp_path, capsys):
+    from conftest import TINY_MODEL_SETS
+
+    sets = [a for s in TINY_MODEL_SETS for a in ("--set", s)]
+    out = tmp_path / "series"
+    assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "5,6", *sets, "--max-steps", "2",
+                 "--data", str(tiny_data), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for seed in (5, 6):
+        result = json.loads((out / f"seed{seed}" / "result.json").read_text())
+        assert result["seed"] == seed and result["steps"] == 2
+        assert f"| {out / f'seed{seed}'} | {seed} | {result['val_loss']:.8f} | {result['val_bpb']:.8f} | 2 |" in text
