@@ -198,6 +198,8 @@ class TrainConfig:
     """torch.compile: auto (on CUDA only), on or off."""
     kernels: str = "auto"
     """Fused Triton kernels (pgolf/model/kernels.py): auto (CUDA with triton), on or off; same function as eager."""
+    body_dtype: str = "auto"
+    """Embedding tables (the residual stream) in bf16 as the official script: auto (bf16 on CUDA), fp32 or bf16."""
     device: str = "auto"
     """Training device: auto (CUDA when present), cpu or cuda."""
     threads: int = 0

@@ -18,6 +18,7 @@ from pgolf.eval.names import EVAL_MODES
 from pgolf.model.attention import ATTN_GATES
 from pgolf.model.gpt import MLP_ACTIVATIONS, PARALLEL_MODES
 from pgolf.model.kernels import KERNEL_MODES
+from pgolf.model.precision import BODY_DTYPES
 from pgolf.optim.clip import CLIP_SCOPES
 from pgolf.optim.muon import NS_COEFFICIENTS
 from pgolf.optim.schedule import parse_seq_len_schedule
@@ -45,6 +46,7 @@ def check_options(cfg: Config) -> Config:
     check_loader_schedule(t.loader, t.seq_len_schedule)
     _one_of(t.compile, COMPILE_MODES, "train.compile")
     _one_of(t.kernels, KERNEL_MODES, "train.kernels")
+    _one_of(t.body_dtype, BODY_DTYPES, "train.body_dtype")
     _one_of(t.device, DEVICES, "train.device")
     _one_of(q.scheme, EXPORT_SCHEMES, "quant.scheme")
     try:
