@@ -77,7 +77,8 @@ def test_grown_code_is_counted(tmp_path, capsys):
         f.write(b"# more\n")
     code, _, err = verify(folder, capsys)
     assert code == 1
-    assert err[0] == "pgolf: verify: FAIL code bytes: train_gpt.py is 2,607 bytes, submission.json says bytes_code 2,600"
+    assert err[0] == ("pgolf: verify: FAIL code bytes: train_gpt.py is 2,607 bytes, submission.json says "
+                      "bytes_code 2,600")
 
 
 def test_over_cap_folder(tmp_path, capsys):
@@ -153,7 +154,13 @@ def test_missing_files(tmp_path, capsys):
     (folder / "submission.json").unlink()
     code, _, err = verify(folder, capsys)
     assert code == 1 and err == [f"pgolf: verify: FAIL submission.json: {folder / 'submission.json'} is missing"]
-    assert main(["verify", str(tmp_path / "nowhere")]) == 2
+    code, _, err = verify(tmp_path / "nowhere", capsys)
+    assert code == 2 and err == [f"pgolf: error: {tmp_path / 'nowhere'}: no such folder"]
+    (folder / "submission.json").write_text(json.dumps({"val_loss": 1, "val_bpb": 1, "bytes_total": 1, "bytes_code": 1,
+                                                        "seed_results": [{"seed": 1, "artifact": "../x.pgolf"}]}))
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and err == [f"pgolf: verify: FAIL submission.json: {folder / 'submission.json'} is not a valid "
+                                 "submission (seed 1: artifact '../x.pgolf' is not a file name in the folder)"]
     assert main(["verify", str(folder), "--run"]) == 2  # --run needs --data
     assert "--run needs --data" in capsys.readouterr().err
 
@@ -181,6 +188,10 @@ def test_real_run_packs_verifies_and_rescores(tiny_data, tiny_config, tmp_path, 
     code, out, err = verify(folder, capsys, "--data", str(tiny_data), "--threads", "1")
     assert code == 0, err
     assert re.search(r"\| rescore seed 1 +\| pass", out) and re.search(r"\| rescore seed 2 +\| pass", out)
+    # --run retrains seed by seed from the folder's own train_gpt.py (with the overrides): same score on one thread
+    code, out, err = verify(folder, capsys, "--data", str(tiny_data), "--run", "--run-tolerance", "1e-6")
+    assert code == 0, err
+    assert re.search(r"\| rerun seed 2 +\| pass +\| train_gpt.py retrained to val_bpb ", out)
 
     def off_by_a_little(s):
         s["seed_results"][0]["val_bpb"] += 1e-3

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import shlex
 import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -160,8 +161,9 @@ def _seed_entry(run: Run, code_bytes: int) -> dict:
     eval_s = phases.get("scoring")
     return {"seed": run.seed, "val_loss": run.val_loss, "val_bpb": run.val_bpb, "steps": r.get("steps"),
             "step_avg_ms": r.get("step_avg_ms"), "train_seconds": r.get("train_seconds"), "eval_seconds": eval_s,
-            "eval_mode": r.get("eval_mode"), "artifact_bytes": artifact_bytes, "bytes_total": artifact_bytes + code_bytes,
-            "code_bytes_at_run": r.get("code_bytes"), "val_tokens": r.get("val_tokens"), "val_bytes": r.get("val_bytes"),
+            "eval_mode": r.get("eval_mode"), "artifact_bytes": artifact_bytes,
+            "bytes_total": artifact_bytes + code_bytes, "code_bytes_at_run": r.get("code_bytes"),
+            "val_tokens": r.get("val_tokens"), "val_bytes": r.get("val_bytes"),
             "log": log_name(run.seed), "artifact": artifact_name(run.seed),
             "artifact_sha256": sha256_file(run.artifact_path), "phases": phases}
 
@@ -196,7 +198,8 @@ def build_submission(runs: list[Run], *, preset: str, overrides: list[str], code
         "author": author, "github_id": github_id, "name": name, "blurb": blurb, "date": date, "track": track,
         "val_loss": mean(losses), "val_bpb": mean(bpbs), "val_loss_std": sample_std(losses),
         "val_bpb_std": sample_std(bpbs), "seeds": [s["seed"] for s in seeds],
-        "bytes_total": max(totals), "bytes_code": code_bytes, "bytes_model_max": max(s["artifact_bytes"] for s in seeds),
+        "bytes_total": max(totals), "bytes_code": code_bytes,
+        "bytes_model_max": max(s["artifact_bytes"] for s in seeds),
         "seed_results": seeds,
         "steps_mean": mean([s["steps"] for s in seeds]) if all(s["steps"] is not None for s in seeds) else None,
         "step_avg_ms_mean": (mean([s["step_avg_ms"] for s in seeds])
@@ -212,17 +215,19 @@ def build_submission(runs: list[Run], *, preset: str, overrides: list[str], code
 def readme(sub: dict) -> str:
     c = sub["compliance"]
     std = sub["val_bpb_std"]
-    sets = "".join(f" --set {s}" for s in sub["overrides"])
+    sets = "".join(f" --set {shlex.quote(s)}" for s in sub["overrides"])
     lines = [f"# {sub['name']}", "", sub["blurb"], "",
              f"**val_bpb {sub['val_bpb']:.8f}** (" + (f"std {std:.8f}, " if std is not None else "")
              + f"{len(sub['seeds'])} seed{'s' if len(sub['seeds']) != 1 else ''}), val_loss {sub['val_loss']:.8f} "
              f"nats per token; {sub['bytes_total']:,} bytes at most ({sub['bytes_code']:,} of code), "
              f"cap {c['cap_bytes']:,}.", "",
-             "| seed | val_loss | val_bpb | steps | step avg (ms) | train (s) | eval (s) | artifact bytes | total bytes |",
+             "| seed | val_loss | val_bpb | steps | step avg (ms) | train (s) | eval (s) | artifact bytes "
+             "| total bytes |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in sub["seed_results"]:
         lines.append(f"| {s['seed']} | {s['val_loss']:.8f} | {s['val_bpb']:.8f} | {s['steps']} | "
-                     f"{_n(s['step_avg_ms'], '.2f')} | {_n(s['train_seconds'], '.1f')} | {_n(s['eval_seconds'], '.1f')} | "
+                     f"{_n(s['step_avg_ms'], '.2f')} | {_n(s['train_seconds'], '.1f')} | "
+                     f"{_n(s['eval_seconds'], '.1f')} | "
                      f"{s['artifact_bytes']:,} | {s['bytes_total']:,} |")
     t = sub["technique_summary"]
     lines += ["", "## What it is", "",

@@ -192,7 +192,8 @@ class Stats:
                 "comparison": self.comparison()}
 
     def markdown(self) -> str:
-        lines = ["| run | seed | val_loss | val_bpb | steps | train s | total bytes |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines = ["| run | seed | val_loss | val_bpb | steps | train s | total bytes |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
         for row in map(_row, self.runs):
             lines.append(f"| {row['run']} | {_fmt(row['seed'])} | {row['val_loss']:.8f} | {row['val_bpb']:.8f} | "
                          f"{_fmt(row['steps'])} | {_fmt(row['train_seconds'])} | {_fmt(row['total_bytes'], ',')} |")

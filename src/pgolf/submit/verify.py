@@ -94,6 +94,12 @@ def verify_folder(folder: str | Path, *, data: str | Path | None = None, toleran
         seeds = sub["seed_results"]
         if not isinstance(sub, dict) or not isinstance(seeds, list) or not seeds:
             raise ValueError("no seed_results")
+        if not all(isinstance(s, dict) for s in seeds):
+            raise ValueError("a seed_results entry is not an object")
+        for s in seeds:
+            for key in ("log", "artifact"):
+                if s.get(key) is not None and (not isinstance(s[key], str) or Path(s[key]).name != s[key]):
+                    raise ValueError(f"seed {s.get('seed')}: {key} {s[key]!r} is not a file name in the folder")
         for key in ("val_loss", "val_bpb", "bytes_total", "bytes_code"):
             if not isinstance(sub.get(key), (int, float)):
                 raise ValueError(f"no numeric {key}")
