@@ -127,3 +127,32 @@ def test_stats_never_drops_a_seed(tmp_path, capsys):
     assert "--sota-std" in capsys.readouterr().err
     assert main(["stats", *runs, "--against", runs[0], "--sota-bpb", "1", "--sota-std", "0", "--sota-n", "2"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_stats_reads_a_records_folder_as_its_logs(tmp_path, capsys):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for seed, bpb in ((1, 1.1000), (2, 1.1020)):
+        run = fake_run(tmp_path / "runs", seed, bpb)
+        (folder / f"train_seed{seed}.log").write_bytes((run / "log.txt").read_bytes())
+    (folder / "README.md").write_text("x")
+    assert main(["stats", str(tmp_path / "runs" / "seed1"), "--against", str(folder), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in d["against_runs"]] == [str(folder / "train_seed1.log"), str(folder / "train_seed2.log")]
+    assert [r["steps"] for r in d["against_runs"]] == [4000, 4000]
+    assert d["comparison"]["against_mean_bpb"] == pytest.approx(1.101)
+    # the ratio from a bare log (val_bpb / val_loss, 8 decimals) is the one result.json records
+    assert d["against_runs"][0]["tokens_per_byte"] == pytest.approx(VAL_TOKENS / VAL_BYTES, rel=1e-7)
+    assert d["comparison"]["notes"] == []
+
+
+def test_stats_flags_baselines_on_another_tokenizer(tmp_path):
+    cand = [load_run(fake_run(tmp_path / "c", s, 1.10 + s / 1000)) for s in (1, 2)]
+    base_dirs = [fake_run(tmp_path / "b", s, 1.12 + s / 1000) for s in (1, 2)]
+    for run in base_dirs:  # same BPB, but a tokenizer with fewer tokens per byte
+        result = json.loads((run / "result.json").read_text())
+        result["val_tokens"] = VAL_TOKENS // 2
+        (run / "result.json").write_text(json.dumps(result))
+    comp = compute_stats(cand, [load_run(r) for r in base_dirs]).comparison()
+    assert comp["notes"] and "another tokenizer" in comp["notes"][0]
+    assert comp["improvement_bpb"] == pytest.approx(0.02)

@@ -173,8 +173,20 @@ def load_run(path: str | Path) -> Run:
                log_path=log if log.is_file() else None, artifact_path=artifact if artifact.is_file() else None)
 
 
+def expand(path: str | Path) -> list[Path]:
+    """A records folder (no result.json or log.txt, but train logs `*.log`, as `pgolf pack` writes and the
+    official records hold) stands for its logs, in name order; anything else for itself."""
+    path = Path(path)
+    if path.is_dir() and not (path / "result.json").exists() and not (path / "log.txt").exists():
+        logs = sorted(p for p in path.glob("*.log") if p.is_file())
+        if logs:
+            return logs
+    return [path]
+
+
 def load_runs(paths: list[str | Path]) -> list[Run]:
-    """Every run of `paths`, in order; the first that has no final score is an error naming it."""
+    """Every run of `paths` (a records folder counting as its train logs), in order; the first that has no final
+    score is an error naming it."""
     if not paths:
         raise PgolfError("no runs given")
-    return [load_run(p) for p in paths]
+    return [load_run(p) for path in paths for p in expand(path)]

@@ -162,7 +162,7 @@ class Stats:
                "t": None, "df": None, "p": None, "p_improvement": None, "meets": False, "reason": ""}
         notes = []
         ratios = {round(r.tokens_per_byte, 9) for r in self.against_runs}
-        if any(abs(x - self.tokens_per_byte) > 1e-9 * self.tokens_per_byte for x in ratios):
+        if any(abs(x - self.tokens_per_byte) > 1e-6 * self.tokens_per_byte for x in ratios):
             notes.append("the baseline runs have other val tokens per byte (another tokenizer?): nats are "
                          "converted at the candidate's")
         try:
