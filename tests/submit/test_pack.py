@@ -48,7 +48,7 @@ def test_pack_writes_the_records_folder(tmp_path):
         assert (out / f"artifact_seed{seed}.pgolf").read_bytes() == (run / "artifact.pgolf").read_bytes()
     c = sub["compliance"]
     assert c["within_cap"] and c["train_within_limit"] and c["eval_within_limit"] and c["val_not_trained_on"]
-    assert c["legality"] is None
+    assert c["legality"] is None and c["test_time_training"] is False and c["eval_mode"] == "flat"
     assert sub["technique_summary"]["settings_changed_from_pgolf_defaults"]["model.num_layers"] == 3
     assert sub["versions"]["torch"] == "2.13.0+cu128"
     readme = (out / "README.md").read_text()

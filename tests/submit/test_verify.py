@@ -45,6 +45,8 @@ def test_packed_folder_verifies(tmp_path, capsys):
     assert code == 0 and err == []
     assert "| code bytes" in out and "| pass   | train_gpt.py: 2,600 bytes |" in out
     assert "| train time seed 1 | pass   | 590.0 s <= 600 s |" in out
+    assert "| data use seed 2   | pass   | no calibration on data recorded; val scored 1 time(s) during training " \
+           "(monitoring, clock paused, not trained on) |" in out
     assert out.rstrip().endswith(f"{folder}: verified")
 
 

@@ -24,6 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pgolf.errors import PgolfError
+from pgolf.eval.names import TTT_MODES
 from pgolf.fileio import atomic_write_json
 from pgolf.submit.runs import Run, load_run, parse_log
 from pgolf.submit.stats import mean, sample_std
@@ -192,6 +193,7 @@ def build_submission(runs: list[Run], *, preset: str, overrides: list[str], code
         "val_not_trained_on": calib != "val" and not any(reads_val(line) for line in calibration_lines),
         "world_size": first.get("world_size"), "device": first.get("device"),
         "eval_mode": first.get("eval_mode"),
+        "test_time_training": first.get("eval_mode") in TTT_MODES,  # pgolf's TTT modes are score-first
         "legality": legality,
     }
     return {

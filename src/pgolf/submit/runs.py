@@ -27,6 +27,7 @@ SEED = re.compile(r"\bseed:(\d+)\b")
 SERIALIZED = re.compile(r"^Serialized model \S+: (\d+) bytes", re.M)
 CODE_SIZE = re.compile(r"^Code size \(.*\): (\d+) bytes$", re.M)
 CALIBRATION = re.compile(r"^gptq_calibration: .*$", re.M)
+PERIODIC_VAL = re.compile(r"^step:\d+/\d+ val_loss:", re.M)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class LogFacts:
     artifact_bytes: int | None = None
     code_bytes: int | None = None
     calibration: list[str] = field(default_factory=list)
+    periodic_validations: int = 0  # `step:S/N val_loss:...` lines: val scored during training (clock paused)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -73,6 +75,7 @@ def parse_log(text: str) -> LogFacts:
     if code:
         facts.code_bytes = int(code[-1])
     facts.calibration = CALIBRATION.findall(text)
+    facts.periodic_validations = len(PERIODIC_VAL.findall(text))
     facts.warnings = [line for line in text.splitlines() if line.startswith("WARNING")]
     return facts
 

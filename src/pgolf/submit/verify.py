@@ -245,7 +245,10 @@ def _check_log(checks: _Checks, folder: Path, s: dict) -> None:
                 if reads_val(line)]
     problems += [f"{log.name}: {line}" for line in facts.warnings if "calibration" in line]
     detail = ("GPTQ calibration: " + facts.calibration[-1].split(": ", 1)[-1]) if facts.calibration else \
-        "no data read outside training recorded"
+        "no calibration on data recorded"
+    if facts.periodic_validations:
+        detail += (f"; val scored {facts.periodic_validations} time(s) during training (monitoring, clock paused, "
+                   "not trained on)")
     checks.add(f"data use seed {seed}", problems, detail)
 
 
