@@ -198,6 +198,8 @@ class TrainConfig:
     """torch.compile: auto (on CUDA only), on or off."""
     kernels: str = "auto"
     """Fused Triton kernels (pgolf/model/kernels.py): auto (CUDA with triton), on or off; same function as eager."""
+    prefetch: int = 2
+    """Training batches prepared ahead in a background thread (0: none); same batches and positions either way."""
     body_dtype: str = "auto"
     """Embedding tables (the residual stream) in bf16 as the official script: auto (bf16 on CUDA), fp32 or bf16."""
     device: str = "auto"
@@ -380,6 +382,8 @@ class Config:
             raise PgolfError(f"config: train.max_wallclock_seconds={t.max_wallclock_seconds} must be >= 0 (0 = no cap)")
         if t.iterations < 1:
             raise PgolfError(f"config: train.iterations={t.iterations} must be at least 1")
+        if not 0 <= t.prefetch <= 64:
+            raise PgolfError(f"config: train.prefetch={t.prefetch} must be in [0, 64]")
         if not 0 <= t.seed < 2 ** 32:
             raise PgolfError(f"config: train.seed={t.seed} must be in [0, 2**32 - 1]")
         for which in ("embed_betas", "head_betas", "scalar_betas"):

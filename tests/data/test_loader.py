@@ -119,3 +119,30 @@ def test_training_with_each_loader(tiny_data, tiny_config, tmp_path, kind):
     from pgolf.train.trainer import train
     result = train(tiny_config(f"train.loader={kind}"), tiny_data, tmp_path / kind, echo=None)
     assert result["steps"] == 6
+
+
+@pytest.mark.parametrize("kind", ["sequential", "shuffled", "packed"])
+def test_prefetching_gives_the_same_batches_and_positions(tmp_path, kind):
+    """Prefetching changes nothing the trainer sees: batches, saved positions, restores, and a change of sequence
+    length (a schedule stage) mid-stream."""
+    from pgolf.data.loader import DocumentPackingLoader, PrefetchingLoader, ShuffledSequenceLoader
+    d = _loader_dir(tmp_path)
+    make = {"sequential": lambda: DistributedTokenLoader(d),
+            "shuffled": lambda: ShuffledSequenceLoader(d, seed=2, seq_len=16),
+            "packed": lambda: DocumentPackingLoader(d, bos_id=1)}[kind]
+    plain, ahead = make(), PrefetchingLoader(make(), depth=3)
+    lengths = [16] * 4 + ([16] * 3 if kind == "shuffled" else [32] * 3)
+    saved = None
+    for i, seq in enumerate(lengths):
+        if i == 2:
+            saved = (plain.state_dict(), ahead.state_dict())
+            assert str(saved[0]) == str(saved[1])
+        a, b = plain.next_batch(128, seq, 1), ahead.next_batch(128, seq, 1)
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+        if a.segments is not None:
+            assert torch.equal(a.segments.cu_seqlens, b.segments.cu_seqlens)
+    plain.load_state_dict(saved[0])
+    ahead.load_state_dict(saved[1])
+    for seq in lengths[2:]:
+        assert torch.equal(plain.next_batch(128, seq, 1).x, ahead.next_batch(128, seq, 1).x)
+    ahead.close()

@@ -191,6 +191,66 @@ class DocumentPackingLoader(DistributedTokenLoader):
         return Batch(x, y, document_segments(x, self.bos_id, seq_len))
 
 
+class PrefetchingLoader:
+    """Any loader, with the next `depth` batches prepared in a background thread (file reads, the vocabulary check,
+    document segments) and, on CUDA, copied into pinned memory so the host-to-device copy can overlap compute.
+
+    The batches and the saved position are exactly the wrapped loader's: every prepared batch remembers the loader
+    state it was cut from, `state_dict` returns the state of the next batch not yet handed out, and a request with
+    different arguments (a sequence-length schedule stage change) throws the prepared batches away and rewinds.
+    """
+
+    def __init__(self, loader, depth: int = 2, pin: bool = False) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.loader, self.depth, self.pin = loader, depth, pin
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pgolf-loader")
+        self._queue: list = []  # futures of (args, state before the batch, batch), in stream order
+        self._args: tuple | None = None
+
+    def _prepare(self, args: tuple):
+        import copy
+
+        state = copy.deepcopy(self.loader.state_dict())
+        batch = self.loader.next_batch(*args)
+        if self.pin:
+            batch = Batch(batch.x.pin_memory(), batch.y.pin_memory(), batch.segments)
+        return args, state, batch
+
+    def _rewind(self) -> None:
+        """Drop the prepared batches and put the loader back where the first of them started."""
+        if self._queue:
+            _, state, _ = self._queue[0].result()
+            for future in self._queue[1:]:
+                future.result()
+            self._queue.clear()
+            self.loader.load_state_dict(state)
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> Batch:
+        args = (global_tokens, seq_len, grad_accum_steps)
+        if args != self._args:
+            self._rewind()
+            self._args = args
+        while len(self._queue) < self.depth + 1:
+            self._queue.append(self._pool.submit(self._prepare, args))
+        _, _, batch = self._queue.pop(0).result()
+        self._queue.append(self._pool.submit(self._prepare, args))
+        return batch
+
+    def state_dict(self) -> dict:
+        if self._queue:
+            return self._queue[0].result()[1]
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rewind()
+        self.loader.load_state_dict(state)
+
+    def close(self) -> None:
+        self._rewind()
+        self._pool.shutdown(wait=True)
+
+
 # `train.loader` -> loader factory (cfg, data_dir, rank, world_size); pgolf.options checks the name against it.
 LOADERS = {
     "sequential": lambda cfg, data_dir, rank, world: DistributedTokenLoader(data_dir, "train", rank, world,
@@ -208,6 +268,8 @@ def check_loader_schedule(loader: str, seq_len_schedule: str) -> None:
         raise PgolfError("config: the shuffled loader cuts fixed windows; it cannot follow train.seq_len_schedule")
 
 
-def make_loader(cfg, data_dir: str | Path, rank: int, world_size: int):
-    """The training loader `cfg.train.loader` names: sequential (the baseline), shuffled or packed."""
-    return choose(LOADERS, cfg.train.loader, "train.loader")(cfg, data_dir, rank, world_size)
+def make_loader(cfg, data_dir: str | Path, rank: int, world_size: int, pin: bool = False):
+    """The training loader `cfg.train.loader` names (sequential, the baseline; shuffled; packed), preparing
+    `cfg.train.prefetch` batches ahead in a background thread (0: none), in pinned memory when `pin`."""
+    loader = choose(LOADERS, cfg.train.loader, "train.loader")(cfg, data_dir, rank, world_size)
+    return PrefetchingLoader(loader, cfg.train.prefetch, pin) if cfg.train.prefetch > 0 else loader
