@@ -333,5 +333,5 @@ def test_a_learning_rate_that_overflows_exits_2_with_one_line(tiny_data, tmp_pat
     assert main(["train", "--preset", "cpu-smoke", "--data", str(tiny_data), "--run-dir", str(run),
                  *_cli_sets("optim.matrix_lr=1e30", "optim.scalar_lr=1e30")]) == 2
     line = _error_line(capsys)
-    assert "training diverged: non-finite train_loss at step:" in line and "group matrix" in line
+    assert "training diverged: non-finite train_loss at step:2/10" in line and "group matrix" in line
     assert not (run / "artifact.pgolf").exists() and not (run / "result.json").exists()

@@ -243,7 +243,8 @@ class Trainer:
         self._first_bad = torch.zeros((), dtype=torch.int64, device=ctx.device)  # first step with a non-finite loss
         handlers = self._catch_signals()
         try:
-            step, train_ms, pre_quant = self._train_loop(step, train_ms, stop_after, pre_quant, budget_s, sync)
+            step, train_ms, stop_after, pre_quant = self._train_loop(step, train_ms, stop_after, pre_quant,
+                                                                     budget_s, sync)
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -261,8 +262,9 @@ class Trainer:
         return self._export_and_score(step, train_ms, pre_quant, hessians)
 
     def _train_loop(self, step: int, train_ms: float, stop_after: int | None, pre_quant: dict | None,
-                    budget_s: float, sync) -> tuple[int, float, dict | None]:
-        """Steps until `iterations` or the wall clock, validating on the way; returns (steps, train_ms, pre_quant)."""
+                    budget_s: float, sync) -> tuple[int, float, int | None, dict | None]:
+        """Steps until `iterations` or the wall clock, validating on the way; returns the loop's final
+        (step, train_ms, stop_after, pre_quant)."""
         from pgolf.optim.schedule import lr_multiplier, training_progress, wd_taper
 
         cfg, ctx, t = self.cfg, self.ctx, self.cfg.train
@@ -327,7 +329,7 @@ class Trainer:
                     self._interrupted(step)
                 sync()
                 t0 = time.perf_counter()
-        return step, train_ms, pre_quant
+        return step, train_ms, stop_after, pre_quant
 
     # ------------------------------------------------------------------ reliability: signals, NaN guard, checkpoints
     def _catch_signals(self) -> dict:
