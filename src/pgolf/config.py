@@ -322,7 +322,7 @@ class EvalConfig:
     ttt_phase_lr: float = 0.001
     """phased TTT: peak SGD learning rate of each global phase, cosine-decayed across its chunks."""
     compile: str = "auto"
-    """Compile the LoRA TTT forward with fixed shapes: auto (CUDA only), on, off."""
+    """Compile the eval forward (every mode) for fixed, padded shapes: auto (CUDA only), on, off."""
     report_modes: str = ""
     """Modes the trainer also scores and logs before the final one, comma-separated (e.g. flat,sliding)."""
 

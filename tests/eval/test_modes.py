@@ -175,3 +175,30 @@ def test_events_are_position_and_full_distribution(model):
         assert target == tokens[position] and logp.shape == (512,)
         assert float(torch.logsumexp(logp.double(), 0)) == pytest.approx(0.0, abs=1e-5)
         assert nats == pytest.approx(-float(logp[target]), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["flat", "sliding", "doc"])
+def test_fixed_shape_compiled_scoring_equals_eager(name):
+    """`eval.compile`'s path: batches padded to one row count and seq_len, scored columns to stride or seq_len; the
+    scores are the eager ones and the compiled forward sees at most one graph per width."""
+    from torch._dynamo.testing import CompileCounter
+
+    from pgolf.config import ModelConfig
+    from pgolf.eval.evaluate import build_mode, score_stream
+    from pgolf.model.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=16, num_heads=2, num_kv_heads=1)).eval()
+    tokens = np.random.default_rng(0).integers(2, 64, size=301).astype(np.int64)
+    tokens[[0, 40, 41, 170]] = 1
+    ones = np.ones(300, dtype=np.int64)
+    eager = score_stream(model, tokens, ones, build_mode(name, seq_len=32, stride=8), batch_tokens=100,
+                         device=torch.device("cpu"))
+    mode = build_mode(name, seq_len=32, stride=8, compile="on")
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    mode.compile_fixed(model, torch.device("cpu"), rows=3, backend=counter)
+    fixed = score_stream(model, tokens, ones, mode, batch_tokens=100, device=torch.device("cpu"))
+    torch._dynamo.reset()
+    assert fixed.nats == pytest.approx(eager.nats, rel=1e-6) and fixed.tokens == eager.tokens == 300
+    assert counter.frame_count <= len(mode.widths())

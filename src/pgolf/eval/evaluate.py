@@ -135,12 +135,17 @@ def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndar
                         ctx=ctx)
 
 
-def build_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1, ttt=None) -> EvalMode:
-    """Any mode of `pgolf.eval.names.EVAL_MODES` (TTT modes take `ttt`, a `TTTSettings`; defaults otherwise)."""
+def build_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1, ttt=None,
+               compile: str = "off") -> EvalMode:
+    """Any mode of `pgolf.eval.names.EVAL_MODES` (TTT modes take `ttt`, a `TTTSettings`, whose `compile` they
+    follow; defaults otherwise); windowed modes follow `compile` (`eval.compile`) in their `prepare`."""
+    from pgolf.eval.modes import WindowedMode
     from pgolf.eval.ttt import TTTSettings, ttt_factories
 
-    return make_mode(name, seq_len=seq_len, stride=stride, bos_id=bos_id,
-                     extra=ttt_factories(ttt or TTTSettings()))
+    mode = make_mode(name, seq_len=seq_len, stride=stride, bos_id=bos_id, extra=ttt_factories(ttt or TTTSettings()))
+    if isinstance(mode, WindowedMode) and not mode.adaptive:  # adaptive modes compile what they train, if anything
+        mode.compile = compile
+    return mode
 
 
 class ValidationData:
@@ -272,9 +277,11 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     evals = []
     for name in [*(m for m in report_modes or [] if m != mode), mode]:
         final = name == mode
-        scorer = build_mode(name, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=ttt)
+        scorer = build_mode(name, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=ttt,
+                            compile=cfg.eval.compile)
         scored_model = model if final or not scorer.adaptive else copy.deepcopy(model)
-        seconds = scorer.prepare(scored_model, device) if hasattr(scorer, "prepare") else 0.0
+        world = ctx.world_size if ctx is not None else 1
+        seconds = scorer.prepare(scored_model, device, batch_tokens=max(1, batch_tokens // world))
         if seconds:  # the compile warm-up on random tokens, outside the eval time (as the record's)
             clock.add(f"compile_{name}", seconds)
             if log is not None and (ctx is None or ctx.is_main):

@@ -35,6 +35,7 @@ with `flash_attn_varlen_func` and `cu_seqlens` at BOS positions (PR #1530).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from pgolf.errors import PgolfError, choose
 from pgolf.eval.windows import (WindowPlan, batch_bounds, check_window_args, document_segments, sliding_plan,
                                 split_for_rank)
-from pgolf.runtime import autocast_for
+from pgolf.runtime import autocast_for, should_compile
 
 from pgolf.eval.names import FIXED_MODES as EVAL_MODES  # noqa: E402  (the fixed-predictor modes)
 DEFAULT_STRIDE = 64
@@ -82,6 +83,10 @@ class EvalMode:
     def describe(self) -> str:
         return self.name
 
+    def prepare(self, model: torch.nn.Module, device: torch.device, batch_tokens: int = 0) -> float:
+        """Work before scoring that is not eval time (compiling on random tokens); returns its seconds."""
+        return 0.0
+
     def run(self, model: torch.nn.Module, tokens: np.ndarray, *, device: torch.device, batch_tokens: int,
             rank: int = 0, world_size: int = 1) -> Iterator[ScoredChunk]:
         raise NotImplementedError
@@ -95,10 +100,55 @@ class WindowedMode(EvalMode):
     """A fixed predictor scored over a window plan; subclasses choose the plan (and fixtures break the rules)."""
 
     ordered = False  # True: keep plan order on each rank (adaptive subclasses need it)
+    compile = "off"  # `eval.compile` (set by `build_mode`): `prepare` compiles the forward for fixed shapes
 
     def __init__(self, seq_len: int, stride: int) -> None:
         check_window_args(seq_len, stride)
         self.seq_len, self.stride = seq_len, stride
+        self._fixed: Callable | None = None  # compiled log_probs over padded [rows, seq_len] x [rows, width]
+        self._rows = 0
+
+    def prepare(self, model: torch.nn.Module, device: torch.device, batch_tokens: int = 0) -> float:
+        """When `compile` says so, compile the forward for fixed, padded shapes and warm it up on random tokens
+        (no val data, outside the eval time, as the record's warm-up); seconds spent (0 when not compiling)."""
+        if not should_compile(self.compile, device):
+            return 0.0
+        return self.compile_fixed(model, device, max(1, batch_tokens // self.seq_len))
+
+    def widths(self) -> list[int]:
+        """The scored-column widths of the fixed shapes: `stride` (later sliding windows) and `seq_len`."""
+        return sorted({self.stride, self.seq_len})
+
+    def compile_fixed(self, model: torch.nn.Module, device: torch.device, rows: int,
+                      backend: str | Callable = "inductor") -> float:
+        """Every batch is then padded to `rows` windows of `seq_len` tokens and its scored columns to the next of
+        `widths()`, so the compiled forward sees only those few shapes."""
+        start = time.perf_counter()
+        self._rows = rows
+        self._fixed = torch.compile(lambda x, y, cols: self.log_probs(model, x, y, cols), dynamic=False,
+                                    backend=backend)
+        x = torch.randint(0, 2, (rows, self.seq_len), device=device)
+        with torch.no_grad():
+            for width in self.widths():
+                self._fixed(x, x, torch.arange(width, device=device).expand(rows, -1).contiguous())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def _padded_log_probs(self, model, x: torch.Tensor, y: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """`log_probs` through the compiled fixed shapes: rows in groups of `_rows`, padded with PAD rows, windows
+        right-padded to seq_len (causal: exact), scored columns padded to the next width (results cut back)."""
+        rows, width = cols.shape
+        fixed_width = next(w for w in self.widths() if w >= width)
+        out = []
+        for r in range(0, rows, self._rows):
+            xs, ys, cs = x[r:r + self._rows], y[r:r + self._rows], cols[r:r + self._rows]
+            n = xs.size(0)
+            pad = (0, self.seq_len - xs.size(1), 0, self._rows - n)
+            xs, ys = F.pad(xs, pad, value=PAD_TOKEN), F.pad(ys, pad, value=PAD_TOKEN)
+            cs = F.pad(cs, (0, fixed_width - width, 0, self._rows - n))
+            out.append(self._fixed(xs, ys, cs)[:n, :width])
+        return torch.cat(out) if len(out) > 1 else out[0]
 
     def describe(self) -> str:
         return f"{self.name} (seq_len {self.seq_len}, stride {self.stride})"
@@ -146,7 +196,7 @@ class WindowedMode(EvalMode):
         k = torch.arange(int(windows.scored_counts.max()), device=device)[None, :]
         mask = k < lengths - score_from
         scored = torch.where(mask, score_from + k, 0)
-        logp = self.log_probs(model, x, y, scored)
+        logp = self._padded_log_probs(model, x, y, scored) if self._fixed else self.log_probs(model, x, y, scored)
         targets = y.gather(1, scored)
         nats = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         return ScoredChunk(positions=idx.gather(1, scored) + 1, targets=targets, log_probs=logp, nats=nats,

@@ -284,7 +284,7 @@ class BatchedLoRAMode(EvalMode):
             self._forward = torch.compile(forward, dynamic=False)
         self._set_up_for = model
 
-    def prepare(self, model: nn.Module, device: torch.device) -> float:
+    def prepare(self, model: nn.Module, device: torch.device, batch_tokens: int = 0) -> float:
         """Compile every fixed shape ahead of scoring, on random tokens (no val data), as the record's warm-up
         before its eval timer; seconds spent (0 when not compiling)."""
         if not should_compile(self.s.compile, device):
