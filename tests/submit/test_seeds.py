@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from types import SimpleNamespace
 
 import pytest
 from _submit_fakes import fake_run
@@ -14,20 +16,24 @@ from pgolf.submit.seeds import run_seeds
 
 @pytest.fixture
 def fake_train(monkeypatch):
-    """Replaces the trainer: records each call and writes a finished-looking run with the config it was given."""
+    """Replaces the trainer: records each call (and its `existing`) and writes a finished-looking run with the config
+    it was given."""
     import pgolf.train.trainer
 
-    calls = []
+    calls, existing_calls = [], []
 
-    def train(cfg, data_dir, run_dir, echo=None, **_):
+    def train(cfg, data_dir, run_dir, echo=None, existing="overwrite"):
         calls.append((cfg.train.seed, cfg.model.num_layers, str(data_dir), run_dir.name))
+        existing_calls.append(existing)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
         made = fake_run(run_dir.parent / "made", cfg.train.seed, 1.1 + cfg.train.seed / 1000)
         made.rename(run_dir)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
         return json.loads((run_dir / "result.json").read_text())
 
     monkeypatch.setattr(pgolf.train.trainer, "train", train)
-    return calls
+    return SimpleNamespace(calls=calls, existing=existing_calls)
 
 
 def test_seeds_trains_each_seed_then_prints_stats(tmp_path, capsys, fake_train):
@@ -35,15 +41,16 @@ def test_seeds_trains_each_seed_then_prints_stats(tmp_path, capsys, fake_train):
     code = main(["seeds", "--preset", "cpu-smoke", "--seeds", "3,1,2", "--set", "model.num_layers=3",
                  "--data", "DATA", "--out", str(out)])
     assert code == 0
-    assert fake_train == [(3, 3, "DATA", "seed3"), (1, 3, "DATA", "seed1"), (2, 3, "DATA", "seed2")]
+    assert fake_train.calls == [(3, 3, "DATA", "seed3"), (1, 3, "DATA", "seed1"), (2, 3, "DATA", "seed2")]
+    assert fake_train.existing == ["overwrite"] * 3
     text = capsys.readouterr().out
     assert "== seed 3 (1/3)" in text and "3 seed(s) of cpu-smoke" in text
     assert "| **mean** (n=3) | | " in text and "1.10200000" in text  # mean of 1.103, 1.101, 1.102
     # a second call trains nothing: every seed is finished with the same config
-    fake_train.clear()
+    fake_train.calls.clear()
     assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,2,3,4", "--set", "model.num_layers=3",
                  "--data", "DATA", "--out", str(out), "--json"]) == 0
-    assert fake_train == [(4, 3, "DATA", "seed4")]
+    assert fake_train.calls == [(4, 3, "DATA", "seed4")]
     captured = capsys.readouterr()
     assert [r["seed"] for r in json.loads(captured.out)["runs"]] == [1, 2, 3, 4]
     assert "already finished, not retrained: seed 1, 2, 3" in captured.err
@@ -54,7 +61,7 @@ def test_seeds_refuses_another_config_and_bad_lists(tmp_path, capsys, fake_train
     run_seeds("cpu-smoke", [1], [], "DATA", out, echo=None)
     with pytest.raises(PgolfError, match="seed1: holds a finished run of another config"):
         run_seeds("cpu-smoke", [1, 2], ["model.num_layers=5"], "DATA", out, echo=None)
-    assert len(fake_train) == 1  # checked before anything trains
+    assert len(fake_train.calls) == 1  # checked before anything trains
     assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,x", "--data", "D", "--out", str(out)]) == 2
     assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,1", "--data", "D", "--out", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -74,3 +81,21 @@ def test_seeds_trains_for_real(tiny_data, tmp_path, capsys):
         result = json.loads((out / f"seed{seed}" / "result.json").read_text())
         assert result["seed"] == seed and result["steps"] == 2
         assert f"| {out / f'seed{seed}'} | {seed} | {result['val_loss']:.8f} | {result['val_bpb']:.8f} | 2 |" in text
+
+
+def test_seeds_resume_an_interrupted_seed_from_its_checkpoint(tmp_path, capsys, fake_train):
+    from pgolf.options import resolve_config
+    from pgolf.train.checkpoint import FORMAT
+
+    out = tmp_path / "series"
+    for seed, num_layers in ((1, 4), (2, 9)):  # seed 1: a checkpoint of this config; seed 2: of another one
+        run_dir = out / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        cfg = resolve_config("cpu-smoke", [f"train.seed={seed}", f"model.num_layers={num_layers}"])
+        (run_dir / "checkpoint.json").write_text(json.dumps({"format": FORMAT, "step": 3,
+                                                             "world_size": 1, "config": cfg.to_dict(), "files": []}))
+    assert main(["seeds", "--preset", "cpu-smoke", "--seeds", "1,2", "--set", "model.num_layers=4",
+                 "--data", "DATA", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "== seed 1 (1/2): " in text and text.count("(resuming from its checkpoint)") == 1
+    assert fake_train.existing == ["resume", "overwrite"]
