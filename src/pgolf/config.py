@@ -149,6 +149,10 @@ class OptimConfig:
     """Decoupled Muon weight decay, p <- p*(1 - lr*wd) (0.095 in PR #1855); 0 = off."""
     muon_wd_taper: bool = False
     """Muon weight decay falls linearly to half from 70% of training (WD taper, PR #1729)."""
+    muon_compile: str = "auto"
+    """torch.compile each Newton-Schulz bank (one fixed-shape graph per matrix shape): auto (CUDA only), on, off."""
+    muon_sharded: bool = False
+    """Sharded bank Muon: one bf16 reduce-scatter + all-gather, NS on the local shard (pgolf/optim/sharded_muon.py)."""
     ema_decay: float = 0.0
     """Decay of the exponential moving average of the weights exported at the end (0.9965 in PR #1855); 0 = off."""
     swa_every: int = 0

@@ -46,6 +46,7 @@ def check_options(cfg: Config) -> Config:
     check_loader_schedule(t.loader, t.seq_len_schedule)
     _one_of(t.compile, COMPILE_MODES, "train.compile")
     _one_of(t.kernels, KERNEL_MODES, "train.kernels")
+    _one_of(o.muon_compile, COMPILE_MODES, "optim.muon_compile")
     _one_of(t.body_dtype, BODY_DTYPES, "train.body_dtype")
     _one_of(t.device, DEVICES, "train.device")
     _one_of(q.scheme, EXPORT_SCHEMES, "quant.scheme")

@@ -79,3 +79,31 @@ def test_distributed_equals_single_process():
     for rank in (0, 1):
         for got, want in zip(results[rank], single):
             assert torch.equal(torch.from_numpy(got), want)
+
+
+def test_compiled_newton_schulz_is_the_same_step_without_recompiles():
+    """optim.muon_compile: one fullgraph, fixed-shape graph per bank shape, compiled on the first step only."""
+    from torch._dynamo.testing import CompileCounter
+
+    def run(compile_mode: str, counter=None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s)) for s in [(16, 8), (16, 8), (8, 24)]]
+        opt = Muon(params, lr=0.05, coefficients="polar_express", compile=compile_mode)
+        if counter is not None:
+            opt.compile_backend = counter
+        for step in range(3):
+            gen = torch.Generator().manual_seed(step)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return [p.detach() for p in params]
+
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    compiled = run("on", counter)
+    torch._dynamo.reset()
+    assert counter.frame_count == 2  # two bank shapes, three steps
+    for a, b in zip(compiled, run("off")):
+        torch.testing.assert_close(a, b)
+    assert run("auto") is not None and Muon([torch.nn.Parameter(torch.zeros(2, 2))])._newton_schulz(
+        torch.device("cpu")) is zeropower_newton_schulz  # auto compiles on CUDA only

@@ -14,6 +14,7 @@ from torch import nn
 from pgolf.config import OptimConfig, parse_betas
 from pgolf.model.control import CONTROL_PATTERNS
 from pgolf.optim.muon import Muon
+from pgolf.optim.sharded_muon import ShardedMuon
 
 
 def parameter_roles(model: nn.Module) -> dict[str, str]:
@@ -54,8 +55,10 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     # AdamW: decoupled weight decay per group (param *= 1 - lr * wd); with wd 0 it is exactly Adam.
     adam = torch.optim.AdamW(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=0.0,
                              fused=fused or None)
-    muon = Muon(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
-                coefficients=cfg.muon_ns, row_norm=cfg.muon_row_norm, weight_decay=cfg.muon_weight_decay)
+    kind = ShardedMuon if cfg.muon_sharded else Muon
+    muon = kind(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
+                coefficients=cfg.muon_ns, row_norm=cfg.muon_row_norm, weight_decay=cfg.muon_weight_decay,
+                compile=cfg.muon_compile)
     for g in muon.param_groups:
         g["base_lr"] = cfg.matrix_lr
     return [adam, muon]

@@ -20,8 +20,12 @@ the update exact at twice the traffic (66 MB per step for the baseline's 16.5M M
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.distributed as dist
+
+from pgolf.runtime import should_compile
 
 NS_COEFFICIENTS = ("classic", "polar_express")  # `optim.muon_ns`: see ns_schedule
 CLASSIC_NS5 = (3.4445, -4.7750, 2.0315)
@@ -76,8 +80,11 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  backend_steps: int = 5, ns_dtype: torch.dtype | None = None, coefficients: str = "classic",
-                 row_norm: bool = False, weight_decay: float = 0.0) -> None:
+                 row_norm: bool = False, weight_decay: float = 0.0, compile: str = "off") -> None:
         ns_schedule(coefficients, 1)
+        self.compile = compile  # `optim.muon_compile`: Newton-Schulz compiled, one fixed-shape graph per bank
+        self.compile_backend = "inductor"
+        self._compiled_ns = None
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps,
                                       coefficients=coefficients, row_norm=row_norm, weight_decay=weight_decay))
         self.ns_dtype = ns_dtype
@@ -108,11 +115,20 @@ class Muon(torch.optim.Optimizer):
         out = {}
         for (shape, _, device), idx in buckets.items():
             dtype = self.ns_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-            o = zeropower_newton_schulz(torch.stack([updates[i] for i in idx]), steps=group["backend_steps"],
-                                        coefficients=group["coefficients"], dtype=dtype)
+            o = self._newton_schulz(device)(torch.stack([updates[i] for i in idx]), steps=group["backend_steps"],
+                                            coefficients=group["coefficients"], dtype=dtype)
             o = o.float() * max(1.0, shape[0] / shape[1]) ** 0.5
             out.update(zip(idx, o.unbind(0)))
         return out
+
+    def _newton_schulz(self, device: torch.device) -> Callable:
+        """`zeropower_newton_schulz`, compiled (fullgraph, fixed shapes) when `compile` says so for `device`."""
+        if not should_compile(self.compile, device):
+            return zeropower_newton_schulz
+        if self._compiled_ns is None:
+            self._compiled_ns = torch.compile(zeropower_newton_schulz, fullgraph=True, dynamic=False,
+                                              backend=self.compile_backend)
+        return self._compiled_ns
 
     @torch.no_grad()
     def step(self, closure=None):
