@@ -1,4 +1,5 @@
-"""Fused Triton kernels for the two hot spots the 1.0611 record fuses (PR #1855's kernels; docs/techniques.md):
+"""Fused Triton kernels for the two hot spots the 1.0611 record fuses (PR #1855's kernels;
+docs/techniques.md#fused-softcapped-cross-entropy):
 
 - `softcap_cross_entropy(z, targets, cap)`: per-token cross-entropy of softcapped logits c*tanh(z/c), forward and
   backward, without materialising the softcapped float32 [N, V] logits or their softmax (one pass over z for the

@@ -1,5 +1,5 @@
 """Muon over parameter banks, sharded across ranks (the record's parallel Muon, PR #1855 after modded-nanogpt's
-distributed Muon; docs/techniques.md#muon).
+distributed Muon; docs/techniques.md#parallel-muon).
 
 Plain distributed Muon reduces every matrix gradient twice: DDP all-reduces it, then each rank orthogonalises its
 round-robin share and a second all-reduce spreads the updates. Here the gradients of the Muon matrices arrive
