@@ -143,7 +143,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise PgolfError(f"train --resume: the run continues with the config it was checkpointed with; drop "
                              f"{', '.join(given)}")
         run_dir = _out_dir(args.resume, "run directory")
-        cfg, existing = Config.from_dict(read_manifest(run_dir)["config"]), "resume"
+        try:
+            cfg, existing = Config.from_dict(read_manifest(run_dir)["config"]), "resume"
+        except PgolfError as exc:
+            if "checkpoint" in str(exc):
+                raise
+            raise PgolfError(f"{run_dir}: the checkpoint's config does not load in this pgolf ({exc})") from None
     else:
         cfg = resolve_config(args.preset or args.default_preset, _budget_sets(args))
         run_dir = _out_dir(args.run_dir or Path("runs") / f"{cfg.preset}-seed{cfg.train.seed}", "run directory")

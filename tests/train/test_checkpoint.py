@@ -173,6 +173,18 @@ def test_resume_after_a_crash_is_bitwise_the_uninterrupted_run(tiny_data, tmp_pa
     assert "resumed: step:4/10" in (run / "log.txt").read_text()
 
 
+def test_a_run_resumed_twice_is_still_the_uninterrupted_run(tiny_data, reference, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    for calls, existing in ((2 + 3, "overwrite"), (2 + 3, "resume")):  # dies at step 3, then at step 5
+        with monkeypatch.context() as m:
+            _crash_after(m, calls=calls)
+            with pytest.raises(Crash):
+                train(_config(), tiny_data, run, echo=None, existing=existing)
+    result = train(_config(), tiny_data, run, echo=None, existing="resume")
+    assert result["resumed_from"] == [2, 4]
+    _assert_same_run(reference, run)
+
+
 def test_sigkill_then_cli_resume_matches_the_uninterrupted_run(tiny_data, reference, tmp_path, capsys):
     run = tmp_path / "run"
     proc = _slow_train(run, tiny_data)
@@ -185,6 +197,44 @@ def test_sigkill_then_cli_resume_matches_the_uninterrupted_run(tiny_data, refere
     assert main(["train", "--resume", str(run), "--data", str(tiny_data)]) == 0
     assert "val_bpb:" in capsys.readouterr().out
     _assert_same_run(reference, run)
+
+
+CRASH_CLI = """import os, sys
+from pgolf.train import trainer
+step, calls = trainer.Trainer._step, [0]
+def dying(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] > int(os.environ["CRASH_AFTER_CALLS"]):
+        os._exit(9)
+    return step(self, *args, **kwargs)
+trainer.Trainer._step = dying
+from pgolf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_crash_and_resume_bitwise(tiny_data, tmp_path):
+    """torchrun, 2 gloo ranks (each holds its own Muon momentum shard): every rank dies after step 5, the run is
+    resumed under torchrun, and ends bitwise equal to an uninterrupted 2-rank run."""
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_CLI)
+
+    def torchrun(run: Path, *args: str, crash_after: int = 10**9) -> int:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               "train", "--data", str(tiny_data), *args]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CRASH_AFTER_CALLS": str(crash_after)}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600).returncode
+
+    fresh = ["--preset", "cpu-smoke", *_cli_sets()]
+    assert torchrun(tmp_path / "whole", *fresh, "--run-dir", str(tmp_path / "whole")) == 0
+    run = tmp_path / "run"
+    assert torchrun(run, *fresh, "--run-dir", str(run), crash_after=2 + 5) != 0
+    manifest = json.loads((run / "checkpoint.json").read_text())
+    assert manifest["step"] == 4 and manifest["world_size"] == 2 and len(manifest["files"]) == 2
+    assert torchrun(run, "--resume", str(run)) == 0
+    _assert_same_run(tmp_path / "whole", run)
+    assert "world_size:2" in (run / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -88,9 +88,9 @@ def _decode(obj: Any, read) -> Any:
         dtype = _TORCH_DTYPES[obj["dtype"]]
         shape = [int(n) for n in obj["shape"]]
         raw = read(obj["__tensor__"])
-        if not raw:
+        if not len(raw):
             return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)  # one copy, owned
     if "__ndarray__" in obj:
         if obj["dtype"] not in _NUMPY_DTYPES:
             raise ValueError(f"array dtype {obj['dtype']!r}")
@@ -160,11 +160,11 @@ def read_state(path: str | os.PathLike) -> tuple[dict, dict]:
             raise ValueError("payload length")
         blobs = header["blobs"]
 
-        def read(i: int) -> bytes:
+        def read(i: int) -> memoryview:
             start, size = blobs[i]
-            if start < 0 or start + size > len(payload):
+            if start < 0 or size < 0 or start + size > len(payload):
                 raise ValueError("blob out of range")
-            return bytes(payload[start:start + size])
+            return payload[start:start + size]
 
         return _decode(header["state"], read), header["meta"]
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as exc:
