@@ -91,10 +91,13 @@ Layout = Sequence[Segment]
 
 
 class Codec(NamedTuple):
-    """A payload codec: `compress(data, level, layout) -> blob`, `decompress(blob, layout) -> data`, exact inverses."""
+    """A payload codec: `compress(data, level, layout) -> blob`, `decompress(blob, layout, limit) -> data`, exact
+    inverses. `limit` (None: no limit) is the most bytes decoding may produce: a blob that would inflate beyond it is
+    a PgolfError raised before more than about that many bytes are allocated (a crafted artifact cannot make the
+    loader allocate more than its header's `payload_bytes`)."""
 
     compress: Callable[[bytes, int, Layout], bytes]
-    decompress: Callable[[bytes, Layout], bytes]
+    decompress: Callable[[bytes, Layout, int | None], bytes]
 
 
 # Valid `level` range of each codec (zlib/lzma presets, zstd levels, brotli qualities; `none` ignores it).
@@ -120,8 +123,19 @@ def _none_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return bytes(data)
 
 
-def _none_decompress(blob: bytes, layout: Layout = ()) -> bytes:
-    return bytes(blob)
+def _none_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
+    return _within(bytes(blob), limit, "stored")
+
+
+def _within(out: bytes, limit: int | None, name: str) -> bytes:
+    if limit is not None and len(out) > limit:
+        raise PgolfError(f"{name} data inflates beyond the {limit:,} bytes the header declares")
+    return out
+
+
+def _room(limit: int | None) -> int:
+    """A decoder output bound one byte past `limit`, so that an oversized stream shows (0: unbounded)."""
+    return 0 if limit is None else limit + 1
 
 
 def _zlib_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
@@ -142,9 +156,14 @@ def _strict_stream(name: str, decoder, run, error: type[Exception]) -> bytes:
     return out
 
 
-def _zlib_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+def _zlib_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
     d = zlib.decompressobj()
-    return _strict_stream("zlib", d, lambda: d.decompress(blob) + d.flush(), zlib.error)
+
+    def run() -> bytes:
+        out = _within(d.decompress(blob, _room(limit)), limit, "zlib")
+        return out + d.flush()
+
+    return _strict_stream("zlib", d, run, zlib.error)
 
 
 def _lzma_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
@@ -152,10 +171,11 @@ def _lzma_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": preset}])
 
 
-def _lzma_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+def _lzma_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
     d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
                               filters=[{"id": lzma.FILTER_LZMA2, "dict_size": _LZMA_DICT_BYTES}])
-    return _strict_stream("lzma", d, lambda: d.decompress(blob), lzma.LZMAError)
+    return _strict_stream("lzma", d, lambda: _within(d.decompress(blob, _room(limit) or -1), limit, "lzma"),
+                          lzma.LZMAError)
 
 
 def _zstd_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
@@ -163,29 +183,44 @@ def _zstd_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True).compress(data)
 
 
-def _zstd_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+# A zstd block header (3 bytes) plus one RLE byte stands for up to 128 KiB: output per input byte is below this.
+_ZSTD_MAX_RATIO = 1 << 15
+
+
+def _zstd_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
     d = zstandard.ZstdDecompressor().decompressobj()
+    parts, made, pos = [], 0, 0
     try:
-        out = d.decompress(blob)
+        while pos < len(blob) and not d.eof:
+            # feed no more input than can inflate to the room left (at least 64 bytes: ~2 MiB past the limit at most)
+            step = len(blob) if limit is None else max(64, (limit - made) // _ZSTD_MAX_RATIO)
+            parts.append(d.decompress(blob[pos:pos + step]))
+            pos += step
+            made += len(parts[-1])
+            if limit is not None and made > limit:
+                raise PgolfError(f"zstd data inflates beyond the {limit:,} bytes the header declares")
     except zstandard.ZstdError as exc:
         raise PgolfError(f"zstd data is corrupt ({exc})") from None
     if not d.eof:
         raise PgolfError("zstd data is truncated")
-    if d.unused_data:
-        raise PgolfError(f"zstd data has {len(d.unused_data)} trailing bytes")
-    return out
+    trailing = len(d.unused_data) + max(0, len(blob) - pos)
+    if trailing:
+        raise PgolfError(f"zstd data has {trailing} trailing bytes")
+    return b"".join(parts)
 
 
 def _brotli(data: bytes, quality: int) -> bytes:
     return brotli.compress(data, quality=quality, lgwin=BROTLI_LGWIN)
 
 
-def _unbrotli(blob: bytes, what: str = "brotli data") -> bytes:
+def _unbrotli(blob: bytes, what: str = "brotli data", limit: int | None = None) -> bytes:
     d = brotli.Decompressor()
     try:
-        out = d.process(blob)  # refuses bytes after the end of the stream
+        out = d.process(blob, output_buffer_limit=_room(limit))  # refuses bytes after the end of the stream
     except brotli.error:
         raise PgolfError(f"{what} is corrupt or has trailing bytes") from None
+    if limit is not None and len(out) > limit:
+        raise PgolfError(f"{what} inflates beyond the {limit:,} bytes the header declares")
     if not d.is_finished():
         raise PgolfError(f"{what} is truncated")
     return out
@@ -195,8 +230,8 @@ def _brotli_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     return _brotli(data, _check_level("brotli", level, *LEVELS["brotli"]))
 
 
-def _brotli_decompress(blob: bytes, layout: Layout = ()) -> bytes:
-    return _unbrotli(blob)
+def _brotli_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
+    return _unbrotli(blob, limit=limit)
 
 
 # ---------------------------------------------------------------------------------------- layout-aware codecs
@@ -239,8 +274,8 @@ def _bshf_brotli_compress(data: bytes, level: int, layout: Layout = ()) -> bytes
     return _brotli(_shuffled(data, layout), _check_level("bshf-brotli", level, *LEVELS["bshf-brotli"]))
 
 
-def _bshf_brotli_decompress(blob: bytes, layout: Layout = ()) -> bytes:
-    raw = _unbrotli(blob)
+def _bshf_brotli_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
+    raw = _unbrotli(blob, limit=limit)
     return b"".join(byte_unshuffle(raw[a:b], _itemsize(seg.dtype)) if seg else raw[a:b]
                     for a, b, seg in layout_pieces(len(raw), layout))
 
@@ -368,13 +403,15 @@ def _stream_codec_compress(name: str, magic: bytes, code_stream) -> Callable[[by
     return compress_
 
 
-def _open(blob: bytes, layout: Layout, magic: bytes, what: str):
+def _open(blob: bytes, layout: Layout, magic: bytes, what: str, limit: int | None):
     """Shared start of decoding `ans` and `ans2`: (reader, payload length, pieces, streams) after checking the
-    magic, the payload length against the layout and the stream count."""
+    magic, the payload length against the layout and `limit`, and the stream count."""
     reader = ByteReader(blob, what)
     if reader.take(len(magic), "magic") != magic:
         raise PgolfError(f"{what} is corrupt: bad magic")
     total = reader.varint("payload length")
+    if limit is not None and total > limit:
+        raise reader.fail(f"payload length {total:,} is more than the {limit:,} bytes the header declares")
     try:
         pieces = list(layout_pieces(total, layout))
     except PgolfError:
@@ -387,7 +424,7 @@ def _open(blob: bytes, layout: Layout, magic: bytes, what: str):
 
 def _side(reader: ByteReader, side_len: int, what: str) -> bytes:
     side_blob = reader.take(reader.varint("side blob length"), "side blob")
-    side = _unbrotli(side_blob, f"{what} (side blob)") if side_blob else b""
+    side = _unbrotli(side_blob, f"{what} (side blob)", side_len) if side_blob else b""
     if len(side) != side_len:
         raise reader.fail(f"side blob holds {len(side):,} bytes, expected {side_len:,}")
     return side
@@ -403,9 +440,9 @@ def _fill_side(out: bytearray, pieces, side: bytes) -> None:
         pos += b - a
 
 
-def _ans_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+def _ans_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
     what = "ans data"
-    reader, total, pieces, streams = _open(blob, layout, ANS_MAGIC, what)
+    reader, total, pieces, streams = _open(blob, layout, ANS_MAGIC, what, limit)
     plans = []
     for (_, _, _, dtype), members in streams.items():
         count = sum(b - a for a, b, _ in members)
@@ -467,9 +504,9 @@ def _code_stream2(values: np.ndarray, members, head: bytearray, coded: list[byte
     encode_stream(mats, np.concatenate(loose) if loose else values[:0], head, coded)
 
 
-def _ans2_decompress(blob: bytes, layout: Layout = ()) -> bytes:
+def _ans2_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
     what = "ans2 data"
-    reader, total, pieces, streams = _open(blob, layout, ANS2_MAGIC, what)
+    reader, total, pieces, streams = _open(blob, layout, ANS2_MAGIC, what, limit)
     heads = []
     for (_, _, _, dtype), members in streams.items():
         if sum(b - a for a, b, _ in members) == 0:
@@ -516,7 +553,7 @@ def compress(name: str, data: bytes, level: int = 9, layout: Layout = ()) -> byt
     return get_codec(name).compress(bytes(data), level, layout)
 
 
-def decompress(name: str, blob: bytes, layout: Layout = ()) -> bytes:
+def decompress(name: str, blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
     """Decompress a blob written by `compress(name, ..., layout)` with the same layout; PgolfError when it is
-    damaged or truncated."""
-    return get_codec(name).decompress(bytes(blob), layout)
+    damaged or truncated, or would decode to more than `limit` bytes (None: no limit)."""
+    return get_codec(name).decompress(bytes(blob), layout, limit)

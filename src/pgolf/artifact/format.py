@@ -48,6 +48,9 @@ FORMAT_VERSION = 1
 CAP_BYTES = 16_000_000
 HEADER_LEVEL = 9
 MAX_HEADER_BYTES = 64 << 20  # refuse headers that decompress beyond this (a crafted zlib bomb)
+# Refuse payloads declared beyond this before decoding (a 16 MB artifact's payload is tens of MB; a crafted header
+# must not make the loader allocate terabytes), and never let the codec inflate past the declared size.
+MAX_PAYLOAD_BYTES = 1 << 30
 _PREFIX = struct.Struct("<4sBI")
 _CRC = struct.Struct("<I")
 FIXED_OVERHEAD = _PREFIX.size + _CRC.size  # 13 bytes
@@ -210,6 +213,9 @@ def _check_header(path: str, header: Any) -> None:
             raise PgolfError(f"{path}: artifact header lacks {key!r}")
         if not ok(header[key]):
             raise PgolfError(f"{path}: artifact header field {key!r} has the wrong type or value")
+    if header["payload_bytes"] > MAX_PAYLOAD_BYTES:
+        raise PgolfError(f"{path}: artifact header declares a {header['payload_bytes']:,}-byte payload, more than "
+                         f"the {MAX_PAYLOAD_BYTES:,} this pgolf loads (damaged or crafted)")
     if header["format_version"] != FORMAT_VERSION:
         raise PgolfError(f"{path}: artifact header says format version {header['format_version']}, the file says "
                          f"{FORMAT_VERSION}")
@@ -295,7 +301,8 @@ def decode_artifact(data: bytes, path: str | Path = "<bytes>") -> Artifact:
     _check_header(label, header)
     _parse_table(label, header, None)
     try:
-        payload = decompress(header["codec"], data[start:-_CRC.size], payload_layout(header["tensors"]))
+        payload = decompress(header["codec"], data[start:-_CRC.size], payload_layout(header["tensors"]),
+                             limit=header["payload_bytes"])
     except PgolfError as exc:
         raise PgolfError(f"{label}: payload does not decompress: {exc}") from None
     if len(payload) != header["payload_bytes"]:

@@ -34,6 +34,8 @@ def read_manifest(data_dir: str | Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PgolfError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PgolfError(f"{path}: not valid JSON (nested too deeply)") from None
     try:
         manifest["tokenizer"]["file"], manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["sha256"]
         for split in ("train", "val"):
@@ -41,7 +43,39 @@ def read_manifest(data_dir: str | Path) -> dict:
             s["docs"], s["tokens"], s["bytes"], s["files"]
     except (KeyError, TypeError) as exc:
         raise PgolfError(f"{path}: manifest lacks the field {exc}") from None
+    problem = _field_problem(manifest)
+    if problem:
+        raise PgolfError(f"{path}: damaged manifest: {problem}")
     return manifest
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0  # JSON true/false are ints in Python: refuse them
+
+
+def _file_name(value) -> bool:
+    """A plain file name inside the data directory (what `pgolf data build` writes): no folders, no escape."""
+    return (isinstance(value, str) and value.isprintable() and value not in (".", "..") and "/" not in value
+            and "\\" not in value and 0 < len(value.encode("utf-8")) <= 255)
+
+
+def _field_problem(manifest: dict) -> str | None:
+    """What is wrong with the types of the fields the readers use, or None."""
+    tok = manifest["tokenizer"]
+    if not _file_name(tok["file"]):
+        return f"tokenizer.file {tok['file']!r} is not a file name"
+    if not _count(tok["vocab_size"]) or not isinstance(tok["sha256"], str):
+        return "tokenizer.vocab_size must be a count and tokenizer.sha256 a string"
+    for split in ("train", "val"):
+        s = manifest["splits"][split]
+        for key in ("docs", "tokens", "bytes"):
+            if not _count(s[key]):
+                return f"splits.{split}.{key} {s[key]!r} is not a count"
+        for key in ("files", "byte_files") if split == "val" else ("files",):
+            names = s[key] if key == "files" else s.get(key) or []  # byte_files: CaseOps only
+            if not isinstance(names, list) or not all(_file_name(n) for n in names):
+                return f"splits.{split}.{key} must be a list of file names"
+    return None
 
 
 def check_data_dir(data_dir: str | Path, expected_vocab: int | None = None) -> tuple[dict, Path]:

@@ -87,7 +87,7 @@ def load_tokenizer(path: str | Path) -> spm.SentencePieceProcessor:
     sp = spm.SentencePieceProcessor()
     try:
         sp.load(str(path))
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a damaged model's pieces are not UTF-8
         raise PgolfError(f"{path}: not a valid SentencePiece model") from None
     return sp
 
