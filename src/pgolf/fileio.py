@@ -6,6 +6,7 @@ so an interrupted or failed write leaves either the old file or nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -13,21 +14,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from pgolf.errors import PgolfError
+
+
+# Errors of writing itself (a full disk or quota, a file-size limit, a read-only or failing device): reported as one
+# PgolfError naming the output, whatever wrote the bytes.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on normal exit rename it to `path`, on error delete it."""
+    """Yield a temporary path beside `path`; on normal exit rename it to `path`, on error delete it.
+
+    A folder that cannot be created or written to, and a write that fails for lack of space (ENOSPC, EFBIG, EDQUOT,
+    EROFS, EIO), are a PgolfError naming `path`; the temporary file is gone and an older `path` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PgolfError(f"{path}: cannot create the output file: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise PgolfError(f"{path}: cannot write: {exc.strerror or exc}; nothing was written") from None
         raise
 
 

@@ -206,7 +206,7 @@ FIELD_PATHS = [("format",), ("tokenizer",), ("tokenizer", "file"), ("tokenizer",
                ("splits", "val", "bytes"), ("splits", "val", "docs"), ("caseops",), ("splits", "val", "byte_files")]
 
 
-@settings(max_examples=700, **FUZZ)
+@settings(max_examples=500, **FUZZ)
 @given(where=st.sampled_from(FIELD_PATHS), value=ODD_VALUES, drop=st.booleans())
 def test_manifest_odd_fields(data_dir, where, value, drop):
     root, manifest = data_dir
@@ -249,7 +249,7 @@ def tokenizer_dir(tmp_path_factory) -> tuple[Path, Blob]:
 
     root = tmp_path_factory.mktemp("tok") / "d"
     manifest = _data_dir(root)
-    train_tokenizer(demo_documents()[:60], 512, root / "tok.model")
+    train_tokenizer(demo_documents()[:25], 512, root / "tok.model")
     manifest["tokenizer"]["sha256"] = file_sha256(root / "tok.model")
     (root / MANIFEST).write_text(json.dumps(manifest))
     check_data_dir(root, 1024)
@@ -346,7 +346,7 @@ def _recrc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-@settings(max_examples=1200, **FUZZ)
+@settings(max_examples=800, **FUZZ)
 @given(codec=st.sampled_from(ARTIFACT_CODECS), data=st.data())
 def test_artifact_mutations_behind_the_crc(artifacts, codec, data):
     """A crafted file can carry a valid CRC: the header and payload parsers behind it still never crash."""
@@ -355,7 +355,7 @@ def test_artifact_mutations_behind_the_crc(artifacts, codec, data):
     outcome("artifact", f"behind CRC {kind}", lambda: _load_and_use(_recrc(damaged)))
 
 
-@settings(max_examples=1500, **FUZZ)
+@settings(max_examples=900, **FUZZ)
 @given(codec=st.sampled_from([c for c in ARTIFACT_CODECS if c != "none"]), data=st.data())
 def test_codec_payload_mutations(artifacts, codec, data):
     """Each codec's decoder on a damaged payload, with the layout the container would give it."""
@@ -389,7 +389,7 @@ SHAPES = st.lists(SIZES, max_size=4) | st.sampled_from([[10 ** 12], [10 ** 6, 10
                                                         [True, 2], [1.5], ["3"], None, "12"])
 
 
-@settings(max_examples=1200, **FUZZ)
+@settings(max_examples=700, **FUZZ)
 @given(codec=st.sampled_from(ARTIFACT_CODECS), shape=SHAPES, a_shape=SHAPES, offset=SIZES, nbytes=SIZES,
        payload_bytes=SIZES, dtype=st.sampled_from(["int8", "float16", "float32", "bool", "object", "V8", "<i8"]),
        scheme=st.sampled_from(["raw", "fp16", "int8_row", "int8_tensor", "nope"]), body=st.binary(max_size=64))
@@ -478,3 +478,85 @@ def test_checkpoint_raw_mutations_are_always_refused(tmp_path_factory, checkpoin
 
 def _resha(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
+
+
+def _checkpoint(header: dict, payload: bytes = b"") -> bytes:
+    ck = _checkpoint_module()
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return _resha(ck.MAGIC + struct.pack("<Q", len(text)) + text + payload)
+
+
+def _read_checkpoint(tmp_path_factory, data: bytes):
+    ck = _checkpoint_module()
+    path = tmp_path_factory.mktemp("c", numbered=True) / "c.pgck"
+    path.write_bytes(data)
+    return ck.read_state(path)
+
+
+@settings(max_examples=400, **FUZZ)
+@given(data=st.data())
+def test_checkpoint_mutations_behind_the_digest(tmp_path_factory, checkpoint_bytes, data):
+    """A crafted checkpoint carries a valid SHA-256: its JSON and tensor parsers behind it never crash."""
+    kind, damaged = data.draw(mutations(checkpoint_bytes[:-32], start=8))
+    outcome("checkpoint", f"behind SHA-256 {kind}",
+            lambda: _read_checkpoint(tmp_path_factory, _resha(damaged)))
+
+
+CK_VALUES = st.sampled_from([None, -1, 10 ** 12, 2 ** 63, 1.5, "x", [], {}, [0, 10 ** 12], [-64, 8], [0], True,
+                             float("inf"), float("nan"), [[0, 4]], {"a": 1}])
+
+
+@settings(max_examples=500, **FUZZ)
+@given(tensor=CK_VALUES | st.integers(-2, 3), dtype=CK_VALUES | st.sampled_from(["float32", "int8", "bool", "obj"]),
+       shape=CK_VALUES | st.lists(st.integers(-2, 10 ** 12), max_size=3), kind=st.sampled_from(["__tensor__",
+                                                                                             "__ndarray__"]),
+       blobs=CK_VALUES | st.lists(st.lists(st.integers(-100, 100), min_size=2, max_size=2), max_size=2),
+       payload_bytes=st.integers(0, 16), fmt=st.sampled_from([1, 1, 1, 2, "1", None]))
+def test_checkpoint_crafted_headers(tmp_path_factory, tensor, dtype, shape, kind, blobs, payload_bytes, fmt):
+    header = {"format": fmt, "meta": {}, "blobs": blobs, "payload_bytes": payload_bytes,
+              "state": {"t": {kind: tensor, "dtype": dtype, "shape": shape}}}
+    data = _checkpoint(header, bytes(range(payload_bytes)))
+    result, out = outcome("checkpoint", "crafted header", lambda: _read_checkpoint(tmp_path_factory, data))
+    if result == "ok":  # a tensor or array that loads holds exactly its blob's bytes
+        value = out[0]["t"]
+        start, size = blobs[tensor]
+        nbytes = value.numel() * value.element_size() if isinstance(value, torch.Tensor) else value.nbytes
+        if kind == "__tensor__" and size == 0 and nbytes:
+            OUTCOMES[("checkpoint", "crafted header", "KNOWN BUG: empty blob")] += 1
+            return  # test_checkpoint_empty_blob_with_a_shape_is_refused (strict xfail) holds this case
+        assert nbytes == size
+
+
+CHECKPOINT_BUG = ("pgolf/train/checkpoint.py is the other issue-15 worker's: reported, not fixed here; this "
+                  "strict xfail turns into a failure once it is fixed, then drop the marker")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CHECKPOINT_BUG)
+@pytest.mark.parametrize("shape", [[], [3], [1 << 20]])
+def test_checkpoint_empty_blob_with_a_shape_is_refused(tmp_path_factory, shape):
+    """_decode returns torch.empty(shape) for an empty blob: uninitialized memory as weights, of any declared size."""
+    header = {"format": 1, "meta": {}, "blobs": [[0, 0]], "payload_bytes": 0,
+              "state": {"t": {"__tensor__": 0, "dtype": "float32", "shape": shape}}}
+    result, _ = outcome("checkpoint", "crafted: empty blob, shape", lambda: _read_checkpoint(
+        tmp_path_factory, _checkpoint(header)))
+    assert result == "refused"
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=CHECKPOINT_BUG)
+@pytest.mark.parametrize("text", [b"[1, 2]", b'"x"', b"3"])
+def test_checkpoint_header_that_is_not_an_object(tmp_path_factory, text):
+    """read_state calls header.get(...) on whatever JSON the header holds: AttributeError, not PgolfError."""
+    ck = _checkpoint_module()
+    data = _resha(ck.MAGIC + struct.pack("<Q", len(text)) + text)
+    result, _ = outcome("checkpoint", "crafted: header not an object", lambda: _read_checkpoint(tmp_path_factory,
+                                                                                               data))
+    assert result == "refused"
+
+
+@pytest.mark.parametrize("text", [b"[" * 100_000 + b"]" * 100_000, b"{" * 10, b"\xff",
+                                  b'{"format":1,"meta":{},"blobs":[],"payload_bytes":0,"state":{"s":[1e999999]}}'])
+def test_checkpoint_pathological_header(tmp_path_factory, text):
+    ck = _checkpoint_module()
+    data = _resha(ck.MAGIC + struct.pack("<Q", len(text)) + text)
+    result, _ = outcome("checkpoint", "pathological header", lambda: _read_checkpoint(tmp_path_factory, data))
+    assert result == "refused" or text.endswith(b"}}")

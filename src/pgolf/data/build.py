@@ -24,7 +24,7 @@ from pgolf.data.manifest import FORMAT, MANIFEST
 from pgolf.data.shards import ShardWriter, read_shard, shard_paths
 from pgolf.data.tokenizer import check_encodable, encode_documents, file_sha256, load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError
-from pgolf.fileio import atomic_write_json
+from pgolf.fileio import atomic_output, atomic_write_json
 
 _ENCODE_BATCH = 2048
 OFFICIAL_VAL_DOCS = 50_000  # the official split: the first 50,000 documents are val
@@ -70,7 +70,8 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
     if tokenizer is not None:
         tok_path = out_dir / Path(tokenizer).name
         if Path(tokenizer).resolve() != tok_path.resolve():
-            shutil.copyfile(tokenizer, tok_path)
+            with atomic_output(tok_path) as tmp:  # never a truncated copy (a full disk)
+                shutil.copyfile(tokenizer, tmp)
     else:
         train_texts = (encode_caseops(t) for t in texts) if caseops else texts
         tok_path = train_tokenizer(train_texts, vocab_size, out_dir / "tokenizer.model", caseops=caseops)
