@@ -9,9 +9,11 @@ and evaluation has its own, so recording every phase makes the accounting audita
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Iterator
 
@@ -22,6 +24,15 @@ from pgolf.config import LaunchEnv
 from pgolf.errors import PgolfError
 
 
+# Test hook (tests/reliability/test_rank_death.py), not a user setting: "RANK:N" makes rank RANK leave with
+# os._exit(1) at its N-th collective through DistContext, as a crashed or killed process would.
+RANK_EXIT_HOOK = "PGOLF_TEST_RANK_EXIT"
+# Seconds a collective may wait for the other ranks before the process group gives up (init_process_group's
+# timeout); torchrun stops the other ranks as soon as one exits, this bounds a rank that hangs without exiting.
+DIST_TIMEOUT_ENV = "PGOLF_DIST_TIMEOUT"
+DEFAULT_DIST_TIMEOUT_S = 1800
+
+
 @dataclass
 class DistContext:
     """Rank, world size and device of this process."""
@@ -30,6 +41,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    _collectives: int = field(default=0, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -39,19 +51,34 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def _collective(self, op: str, run: Callable[[], None]) -> None:
+        """Run one collective; a peer that died or hung turns into one PgolfError line naming this rank."""
+        self._collectives += 1
+        hook = os.environ.get(RANK_EXIT_HOOK, "")
+        if hook and hook == f"{self.rank}:{self._collectives}":
+            print(f"pgolf: rank {self.rank}: {RANK_EXIT_HOOK}={hook}: exiting at collective "
+                  f"{self._collectives} ({op})", file=sys.stderr, flush=True)
+            os._exit(1)
+        try:
+            run()
+        except (RuntimeError, dist.DistError) as exc:  # gloo: connection closed or timed out; NCCL: watchdog
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise PgolfError(f"rank {self.rank}/{self.world_size}: {op} failed: another rank exited or stopped "
+                             f"answering ({first}); the run stops, the last checkpoint is intact") from None
+
     def barrier(self) -> None:
         if self.distributed:
-            dist.barrier()
+            self._collective("barrier", dist.barrier)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` across ranks in place (identity with one process)."""
         if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            self._collective("all_reduce", lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM))
         return tensor
 
     def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+            self._collective("all_reduce", lambda: dist.all_reduce(tensor, op=dist.ReduceOp.MAX))
         return tensor
 
     def any(self, flag: bool) -> bool:
@@ -98,8 +125,20 @@ def init_distributed(env: LaunchEnv, device_preference: str = "auto") -> DistCon
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=dist_timeout_s()), **kwargs)
     return DistContext(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank, device=device)
+
+
+def dist_timeout_s() -> float:
+    """The process group's collective timeout: $PGOLF_DIST_TIMEOUT seconds, else 30 minutes."""
+    raw = os.environ.get(DIST_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_DIST_TIMEOUT_S
+    except ValueError:
+        raise PgolfError(f"{DIST_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise PgolfError(f"{DIST_TIMEOUT_ENV}={raw!r} must be positive")
+    return value
 
 
 class PhaseClock:
