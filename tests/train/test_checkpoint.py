@@ -58,8 +58,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
-    assert (a / "artifact.pgolf").read_bytes() == (b / "artifact.pgolf").read_bytes()
     ra, rb = (json.loads((p / "result.json").read_text()) for p in (a, b))
+    if ra["code_bytes"] == rb["code_bytes"]:  # the artifact records code_bytes: equal unless pgolf's source changed
+        assert (a / "artifact.pgolf").read_bytes() == (b / "artifact.pgolf").read_bytes()
     assert (ra["val_loss"], ra["val_bpb"], ra["steps"]) == (rb["val_loss"], rb["val_bpb"], rb["steps"])
     assert [(r["step"], r["train_loss"]) for r in _train_records(a)] == \
         [(r["step"], r["train_loss"]) for r in _train_records(b)]
