@@ -47,6 +47,9 @@ def check_options(cfg: Config) -> Config:
     _one_of(t.compile, COMPILE_MODES, "train.compile")
     _one_of(t.kernels, KERNEL_MODES, "train.kernels")
     _one_of(o.muon_compile, COMPILE_MODES, "optim.muon_compile")
+    if o.muon_sharded and o.grad_clip_norm > 0 and o.grad_clip_scope == "global":
+        raise PgolfError("config: optim.muon_sharded reduces the Muon gradients inside its step, after clipping; "
+                         "use optim.grad_clip_scope=rank (or no clipping)")
     _one_of(t.body_dtype, BODY_DTYPES, "train.body_dtype")
     _one_of(t.device, DEVICES, "train.device")
     _one_of(q.scheme, EXPORT_SCHEMES, "quant.scheme")

@@ -22,7 +22,9 @@ from pgolf.submit.bundle import NOT_AT_TRAIN_TIME, Bundle, analyse, build_bundle
 
 from conftest import TINY_MODEL_SETS
 
-OFFICIAL_BASELINE_CODE_BYTES = 47_642  # the official naive baseline's train_gpt.py (docs/rules.md#the-cap)
+# 0.5% of the cap: a sanity bound that catches a large module or data file pulled in by accident. Sizes themselves are
+# a benchmark (docs/BENCHMARKS.md), not a gate: code bytes never shape the library.
+BUNDLE_BOUND = 80_000
 
 # The record preset at tiny size: its loop and lane boundaries must fit in two layers, GPTQ calibration is cut, and
 # the final score is flat (the record's phased TTT is tested end to end in tests/eval/test_report.py; here it would
@@ -56,10 +58,9 @@ def _run_bundle(bundle: Path, data: Path, run_dir: Path, sets: list[str], cwd: P
 
 
 @pytest.mark.parametrize("preset", ["baseline", "record"])
-def test_bundle_is_smaller_than_the_official_baseline_script(bundles, preset):
-    # A bound, not a target: docs/BENCHMARKS.md tracks the sizes themselves.
+def test_bundle_stays_within_its_sanity_bound(bundles, preset):
     size = bundles[preset].stat().st_size
-    assert size < OFFICIAL_BASELINE_CODE_BYTES, f"{preset} bundle {size} bytes"
+    assert size < BUNDLE_BOUND, f"{preset} bundle {size} bytes"
 
 
 def test_bundle_is_a_short_self_extracting_script(bundles):

@@ -95,12 +95,12 @@ def _torchrun(nproc: int, data: Path, run_dir: Path, extra: list[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("clip", [[], ["optim.grad_clip_norm=1e9", "optim.grad_clip_scope=rank"]],
-                         ids=["ddp", "per-rank-reduction"])
+@pytest.mark.parametrize("clip", [[], ["optim.grad_clip_norm=1e9", "optim.grad_clip_scope=rank"],
+                                  ["optim.muon_sharded=true"]], ids=["ddp", "per-rank-reduction", "sharded-muon"])
 def test_two_processes_match_one_process(tiny_data, tmp_path, clip):
     """Same global batch and seed: 2 gloo ranks x 1 micro-step log the same losses as 1 rank x 2 micro-steps. With
     per-rank clipping (at a norm that never binds) the ranks reduce their gradients themselves instead of DDP, and
-    must still agree."""
+    must still agree; with sharded Muon the matrices' gradients travel in bf16 (close, not equal)."""
     extra = ["train.iterations=20", "train.val_loss_every=0", "train.warmup_steps=0", *clip]
     _torchrun(1, tiny_data, tmp_path / "one", extra)
     _torchrun(2, tiny_data, tmp_path / "two", extra)
@@ -108,8 +108,9 @@ def test_two_processes_match_one_process(tiny_data, tmp_path, clip):
     assert [s for s, _ in one] == list(range(1, 21)) == [s for s, _ in two]
     assert "world_size:2 grad_accum_steps:1" in (tmp_path / "two" / "log.txt").read_text()
     assert "world_size:1 grad_accum_steps:2" in (tmp_path / "one" / "log.txt").read_text()
+    tolerance = 2e-3 if "optim.muon_sharded=true" in clip else 1e-5
     for (_, a), (_, b) in zip(one, two):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+        assert a == pytest.approx(b, rel=tolerance, abs=1e-6)
 
 
 def test_training_time_is_counted_without_validation(tiny_data, tiny_config, tmp_path):

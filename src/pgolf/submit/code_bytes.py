@@ -89,7 +89,7 @@ def bundle_code_bytes(preset: str, cache_dir: Path | None = None) -> int:
     if path:
         try:
             atomic_write_json(path, {"preset": preset, "code_bytes": size})
-        except OSError:
+        except (OSError, PgolfError):
             pass  # not writable: the size is still right, only not cached
     return size
 

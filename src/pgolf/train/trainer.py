@@ -83,6 +83,9 @@ class Trainer:
             raise PgolfError(f"config: train.checkpoint_every={cfg.train.checkpoint_every} must be >= 0 (0 = only on "
                              "SIGINT/SIGTERM)")
         self.ctx: DistContext = init_distributed(env or launch_env(), cfg.train.device)
+        # Host-side flags (wall clock reached, signal caught) travel on a CPU group, read one step late (`_agree`).
+        self._flag_group = torch.distributed.new_group(backend="gloo") if self.ctx.distributed else None
+        self._flags_in_flight = None
         device = self.ctx.device
         self.clock = PhaseClock(sync=torch.cuda.synchronize if device.type == "cuda" else None)
         self.accum = cfg.grad_accum_steps(self.ctx.world_size)
@@ -108,6 +111,10 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.base_model = GPT(cfg.model).to(device)
+        from pgolf.model.kernels import wanted
+        from pgolf.model.precision import body_dtype, cast_body
+        cast_body(self.base_model, body_dtype(cfg.train.body_dtype, device))  # bf16 tables on CUDA (official)
+        self.base_model.use_kernels(wanted(cfg.train.kernels, device))
         from pgolf.optim.schedule import parse_seq_len_schedule
         self.seq_len_stages = parse_seq_len_schedule(cfg.train.seq_len_schedule, cfg.train.train_seq_len)
         self.seq_len = cfg.train.train_seq_len
@@ -117,7 +124,7 @@ class Trainer:
             self.qat_layers = configure_qat(self.base_model, cfg.quant)  # before compile: the flag is a buffer
         model: torch.nn.Module = self.base_model
         if should_compile(cfg.train.compile, device):
-            model = torch.compile(model, dynamic=False)
+            model = torch.compile(model, dynamic=False, fullgraph=True)
         if self.ctx.distributed:
             ids = [self.ctx.local_rank] if device.type == "cuda" else None
             model = DDP(model, device_ids=ids, broadcast_buffers=False)
@@ -126,7 +133,7 @@ class Trainer:
         from pgolf.optim.ema import WEIGHT_AVERAGES, weight_average_kind
         average = weight_average_kind(cfg.optim)
         self.ema = choose(WEIGHT_AVERAGES, average, "weight average")(self.base_model, cfg.optim) if average else None
-        self.loader = make_loader(cfg, self.data_dir, self.ctx.rank, self.ctx.world_size)
+        self.loader = make_loader(cfg, self.data_dir, self.ctx.rank, self.ctx.world_size, pin=device.type == "cuda")
         self.val = None
         if cfg.train.val_loss_every > 0:
             self.val = ValidationData(self.data_dir, cfg.model.vocab_size, max_tokens=cfg.train.val_max_tokens)
@@ -144,6 +151,7 @@ class Trainer:
     # ------------------------------------------------------------------ one optimizer step
     def _step(self, step: int, lr_mul: float, wd_mul: float = 1.0) -> torch.Tensor:
         from pgolf.optim.clip import clip_then_average
+        from pgolf.optim.sharded_muon import ShardedMuon
         from pgolf.optim.muon import Muon
         from pgolf.optim.schedule import muon_momentum
 
@@ -153,7 +161,9 @@ class Trainer:
         total = torch.zeros((), device=device)
         clip = cfg.optim.grad_clip_norm
         # Per-rank clipping needs each rank's own gradient: DDP does not reduce, clip_then_average does after clipping.
-        per_rank = isinstance(self.model, DDP) and clip > 0 and cfg.optim.grad_clip_scope == "rank"
+        # Sharded Muon reduces its matrices' gradients itself (one reduce-scatter), so DDP must not reduce them either.
+        sharded = [opt for opt in self.optimizers if isinstance(opt, ShardedMuon)]
+        per_rank = isinstance(self.model, DDP) and ((clip > 0 and cfg.optim.grad_clip_scope == "rank") or sharded)
         for micro in range(self.accum):
             x, y, segments = self.loader.next_batch(cfg.train.train_batch_tokens, self.seq_len, self.accum)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -172,12 +182,22 @@ class Trainer:
                 if isinstance(opt, Muon):
                     group["momentum"] = momentum
                     group["weight_decay"] = cfg.optim.muon_weight_decay * wd_mul
-        if per_rank:
+        if per_rank and sharded:
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), clip)
+            owned = {id(p) for opt in sharded for g in opt.param_groups for p in g["params"]}
+            clip_then_average([p for p in self.base_model.parameters() if id(p) not in owned], 0.0, self.ctx)
+        elif per_rank:
             clip_then_average(self.base_model.parameters(), clip, self.ctx)
         elif clip > 0:
             torch.nn.utils.clip_grad_norm_(self.base_model.parameters(), clip)
+        for opt in sharded:  # reduce-scatter and Newton-Schulz now; the all-gathers overlap the other steps
+            opt.launch()
         for opt in self.optimizers:
-            opt.step()
+            if opt not in sharded:
+                opt.step()
+        for opt in sharded:
+            opt.finish()
         if self.ema is not None:
             if hasattr(self.ema, "maybe_add"):
                 self.ema.maybe_add(self.base_model, step + 1, lr_mul)
@@ -248,6 +268,9 @@ class Trainer:
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
+            if self._flags_in_flight is not None:  # the last step's flags: nobody reads them
+                self._flags_in_flight[1].wait()
+                self._flags_in_flight = None
         if self._signal is not None:  # arrived during the final validation: nothing resumable to add
             self._interrupted(step, write=False)
         self._guard_finite(step, params=True)  # what is exported (EMA/SWA swapped in) must be finite
@@ -345,11 +368,21 @@ class Trainer:
         return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _agree(self, reached: bool, signalled: bool) -> tuple[bool, bool]:
-        """Every rank's view of (wall clock reached, signal caught) as one all-reduce."""
+        """Every rank's view of (wall clock reached, signal caught), read one step late so no step waits for it:
+        the flags of step k are all-reduced in the background on a CPU (gloo) group, never touching the GPU stream,
+        and every rank reads them at step k + 1, so all ranks stop after the same step."""
         if not self.ctx.distributed:
             return reached, signalled
-        flags = torch.tensor([float(reached), float(signalled)], device=self.ctx.device)
-        reached_any, signalled_any = self.ctx.all_reduce_max(flags).tolist()
+        import torch.distributed as dist
+
+        flags = torch.tensor([float(reached), float(signalled)])
+        previous = self._flags_in_flight
+        self._flags_in_flight = (flags, dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._flag_group,
+                                                        async_op=True))
+        if previous is None:
+            return False, False
+        previous[1].wait()
+        reached_any, signalled_any = previous[0].tolist()
         if signalled_any and self._signal is None:
             self._signal = int(signal.SIGTERM)
         return reached_any > 0, signalled_any > 0
@@ -608,6 +641,8 @@ class Trainer:
                 atomic_write_bytes(path, data)
                 artifact_bytes = len(data)
             tag = f"{cfg.quant.scheme}+{cfg.quant.codec}"
+            self.log.line(f"quantization: {self.clock.seconds['quantization']:.1f}s compression: "
+                          f"{self.clock.seconds['compression']:.1f}s")
             self.log.line(f"Serialized model {tag}: {artifact_bytes} bytes")
             self.log.line(f"Code size ({method}): {code_bytes} bytes")
             self.log.line(f"Total submission size {tag}: {artifact_bytes + code_bytes} bytes")
@@ -622,6 +657,7 @@ class Trainer:
                       f"eval_time:{eval_ms:.0f}ms")
         self.log.line(f"{name}_exact val_loss:{scored['val_loss']:.8f} val_bpb:{scored['val_bpb']:.8f}")
         self.log.metric(step=steps, val_loss=scored["val_loss"], val_bpb=scored["val_bpb"], roundtrip=True)
+        self.log.line("phases: " + " ".join(f"{k}:{v:.1f}s" for k, v in self.clock.seconds.items()))
         total = scored["total_bytes"]
         result = None
         if ctx.is_main:
