@@ -523,20 +523,12 @@ def test_checkpoint_crafted_headers(tmp_path_factory, tensor, dtype, shape, kind
         value = out[0]["t"]
         start, size = blobs[tensor]
         nbytes = value.numel() * value.element_size() if isinstance(value, torch.Tensor) else value.nbytes
-        if kind == "__tensor__" and size == 0 and nbytes:
-            OUTCOMES[("checkpoint", "crafted header", "KNOWN BUG: empty blob")] += 1
-            return  # test_checkpoint_empty_blob_with_a_shape_is_refused (strict xfail) holds this case
         assert nbytes == size
 
 
-CHECKPOINT_BUG = ("pgolf/train/checkpoint.py is the other issue-15 worker's: reported, not fixed here; this "
-                  "strict xfail turns into a failure once it is fixed, then drop the marker")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CHECKPOINT_BUG)
 @pytest.mark.parametrize("shape", [[], [3], [1 << 20]])
 def test_checkpoint_empty_blob_with_a_shape_is_refused(tmp_path_factory, shape):
-    """_decode returns torch.empty(shape) for an empty blob: uninitialized memory as weights, of any declared size."""
+    """An empty blob for a non-empty shape is refused (it used to load torch.empty(shape): uninitialised memory)."""
     header = {"format": 1, "meta": {}, "blobs": [[0, 0]], "payload_bytes": 0,
               "state": {"t": {"__tensor__": 0, "dtype": "float32", "shape": shape}}}
     result, _ = outcome("checkpoint", "crafted: empty blob, shape", lambda: _read_checkpoint(
@@ -544,10 +536,9 @@ def test_checkpoint_empty_blob_with_a_shape_is_refused(tmp_path_factory, shape):
     assert result == "refused"
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=CHECKPOINT_BUG)
 @pytest.mark.parametrize("text", [b"[1, 2]", b'"x"', b"3"])
 def test_checkpoint_header_that_is_not_an_object(tmp_path_factory, text):
-    """read_state calls header.get(...) on whatever JSON the header holds: AttributeError, not PgolfError."""
+    """A header that is JSON but not an object is refused (it used to raise AttributeError)."""
     ck = _checkpoint_module()
     data = _resha(ck.MAGIC + struct.pack("<Q", len(text)) + text)
     result, _ = outcome("checkpoint", "crafted: header not an object", lambda: _read_checkpoint(tmp_path_factory,

@@ -104,9 +104,6 @@ def test_pgolf_train_with_a_dead_rank_stops(dead_rank_training):
     assert not (run_dir / "result.json").exists() and not (run_dir / "artifact.pgolf").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py (the other issue-15 worker's file): Trainer.run's `finally` waits "
-                                       "on the in-flight flag all-reduce, whose gloo RuntimeError replaces rank 0's "
-                                       "PgolfError with a traceback; reported, not fixed here")
 def test_pgolf_train_survivor_prints_no_traceback(dead_rank_training):
     run_dir, code, out, err, seconds = dead_rank_training
     assert worker_tracebacks(err) == 0, err[-3000:]

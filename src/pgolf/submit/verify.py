@@ -299,7 +299,10 @@ def _rescore(checks: _Checks, folder: Path, s: dict, data: Path, tolerance: floa
     if art is None or not art.is_file():
         checks.skip(name, "no artifact to re-score")
         return
-    cmd = [python, "-m", "pgolf", "eval", str(art), "--data", str(data), "--json", *eval_args]
+    # -P: the working directory is not put on sys.path, so a `pgolf/` folder where verify runs (a submission's own
+    # code, say) cannot stand in for the installed package.
+    cmd = [python, "-P", "-m", "pgolf", "eval", str(art.resolve()), "--data", str(Path(data).resolve()), "--json",
+           *eval_args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_clean_env())
     if proc.returncode != 0:
         checks.add(name, [f"`pgolf eval` failed (exit {proc.returncode}): {_last_line(proc.stderr)}"], "")

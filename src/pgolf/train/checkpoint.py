@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import struct
@@ -88,6 +89,8 @@ def _decode(obj: Any, read) -> Any:
         dtype = _TORCH_DTYPES[obj["dtype"]]
         shape = [int(n) for n in obj["shape"]]
         raw = read(obj["__tensor__"])
+        if len(raw) != math.prod(shape) * dtype.itemsize:  # never uninitialised memory for a declared shape
+            raise ValueError(f"tensor of shape {shape} and {dtype} stored in {len(raw)} bytes")
         if not len(raw):
             return torch.empty(shape, dtype=dtype)
         return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)  # one copy, owned
@@ -153,6 +156,8 @@ def read_state(path: str | os.PathLike) -> tuple[dict, dict]:
     body = len(MAGIC) + 8
     try:
         header = json.loads(data[body:body + n].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
         if header.get("format") != FORMAT:
             raise ValueError(f"format {header.get('format')!r}, this pgolf reads {FORMAT}")
         payload = memoryview(data)[body + n:len(data) - _DIGEST]

@@ -216,10 +216,12 @@ class Trainer:
             loader_state = self.loader.state_dict()
             ema_state = self.ema.state_dict() if self.ema is not None else None
             lengths = sorted({n for _, n in self.seq_len_stages} | {self.cfg.train.train_seq_len})
-            for step in range(n):
-                self.seq_len = lengths[step % len(lengths)]  # compile every sequence length the run will use
+            loops = (False, True) if self.cfg.model.num_loops > 0 else (False,)
+            shapes = [(length, looping) for looping in loops for length in lengths]
+            for step in range(max(n, len(shapes))):  # every graph the run will use: no recompiles later
+                self.seq_len, looping = shapes[step * len(shapes) // max(n, len(shapes))]
                 if self.cfg.model.num_loops > 0:
-                    self.base_model.looping = step >= n // 2  # compile both the plain and the looped graph
+                    self.base_model.looping = looping
                 self._step(step, 1.0)
             self.base_model.load_state_dict(model_state, strict=True)
             for opt, state in zip(self.optimizers, opt_states):
@@ -268,9 +270,9 @@ class Trainer:
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-            if self._flags_in_flight is not None:  # the last step's flags: nobody reads them
-                self._flags_in_flight[1].wait()
-                self._flags_in_flight = None
+        if self._flags_in_flight is not None:  # the last step's flags: nobody reads them (skipped on an error,
+            self._flags_in_flight[1].wait()    # when a dead peer would turn the wait into a second failure)
+            self._flags_in_flight = None
         if self._signal is not None:  # arrived during the final validation: nothing resumable to add
             self._interrupted(step, write=False)
         self._guard_finite(step, params=True)  # what is exported (EMA/SWA swapped in) must be finite
