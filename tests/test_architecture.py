@@ -18,7 +18,8 @@ PACKAGE = Path(pgolf.__file__).resolve().parent
 
 # Bottom to top, as drawn in docs/architecture.md. A module matches the longest prefix listed.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.config", "pgolf.config_docs", "pgolf.runtime")),
+    ("foundation", ("pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.config", "pgolf.config_docs", "pgolf.runtime",
+                    "pgolf.official_env")),
     ("data", ("pgolf.data",)),
     ("model", ("pgolf.model",)),
     ("optim", ("pgolf.optim",)),

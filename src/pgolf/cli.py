@@ -359,10 +359,35 @@ def _add_train_command(p: argparse.ArgumentParser, default_preset: str) -> None:
 
 def train_main(argv: list[str] | None = None, *, preset: str = "baseline", prog: str = "train_gpt.py") -> int:
     """`pgolf train` alone, with `preset` as the default: the entry point of a train_gpt.py bundle, which thereby
-    carries no code for the other commands."""
-    parser = _Parser(prog=prog, description=f"Train the {preset} preset (pgolf train).")
+    carries no code for the other commands. With no arguments it runs the official way: settings from the official
+    environment variables (`pgolf.official_env`), the data folder adopted as `pgolf data import` would."""
+    parser = _Parser(prog=prog, description=f"Train the {preset} preset (pgolf train). With no arguments: the "
+                     "official way, settings from DATA_PATH, TOKENIZER_PATH, RUN_ID, SEED, ITERATIONS, ...")
     _add_train_command(parser, preset)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        try:
+            argv = _official_argv(prog)
+        except PgolfError as exc:
+            print(f"pgolf: error: {exc}", file=sys.stderr)
+            return 2
     return _run(parser, argv)
+
+
+def _official_argv(prog: str) -> list[str]:
+    """The train arguments an official-style run (no arguments, settings in the environment) stands for."""
+    from pgolf.data.importer import import_data_dir
+    from pgolf.official_env import official_run
+
+    run = official_run()
+    import_data_dir(run.data, run.tokenizer, progress=False, reuse=True)  # official folders carry no manifest
+    argv = ["--data", str(run.data), *(f"--set={s}" for s in run.sets)]
+    if run.run_id:
+        argv += ["--run-dir", str(Path("runs") / run.run_id)]
+    print(f"{prog}: official environment: data {run.data}"
+          + (f", tokenizer {run.tokenizer}" if run.tokenizer else "")
+          + (f", settings {' '.join(run.sets)}" if run.sets else ""), file=sys.stderr)
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,62 @@
+"""A bundled train_gpt.py run the official way: no arguments, settings from the official environment variables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import TINY_MODEL_SETS
+from pgolf.cli import train_main
+from pgolf.errors import PgolfError
+from pgolf.official_env import OFFICIAL_FIELDS, official_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_official_and_record_names_map_to_fields():
+    run = official_run({"DATA_PATH": "/d", "SEED": "3", "VAL_BATCH_SIZE": "8192", "XSA_LAST_N": "4", "PATH": "/bin",
+                        "COMPILE": "on"})
+    assert run.data.as_posix() == "/d" and run.run_id is None
+    # official names, a record's spelling of a pgolf field; PATH is not a setting; COMPILE is ambiguous (train/eval)
+    assert run.sets == ["train.seed=3", "train.val_batch_tokens=8192", "model.xsa_last_n=4"]
+
+
+def test_every_official_name_is_a_real_field():
+    from pgolf.config import parse_override
+    from pgolf.options import resolve_config
+    for name, field in OFFICIAL_FIELDS.items():
+        section, key, _ = parse_override(f"{field}=1")
+        assert hasattr(getattr(resolve_config("baseline", []), section), key), name
+
+
+def test_an_unsupported_official_name_is_an_error():
+    with pytest.raises(PgolfError, match="CONTROL_TENSOR_NAME_PATTERNS: not supported"):
+        official_run({"CONTROL_TENSOR_NAME_PATTERNS": "attn_scale"})
+
+
+def test_no_arguments_trains_from_the_environment(tiny_data, tmp_path, monkeypatch, capsys):
+    """An official-style folder (shards and tokenizer, no manifest) is adopted and trained on."""
+    official = tmp_path / "datasets"
+    official.mkdir()
+    for f in tiny_data.glob("fineweb_*.bin"):
+        shutil.copy(f, official / f.name)
+    tok = next(tiny_data.glob("*.model"))
+    monkeypatch.chdir(tmp_path)
+    for text in TINY_MODEL_SETS:
+        key, value = text.split("=", 1)
+        monkeypatch.setenv(key.split(".", 1)[1].upper(), value)
+    monkeypatch.setenv("DATA_PATH", str(official))
+    monkeypatch.setenv("TOKENIZER_PATH", str(tok))
+    monkeypatch.setenv("RUN_ID", "official")
+    monkeypatch.setenv("SEED", "5")
+    assert train_main([], preset="cpu-smoke") == 0
+    result = json.loads((tmp_path / "runs" / "official" / "result.json").read_text())
+    assert result["steps"] == 6 and result["seed"] == 5
+    assert (official / "manifest.json").is_file()
+    assert "official environment: data" in capsys.readouterr().err
+
+    monkeypatch.setenv("INT8_KEEP_FLOAT_FP32_NAME_PATTERNS", "x")
+    assert train_main([], preset="cpu-smoke") == 2
+    assert "INT8_KEEP_FLOAT_FP32_NAME_PATTERNS: not supported" in capsys.readouterr().err
