@@ -217,29 +217,10 @@ def _check_log(checks: _Checks, folder: Path, s: dict) -> None:
                         f"{s['artifact_bytes']:,}")
     checks.add(f"log seed {seed}", problems, "score, steps and bytes as claimed")
 
-    problems = []
-    if facts.train_ms is None:
-        problems.append(f"{log.name} records no train_time")
-    else:
-        train_s = facts.train_ms / 1000
-        if train_s > TRAIN_LIMIT_S:
-            problems.append(f"{log.name}: training took {train_s:.1f} s > {TRAIN_LIMIT_S:.0f} s")
-        if s.get("train_seconds") is not None and not _close(train_s, s["train_seconds"], TIME_TOL_S):
-            problems.append(f"{log.name} says {train_s:.3f} s of training, submission.json says {s['train_seconds']}")
-    checks.add(f"train time seed {seed}", problems,
-               f"{facts.train_ms / 1000:.1f} s <= {TRAIN_LIMIT_S:.0f} s" if facts.train_ms is not None else "")
-
-    problems = []
-    if facts.eval_ms is None:
-        problems.append(f"{log.name} records no eval_time")
-    else:
-        eval_s = facts.eval_ms / 1000
-        if eval_s > EVAL_LIMIT_S:
-            problems.append(f"{log.name}: evaluation took {eval_s:.1f} s > {EVAL_LIMIT_S:.0f} s")
-        if s.get("eval_seconds") is not None and not _close(eval_s, s["eval_seconds"], TIME_TOL_S):
-            problems.append(f"{log.name} says {eval_s:.3f} s of evaluation, submission.json says {s['eval_seconds']}")
-    checks.add(f"eval time seed {seed}", problems,
-               f"{facts.eval_ms / 1000:.1f} s <= {EVAL_LIMIT_S:.0f} s" if facts.eval_ms is not None else "")
+    _check_time(checks, f"train time seed {seed}", log.name, facts.train_ms, s.get("train_seconds"), TRAIN_LIMIT_S,
+                "train_time", "training")
+    _check_time(checks, f"eval time seed {seed}", log.name, facts.eval_ms, s.get("eval_seconds"), EVAL_LIMIT_S,
+                "eval_time", "evaluation")
 
     problems = [f"{log.name}: calibration read validation data: {line}" for line in facts.calibration
                 if reads_val(line)]
@@ -285,6 +266,21 @@ def _check_legality(checks: _Checks, folder: Path, sub: dict) -> None:
     if claimed and claimed != verdict:
         problems.append(f"submission.json says {claimed!r}, legality.txt says {verdict!r}")
     checks.add("legality", problems, "C1-C4 pass (legality.txt)")
+
+
+def _check_time(checks: _Checks, name: str, log_name: str, ms: float | None, claimed: float | None, limit: float,
+                key: str, what: str) -> None:
+    """One phase's time from the log: present, within `limit` seconds, and equal to submission.json's claim."""
+    problems = []
+    if ms is None:
+        problems.append(f"{log_name} records no {key}")
+    else:
+        seconds = ms / 1000
+        if seconds > limit:
+            problems.append(f"{log_name}: {what} took {seconds:.1f} s > {limit:.0f} s")
+        if claimed is not None and not _close(seconds, claimed, TIME_TOL_S):
+            problems.append(f"{log_name} says {seconds:.3f} s of {what}, submission.json says {claimed}")
+    checks.add(name, problems, f"{ms / 1000:.1f} s <= {limit:.0f} s" if ms is not None else "")
 
 
 def _last_line(text: str) -> str:

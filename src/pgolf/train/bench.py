@@ -54,8 +54,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
-    """Step time and throughput of full optimizer steps at the preset's micro-batch."""
+def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, mean_doc: int = 0) -> dict:
+    """Step time and throughput of full optimizer steps at the preset's micro-batch (synthetic documents of
+    `mean_doc` tokens on average; 0: half a sequence)."""
     from pgolf.data.segments import document_segments
     from pgolf.model.gpt import GPT
     from pgolf.optim.groups import build_optimizers
@@ -66,7 +67,7 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int) -
     step_model = torch.compile(model, dynamic=False) if should_compile(cfg.train.compile, device) else model
     opts = build_optimizers(model, cfg.optim)
     tokens, seq = cfg.train.micro_batch_tokens, cfg.train.train_seq_len
-    stream = synthetic_tokens(tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=max(2, seq // 2))
+    stream = synthetic_tokens(tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=mean_doc or max(2, seq // 2))
     x, y = stream[:-1], stream[1:]
     segments = None
     if cfg.train.loader == "packed":
