@@ -133,6 +133,58 @@ def _cmd_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- plot
+def _figure_list(text: str) -> tuple[str, ...]:
+    from pgolf.submit.plots import FIGURES
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [n for n in names if n not in FIGURES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(FIGURES)}, got {text!r}")
+    return names
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pgolf.submit.plots import FIGURES, make_plots
+
+    written = make_plots(args.runs, args.out, args.figures or FIGURES, group_by=args.group_by)
+    for path in written:
+        print(path)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pgolf.submit.compare import compare_markdown, compare_rows, compare_text
+    from pgolf.submit.runs import load_runs
+
+    for path in args.runs:
+        if not Path(path).exists():
+            raise PgolfError(f"{path}: no such run directory or log file")
+    rows = compare_rows(load_runs(args.runs))
+    if args.sort:
+        rows.sort(key=lambda r: r["val_bpb"])
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(compare_markdown(rows) if args.markdown else compare_text(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- leaderboard
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pgolf.fileio import atomic_write_text
+    from pgolf.submit.leaderboard import build_leaderboard, leaderboard_markdown
+
+    text = leaderboard_markdown(build_leaderboard(args.dirs, group_by=args.group_by), args.margin, args.alpha)
+    if args.out is None:
+        print(text, end="")
+    else:
+        atomic_write_text(args.out, text)
+        print(args.out)
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the submission subcommands to `pgolf`'s subparsers."""
     p = sub.add_parser("stats", help="per-seed scores, mean/std, and the 0.005-nat p < 0.01 test against a baseline")
@@ -180,3 +232,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="parent of the run directories seedS")
     _add_stats_options(p)
     p.set_defaults(func=_cmd_seeds)
+
+    p = sub.add_parser("plot", help="PNG figures of runs: training curves, artifact bytes per tensor group, "
+                                    "ablation bars with seed error bars")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (or train logs)")
+    p.add_argument("--out", type=Path, required=True, help="folder for curves.png, bytes.png, ablation.png")
+    p.add_argument("--figures", type=_figure_list, help="comma-separated subset of curves,bytes,ablation (default all)")
+    p.add_argument("--group-by", choices=("config", "preset"), default="config",
+                   help="ablation bars: one per config up to the seed (default), or per preset name")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("compare", help="a table of runs (preset, seed, steps, train s, val_bpb, bytes, eval mode), "
+                                       "the best marked")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (or train logs)")
+    p.add_argument("--markdown", action="store_true", help="a markdown table instead of aligned text")
+    p.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    p.add_argument("--sort", action="store_true", help="best val_bpb first (default: the order given)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("leaderboard", help="a markdown leaderboard of configurations and records folders by mean "
+                                           "val_bpb, with the significance rule against the row above")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run directories, records folders (pgolf pack), or folders holding them")
+    p.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    p.add_argument("--group-by", choices=("config", "preset"), default="config",
+                   help="group runs by config up to the seed (default), or by preset name")
+    p.add_argument("--margin", type=_float(0.0, "nats >= 0"), default=0.005,
+                   help="required improvement in nats per token (default 0.005)")
+    p.add_argument("--alpha", type=_float(0.0, "a p-value threshold in (0, 1)", strict=True), default=0.01,
+                   help="significance level (default 0.01)")
+    p.set_defaults(func=_cmd_leaderboard)

@@ -1,0 +1,75 @@
+"""`pgolf leaderboard`: configurations of run directories and packed records folders, sorted by mean val_bpb, with
+the significance rule against the row above; bad input as one error line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+from _submit_fakes import VAL_BYTES, VAL_TOKENS, fake_run
+
+from pgolf.cli import main
+from pgolf.submit.leaderboard import build_leaderboard
+
+LN2 = 0.6931471805599453
+
+
+def _records(folder, name, bpbs, total=1_234_567):
+    folder.mkdir(parents=True)
+    seeds = [{"seed": i, "val_bpb": b, "val_loss": b * LN2 * VAL_BYTES / VAL_TOKENS, "val_tokens": VAL_TOKENS,
+              "val_bytes": VAL_BYTES, "bytes_total": total, "log": f"train_seed{i}.log"} for i, b in enumerate(bpbs)]
+    (folder / "submission.json").write_text(json.dumps({"name": name, "bytes_total": total, "seed_results": seeds}))
+    return folder
+
+
+def _rows(text):
+    return [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+
+
+def test_sorted_with_rule_against_row_above(tmp_path, capsys):
+    # config A: ~1.100 (3 seeds); config B: ~1.110 (3 seeds, 0.01 BPB = 0.026 nats worse); records: ~1.1005
+    a = [fake_run(tmp_path / "runs" / "a", s, b) for s, b in ((1, 1.1000), (2, 1.1010), (3, 1.0990))]
+    b = [fake_run(tmp_path / "runs" / "b", s, v, sets=("train.iterations=9",))
+         for s, v in ((1, 1.1100), (2, 1.1110), (3, 1.1090))]
+    rec = _records(tmp_path / "records" / "2026_X", "My record", [1.1004, 1.1006])
+    out = tmp_path / "lb.md"
+    assert main(["leaderboard", *map(str, b), *map(str, a), str(rec), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    rows = _rows(out.read_text())
+    assert len(rows) == 3
+    assert rows[0].startswith("| 1 | cpu-smoke train.iterations=") and "| 3: 1, 2, 3 | 1.100000 |" in rows[0]
+    assert rows[1].startswith("| 2 | My record | 2: 0, 1 | 1.100500 | 0.000141 | 1,234,567 |")
+    assert "| no: " in rows[1] and "p = " in rows[1]  # 0.0005 BPB above: not 0.005 nats
+    assert rows[2].startswith("| 3 | cpu-smoke train.iterations=9 |") and "| **yes**:" in rows[2]
+    assert "| 45,000 |" in rows[2]
+
+
+def test_one_seed_cannot_be_tested_and_parent_folders_expand(tmp_path, capsys):
+    fake_run(tmp_path / "runs", 1, 1.2)
+    fake_run(tmp_path / "runs", 2, 1.3, sets=("train.iterations=9",))
+    assert main(["leaderboard", str(tmp_path / "runs")]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert len(rows) == 2 and "1.200000" in rows[0] and "n/a (needs 2+ seeds" in rows[1]
+    entries = build_leaderboard([tmp_path / "runs"], group_by="preset")
+    assert len(entries) == 1 and len(entries[0].runs) == 2
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    def one_error(args, *words):
+        assert main(["leaderboard", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("pgolf: error:"), err
+        for w in words:
+            assert w in err[0]
+
+    one_error([str(tmp_path / "missing")], "missing", "no such")
+    (tmp_path / "empty").mkdir()
+    one_error([str(tmp_path / "empty")], "neither a run directory nor a records folder")
+    run = fake_run(tmp_path / "r", 1, 1.2)
+    (run / "result.json").unlink()
+    (run / "log.txt").unlink()
+    (run / "log.txt").write_text("no score here\n")
+    one_error([str(run)], "no final score")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "submission.json").write_text('{"name": "x"}')
+    one_error([str(bad)], "seed_results")
