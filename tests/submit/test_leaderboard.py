@@ -73,3 +73,16 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     bad.mkdir()
     (bad / "submission.json").write_text('{"name": "x"}')
     one_error([str(bad)], "seed_results")
+
+
+def test_records_folder_of_logs_is_one_entry(tmp_path, capsys):
+    official = tmp_path / "official"
+    official.mkdir()
+    for seed, bpb in ((1, 1.05), (2, 1.06)):
+        run = fake_run(tmp_path / "src", seed, bpb)
+        (official / f"train_seed{seed}.log").write_text((run / "log.txt").read_text())
+    fake_run(tmp_path / "mine", 7, 1.2)
+    assert main(["leaderboard", str(tmp_path / "mine" / "seed7"), str(official)]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows[0].startswith("| 1 | official | 2: 1, 2 | 1.055000 |") and "| 45,000 |" in rows[0]
+    assert rows[1].startswith("| 2 | cpu-smoke | 1: 7 | 1.200000 | n/a |")

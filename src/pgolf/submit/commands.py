@@ -158,9 +158,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pgolf.submit.compare import compare_markdown, compare_rows, compare_text
     from pgolf.submit.runs import load_runs
 
-    for path in args.runs:
-        if not Path(path).exists():
-            raise PgolfError(f"{path}: no such run directory or log file")
     rows = compare_rows(load_runs(args.runs))
     if args.sort:
         rows.sort(key=lambda r: r["val_bpb"])

@@ -201,9 +201,6 @@ def plot_ablation(plt, runs: list[Run], path: Path, group_by: str = "config") ->
 def make_plots(paths: list[str | Path], out: str | Path, figures: tuple[str, ...] = FIGURES,
                group_by: str = "config") -> list[Path]:
     """Write the figures of the runs at `paths` into `out`; the paths written (a figure with no data is skipped)."""
-    for path in paths:
-        if not Path(path).exists():
-            raise PgolfError(f"{path}: no such run directory or log file")
     runs = load_runs(paths)
     plt = _matplotlib()
     out = Path(out)
