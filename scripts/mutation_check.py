@@ -57,7 +57,7 @@ TWO_LANE_DECODER = """            lane1 = self._start_lanes(i, x, lane1)
                     x = x + skip
                 else:
                     x = skip + torch.sigmoid(self.skip_gates[j]).to(x.dtype) * (x - skip)
-            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(len(encoder) + j))"""
+            x, lane1 = self.blocks[i](x, x0, lane1, ve, shared, slot(len(encoder) + j), segments)"""
 
 
 MUTANTS = [
@@ -79,8 +79,8 @@ MUTANTS = [
            '"leaky_relu2": 0.5}', '"leaky_relu2": 0.0}',
            "leaky_relu2: slope 0.5 -> 0.0 (plain relu^2)"),
     Mutant("leaky_slope_ignored", "model/gpt.py",
-           "h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)",
-           "h = torch.relu(h)",
+           "h2 = (F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)).square()",
+           "h2 = torch.relu(h).square()",
            "leaky_relu2: MLP forward ignores the slope"),
     Mutant("partial_rope", "model/attention.py",
            "self.rope_dims = rope_dims or head_dim", "self.rope_dims = head_dim",
@@ -165,6 +165,27 @@ MUTANTS = [
     Mutant("muon_weight_decay", "optim/muon.py",
            "p.mul_(1 - lr * wd)", "pass",
            "muon_weight_decay: decay skipped", OPTIM_TESTS),
+    Mutant("segments_ignored", "model/attention.py",
+           "y = segment_attention(q, k, v, segments)",
+           "y = F.scaled_dot_product_attention(q, k, v, is_causal=True,\n"
+           "                                   enable_gqa=self.num_kv_heads != self.num_heads)",
+           "train.loader=packed: attention crosses document boundaries", ("tests/model/test_document_attention.py",)),
+    Mutant("segment_positions", "data/segments.py",
+           "positions = (idx - first).reshape(rows, length)",
+           "positions = np.broadcast_to(idx, (rows, length)) % length",
+           "packed documents: RoPE positions do not restart at a segment", ("tests/model/test_document_attention.py",)),
+    Mutant("softcap_ce_backward", "model/kernels.py",
+           "dz = g * p * (1.0 - th * th)", "dz = g * p",
+           "fused softcapped CE: backward forgets the softcap's derivative", ("tests/model/test_kernels.py",)),
+    Mutant("sharded_muon_no_reduction", "optim/sharded_muon.py",
+           "return shard, dist.reduce_scatter_tensor(shard, bank, op=dist.ReduceOp.SUM, async_op=True)",
+           "return shard.copy_(bank[:shard.size(0)]), dist.barrier(async_op=True)",
+           "muon_sharded: each rank keeps its own gradient slice instead of the reduced one",
+           ("tests/optim/test_sharded_muon.py",)),
+    Mutant("legality_cycles", "eval/legality.py",
+           "released_first = torch.from_numpy(ref.adapt.released_at[t + 1:] <= ref.yielded_at[t])",
+           "released_first = torch.zeros(n - t, dtype=torch.bool)",
+           "pgolf legality: cycles through adaptation go unchecked", ("tests/eval/test_legality.py",)),
 ]
 
 
