@@ -240,7 +240,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len or 0,
                                 batch_tokens=args.batch_tokens or 0, device=ctx.device, ctx=ctx,
                                 stride=args.stride or 0, max_seconds=args.max_seconds,
-                                max_tokens=args.max_tokens or 0, overrides=args.set)
+                                max_tokens=args.max_tokens or 0, overrides=args.set, progress=sys.stderr.isatty())
     finally:
         ctx.shutdown()
     if ctx.is_main:

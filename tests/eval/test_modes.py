@@ -202,3 +202,20 @@ def test_fixed_shape_compiled_scoring_equals_eager(name):
     torch._dynamo.reset()
     assert fixed.nats == pytest.approx(eager.nats, rel=1e-6) and fixed.tokens == eager.tokens == 300
     assert counter.frame_count <= len(mode.widths())
+
+
+def test_scoring_shows_a_progress_bar_when_asked(capsys):
+    from pgolf.config import ModelConfig
+    from pgolf.eval.evaluate import build_mode, score_stream
+    from pgolf.model.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=64, num_layers=1, model_dim=16, num_heads=2, num_kv_heads=1)).eval()
+    tokens = np.random.default_rng(1).integers(2, 64, size=201).astype(np.int64)
+    ones = np.ones(200, dtype=np.int64)
+    score_stream(model, tokens, ones, build_mode("flat", seq_len=32), batch_tokens=64, device=torch.device("cpu"))
+    assert "scoring flat" not in capsys.readouterr().err  # off by default (the CLI turns it on for a terminal)
+    score_stream(model, tokens, ones, build_mode("flat", seq_len=32), batch_tokens=64, device=torch.device("cpu"),
+                 progress=True)
+    err = capsys.readouterr().err
+    assert "scoring flat" in err and "200/200" in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,8 +83,9 @@ def score_windows(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.n
 
 def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, mode: EvalMode, *,
                  batch_tokens: int, device: torch.device, ctx: DistContext | None = None,
-                 max_seconds: float = 0.0) -> EvalResult:
+                 max_seconds: float = 0.0, progress: bool = False) -> EvalResult:
     """Score every target tokens[1:] exactly once with `mode`, split across ranks; `batch_tokens` is global.
+    `progress`: a progress bar of scored tokens on stderr (rank 0; it reads each chunk's count, a device sync).
 
     `target_bytes[i]` is the byte count charged to target tokens[i+1] (from `pgolf.data.bytes.token_bytes`).
     `max_seconds` > 0 caps the scoring time (PgolfError on every rank when any rank exceeds it).
@@ -96,6 +98,11 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
         raise PgolfError(f"internal: {len(target_bytes)} byte counts for {n_targets} targets")
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
     totals = _Totals(target_bytes, device)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+        bar = tqdm(total=n_targets if world == 1 else None, desc=f"scoring {mode.name}", unit="tok",
+                   file=sys.stderr)
     over_budget = False
     was_training = model.training
     model.eval()
@@ -104,11 +111,15 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
             for chunk in mode.run(model, tokens, device=device, batch_tokens=max(1, batch_tokens // world),
                                   rank=rank, world_size=world):
                 totals.add(chunk)
+                if bar is not None:
+                    bar.update(int(chunk.mask.sum()))
                 if max_seconds > 0 and time.perf_counter() - start > max_seconds:
                     over_budget = True
                     break
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     elapsed = torch.tensor([time.perf_counter() - start, float(over_budget)], dtype=torch.float64, device=device)
     if ctx is not None:
         ctx.all_reduce_max(elapsed)
@@ -181,7 +192,7 @@ class ValidationData:
     def score(self, model: torch.nn.Module, *, seq_len: int, batch_tokens: int, device: torch.device,
               ctx: DistContext | None = None, mode: str = "flat", stride: int = 0,
               max_seconds: float = 0.0, ttt=None, log: Callable[[str], None] | None = None,
-              scorer: EvalMode | None = None) -> EvalResult:
+              scorer: EvalMode | None = None, progress: bool = False) -> EvalResult:
         """Score the stream with the named mode (`pgolf.eval.names.EVAL_MODES`); stride 0 = the mode's default;
         `ttt` (a `TTTSettings`) configures the test-time-training modes, which report progress to `log`; `scorer`,
         when given, is the mode already built (and prepared)."""
@@ -189,7 +200,7 @@ class ValidationData:
         if log is not None and hasattr(scorer, "log"):
             scorer.log = log
         result = score_stream(model, self.tokens, self.target_bytes, scorer, batch_tokens=batch_tokens,
-                              device=device, ctx=ctx, max_seconds=max_seconds)
+                              device=device, ctx=ctx, max_seconds=max_seconds, progress=progress)
         if self.full and result.bytes != int(self.manifest["splits"]["val"]["bytes"]):
             raise PgolfError(f"internal: {scorer.describe()} charged {result.bytes} bytes, the manifest says "
                              f"{self.manifest['splits']['val']['bytes']}")
@@ -233,7 +244,7 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
                    clock: PhaseClock | None = None, code_bytes: int | None = None,
                    enforce_cap: bool = True, stride: int = 0, max_seconds: float | None = None,
                    max_tokens: int = 0, overrides: list[str] | None = None, report_modes: list[str] | None = None,
-                   log: Callable[[str], None] | None = None) -> dict:
+                   log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
     """Score an artifact file: decompress, rebuild the model, score the val split. Reads nothing else.
 
     `mode`, `seq_len`, `stride`, `batch_tokens` and `max_seconds` default to the artifact's `eval` config (seq_len
@@ -243,7 +254,7 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     check is skipped). `report_modes` are scored first, each on a fresh copy of the artifact's model (phase
     `scoring_MODE`); the final `mode` is scored last (phase `scoring`). Returns a dict with the final mode's val_loss
     and val_bpb, tokens, bytes, artifact bytes, the phase times, and `evals`: every mode's label (the records' log
-    names, `pgolf.eval.names.REPORT_LABELS`), score and time.
+    names, `pgolf.eval.names.REPORT_LABELS`), score and time. `progress`: a progress bar per scored mode (stderr).
     """
     from pgolf.artifact.format import check_cap, load_artifact
     from pgolf.eval.names import report_label
@@ -288,7 +299,8 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
                 log(f"{name}: compile warmup done ({seconds:.1f}s, random tokens, no val data)")
         with clock.phase("scoring" if final else f"scoring_{name}"):
             result = val.score(scored_model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx,
-                               mode=name, stride=stride, max_seconds=max_seconds, ttt=ttt, log=log, scorer=scorer)
+                               mode=name, stride=stride, max_seconds=max_seconds, ttt=ttt, log=log, scorer=scorer,
+                               progress=progress)
         entry = {"mode": name, "label": report_label(name), "val_loss": result.val_loss, "val_bpb": result.val_bpb,
                  "eval_time_ms": round(1000 * result.seconds, 1), "final": final, "detail": scorer.describe()}
         if result.report:

@@ -67,7 +67,10 @@ def run_seeds(preset: str, seeds: list[int], sets: list[str], data: str | Path, 
         else:
             todo.append((seed, cfg, run_dir))
     dirs = [seed_dir(out, seed) for seed in seeds]
-    for index, (seed, cfg, run_dir) in enumerate(todo, 1):
+    from tqdm import tqdm
+
+    bar = tqdm(todo, desc="seeds", unit="run", file=sys.stderr, disable=not sys.stderr.isatty())
+    for index, (seed, cfg, run_dir) in enumerate(bar, 1):
         existing = "resume" if _checkpoint_config(run_dir) == _as_json(cfg.to_dict()) else "overwrite"
         if echo is not None:
             print(f"== seed {seed} ({index}/{len(todo)}): {run_dir}"

@@ -93,7 +93,10 @@ def ablate(preset: str, toggles: list[str], data_dir: str | Path, out_dir: str |
         extra, label = flip(base, name)
         variants.append((label, extra, f"{i:02d}-{'without' if label.startswith('-') else 'with'}-{name}"))
     rows = []
-    for label, extra, slug in variants:
+    from tqdm import tqdm
+
+    for label, extra, slug in tqdm(variants, desc="ablate", unit="run", file=sys.stderr,
+                                   disable=not sys.stderr.isatty()):
         run_dir = out_dir / slug
         if echo:
             print(f"== ablate {preset}: {label} {' '.join(extra)} -> {run_dir}", file=echo, flush=True)

@@ -652,7 +652,7 @@ class Trainer:
         report_modes = [m.strip() for m in cfg.eval.report_modes.split(",") if m.strip()]
         scored = score_artifact(path, self.data_dir, device=ctx.device, ctx=ctx, clock=self.clock,
                                 code_bytes=code_bytes, enforce_cap=False, report_modes=report_modes,
-                                log=self.log.line)
+                                log=self.log.line, progress=ctx.is_main and sys.stderr.isatty())
         name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
         eval_ms = 1000 * self.clock.seconds.get("scoring", 0.0)
         self.log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} "
