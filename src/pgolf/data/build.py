@@ -20,19 +20,14 @@ from tqdm import tqdm
 from pgolf.data.bytes import byte_tables, stream_bytes
 from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, operator_ids
 from pgolf.data.corpus import demo_documents, iter_documents
-from pgolf.data.manifest import FORMAT, MANIFEST
+from pgolf.data.manifest import FORMAT, MANIFEST, tokenizer_entry
 from pgolf.data.shards import ShardWriter, read_shard, shard_paths
-from pgolf.data.tokenizer import check_encodable, encode_documents, file_sha256, load_tokenizer, train_tokenizer
+from pgolf.data.tokenizer import check_encodable, encode_documents, load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_output, atomic_write_json
 
 _ENCODE_BATCH = 2048
 OFFICIAL_VAL_DOCS = 50_000  # the official split: the first 50,000 documents are val
-
-
-def tokenizer_entry(path: Path, sp) -> dict:
-    """The manifest's `tokenizer` entry: file name, vocab size, sha256 and BOS id."""
-    return {"file": path.name, "vocab_size": sp.get_piece_size(), "sha256": file_sha256(path), "bos_id": sp.bos_id()}
 
 
 def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer: str | Path | None = None,

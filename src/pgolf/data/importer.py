@@ -37,10 +37,9 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from pgolf.data.build import tokenizer_entry
 from pgolf.data.bytes import ByteTables, byte_tables, stream_bytes
 from pgolf.data.caseops import OPERATORS, SIDECAR_SPLIT, operator_ids
-from pgolf.data.manifest import FORMAT, MANIFEST, check_data_dir
+from pgolf.data.manifest import FORMAT, MANIFEST, check_data_dir, tokenizer_entry
 from pgolf.data.shards import read_header, read_shard, shard_name
 from pgolf.data.tokenizer import check_encodable, load_tokenizer
 from pgolf.errors import PgolfError

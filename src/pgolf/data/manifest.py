@@ -21,6 +21,11 @@ MANIFEST = "manifest.json"
 FORMAT = "pgolf-data-v1"
 
 
+
+def tokenizer_entry(path: Path, sp) -> dict:
+    """The manifest's `tokenizer` entry: file name, vocab size, sha256 and BOS id."""
+    return {"file": path.name, "vocab_size": sp.get_piece_size(), "sha256": file_sha256(path), "bos_id": sp.bos_id()}
+
 def read_manifest(data_dir: str | Path) -> dict:
     """`DIR/manifest.json`, checked to carry every field the readers rely on."""
     path = Path(data_dir) / MANIFEST
