@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pgolf.errors import PgolfError
+from pgolf.train.runlog import STDOUT
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -41,7 +42,7 @@ def _checkpoint_config(run_dir: Path) -> dict | None:
 
 
 def run_seeds(preset: str, seeds: list[int], sets: list[str], data: str | Path, out: str | Path, *,
-              echo: TextIO | None = sys.stdout) -> list[Path]:
+              echo: TextIO | None = STDOUT) -> list[Path]:
     """Train `preset` with `sets` once per seed into `out/seedS`; returns the run directories in seed order."""
     from pgolf.options import resolve_config
     from pgolf.train import trainer

@@ -17,6 +17,7 @@ from pgolf.config import Config
 from pgolf.options import resolve_config
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_text
+from pgolf.train.runlog import STDOUT
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def flip(cfg: Config, name: str) -> tuple[list[str], str]:
 
 
 def ablate(preset: str, toggles: list[str], data_dir: str | Path, out_dir: str | Path, *,
-           sets: list[str] | None = None, echo: TextIO | None = sys.stdout) -> str:
+           sets: list[str] | None = None, echo: TextIO | None = STDOUT) -> str:
     """Train the preset and one flipped variant per technique; write and return `ablation.md`."""
     from pgolf.train.trainer import train
 

@@ -15,10 +15,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
+class _Stdout:
+    """Whatever `sys.stdout` is when a line is written: the default echo. (A default of `sys.stdout` itself is bound
+    at import time and keeps a stream that may since have been replaced and closed, as under pytest's capture.)"""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+STDOUT: TextIO = _Stdout()  # type: ignore[assignment]
+
+
 class RunLog:
     """Writes log lines and metric records; silent on ranks other than 0."""
 
-    def __init__(self, run_dir: Path | None, enabled: bool = True, echo: TextIO | None = sys.stdout,
+    def __init__(self, run_dir: Path | None, enabled: bool = True, echo: TextIO | None = STDOUT,
                  keep_metrics: int | None = None) -> None:
         """`keep_metrics=None` starts both files afresh; a number (resuming) appends to log.txt and keeps only
         the first `keep_metrics` records of metrics.jsonl."""

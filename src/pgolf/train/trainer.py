@@ -40,7 +40,7 @@ from pgolf.errors import PgolfError, choose
 from pgolf.fileio import atomic_write_json
 from pgolf.runtime import DistContext, PhaseClock, autocast_for, init_distributed, should_compile
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.runlog import RunLog
+from pgolf.train.runlog import STDOUT, RunLog
 
 ARTIFACT_NAME = "artifact.pgolf"
 EXISTING = ("refuse", "overwrite", "resume")  # what `Trainer(existing=...)` does with a run directory's old content
@@ -62,7 +62,7 @@ class Trainer:
     """Holds the model, optimizers and loader of one run; `run()` does steps 2-4 of the module docstring."""
 
     def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
-                 echo: TextIO | None = sys.stdout, existing: str = "overwrite") -> None:
+                 echo: TextIO | None = STDOUT, existing: str = "overwrite") -> None:
         """`existing`: refuse a non-empty run directory, overwrite what an earlier run wrote there, or resume the
         run whose checkpoint it holds (`cfg` must then be that run's config)."""
         from pgolf.data.loader import make_loader
@@ -707,7 +707,7 @@ class Trainer:
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
-          echo: TextIO | None = sys.stdout, existing: str = "overwrite") -> dict | None:
+          echo: TextIO | None = STDOUT, existing: str = "overwrite") -> dict | None:
     """Train `cfg` on `data_dir`, write the run directory, and return result.json's content (rank 0).
     `existing`: refuse / overwrite / resume what `run_dir` already holds (see `Trainer`)."""
     trainer = Trainer(cfg, data_dir, run_dir, env=env, echo=echo, existing=existing)
