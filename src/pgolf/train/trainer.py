@@ -531,71 +531,20 @@ class Trainer:
     def train_budget_seconds(self) -> float:
         """The training clock: the wall-clock cap minus the time reserved for GPTQ calibration on training data
         (which must happen inside the 600 s, docs/rules.md#eval-time-limit)."""
+        from pgolf.train.calibration import calibrates_on_train
+
         t, q = self.cfg.train, self.cfg.quant
-        if t.max_wallclock_seconds > 0 and self._calibrates_on_train():
+        if t.max_wallclock_seconds > 0 and calibrates_on_train(q):
             return max(1e-3, t.max_wallclock_seconds - q.gptq_reserve_seconds)
         return t.max_wallclock_seconds
 
-    def _calibrates_on_train(self) -> bool:
-        q = self.cfg.quant
-        return q.scheme == "mixed" and q.gptq and q.calib == "train"
-
     def _calibrate(self, train_ms: float) -> dict[str, torch.Tensor] | None:
-        """Hessians for GPTQ: from `calib_batches` training micro-batches right after training (inside the
-        budget), or from sequences the trained model samples itself (touching no data after the clock)."""
-        from pgolf.quant.gptq import CALIBRATION_SOURCES, HessianCollector
+        """GPTQ Hessians (pgolf/train/calibration.py), or None when the export needs none."""
+        from pgolf.train.calibration import collect_hessians
 
-        cfg, ctx, q = self.cfg, self.ctx, self.cfg.quant
-        if not (q.scheme == "mixed" and q.gptq):
-            return None
-        self.base_model.eval()
-        with self.clock.phase("calibration"), HessianCollector(self.base_model) as collector:
-            if q.calib == "train":
-                self._calibrate_on_train(collector)
-            elif q.calib == "self":
-                self._calibrate_on_samples(collector)
-            else:
-                raise PgolfError(f"config: quant.calib={q.calib!r} must be one of {', '.join(CALIBRATION_SOURCES)}")
-        self.base_model.train()
-        for h in collector.distinct():  # Q, K and V share one matrix: reduce it once
-            ctx.all_reduce_sum(h)
-        hessians = collector.hessians_on("cpu")
-        seconds = self.clock.seconds["calibration"]
-        distinct = len(collector.distinct())
-        self.calibration = {"source": q.calib, "tokens": collector.tokens_seen * ctx.world_size,
-                            "matrices": len(hessians), "distinct_hessians": distinct, "seconds": round(seconds, 4)}
-        what = f"{len(hessians)} Hessians ({distinct} distinct, fp32)"
-        if q.calib == "train":
-            used = train_ms / 1000 + seconds
-            self.calibration["train_plus_calibration_seconds"] = round(used, 4)
-            self.log.line(f"gptq_calibration: {what} from {collector.tokens_seen} train tokens in "
-                          f"{seconds:.2f}s; training + calibration {used:.1f}s of {cfg.train.max_wallclock_seconds:.0f}s")
-            if cfg.train.max_wallclock_seconds > 0 and used > cfg.train.max_wallclock_seconds:
-                self.log.line("WARNING: calibration on training data ran past the wall-clock budget; raise "
-                              "quant.gptq_reserve_seconds or lower quant.calib_batches")
-        else:
-            self.log.line(f"gptq_calibration: {what} from {collector.tokens_seen} self-generated "
-                          f"tokens in {seconds:.2f}s (after the clock; no data read)")
+        hessians, self.calibration = collect_hessians(self.base_model, self.loader, self.cfg, self.ctx, self.clock,
+                                                      self.log, train_ms)
         return hessians
-
-    def _calibrate_on_train(self, collector) -> None:
-        """`calib_batches` training micro-batches, taken right after training (inside the budget)."""
-        cfg, ctx = self.cfg, self.ctx
-        for _ in range(cfg.quant.calib_batches):
-            x, _, segments = self.loader.next_batch(cfg.train.micro_batch_tokens * ctx.world_size,
-                                                    cfg.train.train_seq_len, 1)
-            with autocast_for(ctx.device):
-                collector.collect(x.to(ctx.device), segments.to(ctx.device) if segments is not None else None)
-
-    def _calibrate_on_samples(self, collector) -> None:
-        """Sequences the trained model samples itself (touching no data after the clock)."""
-        from pgolf.quant.gptq import generate_calibration
-
-        cfg, ctx, q = self.cfg, self.ctx, self.cfg.quant
-        seqs = generate_calibration(self.base_model, num_seqs=q.calib_seqs, seq_len=q.calib_seq_len,
-                                    temperature=q.calib_temperature, seed=cfg.train.seed + ctx.rank, device=ctx.device)
-        with autocast_for(ctx.device):
-            collector.collect(seqs.to(ctx.device))
 
     def _quantize(self, state: dict[str, torch.Tensor], hessians, code_bytes: int, encode) -> tuple:
         """The QuantizedModel to ship, and a report (mixed recipe details, budget fit)."""
