@@ -119,3 +119,45 @@ def test_cuda_varlen_matches_padded_path():
     finally:
         attention.varlen_attention, attention.fa3_varlen = saved
     torch.testing.assert_close(fast.float(), slow.float(), rtol=2e-2, atol=2e-2)
+
+
+def _fake_flash_varlen(calls):
+    """A CPU stand-in for FA3's / torch's variable-length flash attention that enforces their input contract
+    (q, k, v of one half-precision dtype, (total, heads, dim) and contiguous; int32 cu_seqlens) and computes each
+    segment with SDPA."""
+    def fake(q, k, v, cu_q, cu_k, max_q, max_k, causal=None, window_size=None, enable_gqa=None):
+        assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16), (q.dtype, k.dtype, v.dtype)
+        assert q.dim() == k.dim() == v.dim() == 3 and q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+        assert cu_q.dtype == cu_k.dtype == torch.int32
+        assert causal is True or tuple(window_size) == (-1, 0)
+        calls.append(q.dtype)
+        out = torch.zeros_like(q)
+        bounds = cu_q.tolist()
+        for a, b in zip(bounds, bounds[1:]):
+            if b > a:
+                out[a:b] = torch.nn.functional.scaled_dot_product_attention(
+                    q[a:b].transpose(0, 1).float(), k[a:b].transpose(0, 1).float(), v[a:b].transpose(0, 1).float(),
+                    is_causal=True, enable_gqa=True).transpose(0, 1).to(q.dtype)
+        return (out, None) if causal is True else out  # FA3 builds that also return the log-sum-exp
+    return fake
+
+
+@pytest.mark.parametrize("which", ["fa3", "torch"])
+def test_varlen_call_gets_one_half_dtype_under_autocast(monkeypatch, which):
+    """Under CUDA autocast q and k reach attention in float32 (rms_norm is an autocast float32 op) and v in bf16;
+    the flash kernels take neither float32 nor mixed dtypes and are not autocast ops, so `_varlen` casts them."""
+    from pgolf.model import attention
+    calls = []
+    monkeypatch.setattr(attention, "fa3_varlen", _fake_flash_varlen(calls) if which == "fa3" else None)
+    monkeypatch.setattr(attention, "varlen_attention", None if which == "fa3" else _fake_flash_varlen(calls))
+    torch.manual_seed(0)
+    ids = torch.tensor([[1] + [3] * 20 + [1] + [3] * 11])
+    seg = document_segments(ids, 1, max_len=16)
+    q, k = torch.randn(1, 4, 33, 8), torch.randn(1, 2, 33, 8)
+    v = torch.randn(1, 2, 33, 8).bfloat16()
+    y = attention._varlen(q, k, v, seg)
+    assert calls == [torch.bfloat16] and y.dtype == torch.bfloat16 and y.shape == q.shape
+    reference = segment_attention(q, k, v.float(), seg)
+    torch.testing.assert_close(y.float(), reference, rtol=3e-2, atol=3e-2)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert attention._varlen(q, k, v, seg).dtype == torch.float16 and calls[-1] == torch.float16

@@ -133,9 +133,27 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
     return rows.view(b, t, h, d).transpose(1, 2)
 
 
+def flash_dtype(q: torch.Tensor) -> torch.dtype:
+    """The dtype the variable-length flash kernels get: the autocast dtype when autocast is on, else q's own dtype
+    when it is half precision, else bfloat16.
+
+    Flash attention takes only fp16/bf16, with q, k and v of one dtype (FA3's `flash_attn_varlen_func` and torch's
+    `varlen_attn`, a `torch.library.custom_op` over `aten._flash_attention_forward`), and neither is an autocast
+    op: unlike SDPA, nothing casts their inputs. Under CUDA autocast q and k arrive in float32, because `rms_norm`
+    is on autocast's float32 list (aten/src/ATen/autocast_mode.h, `AT_FORALL_FP32`) while v, a linear's output,
+    is bf16."""
+    if torch.is_autocast_enabled(q.device.type):
+        return torch.get_autocast_dtype(q.device.type)
+    return q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
 def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Variable-length flash attention over the flattened tokens: q [B, H, T, D], k and v [B, Hkv, T, D] ->
+    [B, H, T, D] in `flash_dtype(q)` (what SDPA returns under autocast). Inputs are (total, heads, dim), contiguous,
+    one half-precision dtype; cu_seqlens int32 on the same device."""
     b, h, t, d = q.shape
-    flat = lambda z: z.transpose(1, 2).reshape(b * t, z.size(1), d)  # noqa: E731
+    dtype = flash_dtype(q)
+    flat = lambda z: z.transpose(1, 2).reshape(b * t, z.size(1), d).to(dtype).contiguous()  # noqa: E731
     cu, longest = segments.cu_seqlens, segments.max_seqlen
     if fa3_varlen is not None:
         y = fa3_varlen(flat(q), flat(k), flat(v), cu, cu, longest, longest, causal=True)
