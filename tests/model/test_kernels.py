@@ -77,6 +77,39 @@ def test_model_with_kernels_trains_the_same(interpreted):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
+def test_kernels_compile_in_one_graph(interpreted):
+    """`train.compile` compiles the model with fullgraph=True: each kernel must be one opaque op there (a custom
+    op with a fake implementation and a registered backward), not a Triton launch Dynamo has to trace or break on.
+    Same loss and gradients as eager, one graph, no recompile on the second call."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    cfg = ModelConfig(vocab_size=96, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
+                      mlp_activation="leaky_relu2")
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.2)
+    model.use_kernels(True)
+    x, y = torch.randint(0, 96, (2, 16)), torch.randint(0, 96, (2, 16))
+    counter = CompileCounterWithBackend("aot_eager")  # Dynamo and AOT autograd: where a graph would break
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=False)
+    results = []
+    for run in (model, compiled, compiled):
+        model.zero_grad()
+        loss = run(x, y)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    for loss, grads in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(grads, results[0][1]):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_kernels_on_cuda_bf16():

@@ -8,7 +8,8 @@ docs/techniques.md#fused-softcapped-cross-entropy):
   the matmul's epilogue (slope 0 is relu^2); the backward is two ordinary matmuls on the gradient of the
   pre-activation.
 
-Each is a `torch.autograd.Function` whose eager twin (`softcap_cross_entropy_eager`, `leaky_relu2_up_eager`) is the
+Each is a `torch.library.custom_op` with a registered backward (one opaque op under torch.compile fullgraph) whose
+eager twin (`softcap_cross_entropy_eager`, `leaky_relu2_up_eager`) is the
 definition it must match; `tests/model/test_kernels.py` checks values and gradients against it through Triton's CPU
 interpreter (`TRITON_INTERPRET=1`) and on CUDA when there is one. `available()` says whether Triton can run here;
 the model uses the kernels only when asked (`GPT.use_kernels`).
@@ -104,8 +105,10 @@ if triton is not None:
     @triton.jit
     def _leaky_relu2_up_forward(x_ptr, w_ptr, pre_ptr, post_ptr, M, N, K, sxm, sxk, swn, swk, som, son, slope,
                                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-        rm = tl.program_id(0) * BM + tl.arange(0, BM)
-        rn = tl.program_id(1) * BN + tl.arange(0, BN)
+        # int64 rows and columns: row * stride reaches 2**31 at 1M tokens x 2048 outputs, where Triton's int32 index
+        # arithmetic would wrap silently (the cross-entropy kernels take their row as int64 for the same reason).
+        rm = (tl.program_id(0) * BM + tl.arange(0, BM)).to(tl.int64)
+        rn = (tl.program_id(1) * BN + tl.arange(0, BN)).to(tl.int64)
         rk = tl.arange(0, BK)
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         for k in range(0, K, BK):
@@ -124,66 +127,100 @@ if triton is not None:
 CE_BLOCK = 1024
 UP_BLOCKS = (64, 64, 32)
 
+# Each kernel launch is a `torch.library.custom_op` with a fake (shape-only) implementation and its backward
+# registered through `register_autograd`. torch.compile(fullgraph=True) then sees one opaque op: it neither traces
+# into the Triton launch (which Dynamo cannot do for every Triton build, and never for the interpreter's kernels:
+# "Attempted to call function marked as skipped") nor breaks the graph. See the PyTorch tutorial "Using User-Defined
+# Triton Kernels with torch.compile" / "Custom Python Operators" (torch.library.custom_op, torch >= 2.4).
+if triton is not None:
 
-class _SoftcapCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
+    @torch.library.custom_op("pgolf::softcap_ce", mutates_args=())
+    def _softcap_ce_op(z: torch.Tensor, targets: torch.Tensor, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss [N] float32, log-sum-exp [N] float32) of softcapped logits z [N, V]."""
         z, targets = z.contiguous(), targets.contiguous()
         n, vocab = z.shape
         loss = torch.empty(n, device=z.device, dtype=torch.float32)
         lse = torch.empty_like(loss)
         _softcap_ce_forward[(n,)](z, targets, loss, lse, z.stride(0), vocab, float(cap), BLOCK=CE_BLOCK)
-        ctx.save_for_backward(z, targets, lse)
-        ctx.cap = cap
-        return loss
+        return loss, lse
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        z, targets, lse = ctx.saved_tensors
+    @_softcap_ce_op.register_fake
+    def _(z, targets, cap):
+        return z.new_empty(z.shape[:1], dtype=torch.float32), z.new_empty(z.shape[:1], dtype=torch.float32)
+
+    @torch.library.custom_op("pgolf::softcap_ce_backward", mutates_args=())
+    def _softcap_ce_backward_op(z: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, grad: torch.Tensor,
+                                cap: float) -> torch.Tensor:
+        """d loss / d z [N, V] (z's dtype) for the upstream gradient `grad` [N]."""
+        z, targets = z.contiguous(), targets.contiguous()
         dz = torch.empty_like(z)
-        _softcap_ce_backward[(z.size(0),)](z, targets, lse, grad.float().contiguous(), dz, z.stride(0), z.size(1),
-                                           float(ctx.cap), BLOCK=CE_BLOCK)
-        return dz, None, None
+        _softcap_ce_backward[(z.size(0),)](z, targets, lse.contiguous(), grad.float().contiguous(), dz, z.stride(0),
+                                           z.size(1), float(cap), BLOCK=CE_BLOCK)
+        return dz
 
+    @_softcap_ce_backward_op.register_fake
+    def _(z, targets, lse, grad, cap):
+        return torch.empty_like(z, memory_format=torch.contiguous_format)
 
-class _LeakyReLU2Up(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, slope: float) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        wx = w.to(x.dtype)
-        m, k = x2.shape
-        n = wx.size(0)
+    def _softcap_ce_setup(ctx, inputs, output):
+        z, targets, cap = inputs
+        ctx.set_materialize_grads(False)  # the log-sum-exp output gets no gradient: no zeros tensor for it
+        ctx.save_for_backward(z, targets, output[1])
+        ctx.cap = cap
+
+    def _softcap_ce_grad(ctx, grad_loss, grad_lse):
+        z, targets, lse = ctx.saved_tensors
+        return _softcap_ce_backward_op(z, targets, lse, grad_loss, ctx.cap), None, None
+
+    _softcap_ce_op.register_autograd(_softcap_ce_grad, setup_context=_softcap_ce_setup)
+
+    @torch.library.custom_op("pgolf::leaky_relu2_up", mutates_args=())
+    def _leaky_relu2_up_op(x: torch.Tensor, w: torch.Tensor, slope: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pre, post) = (x @ w.T, leaky_relu(pre, slope)^2) for x [M, K], w [N, K] of one dtype."""
+        m, k = x.shape
+        n = w.size(0)
         pre = torch.empty(m, n, device=x.device, dtype=x.dtype)
         post = torch.empty_like(pre)
         bm, bn, bk = UP_BLOCKS
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-        _leaky_relu2_up_forward[grid](x2, wx, pre, post, m, n, k, x2.stride(0), x2.stride(1), wx.stride(0),
-                                      wx.stride(1), pre.stride(0), pre.stride(1), float(slope), BM=bm, BN=bn, BK=bk)
-        ctx.save_for_backward(x2, w, pre)
-        ctx.slope, ctx.shape = slope, shape
-        return post.view(*shape[:-1], n)
+        _leaky_relu2_up_forward[grid](x, w, pre, post, m, n, k, x.stride(0), x.stride(1), w.stride(0), w.stride(1),
+                                      pre.stride(0), pre.stride(1), float(slope), BM=bm, BN=bn, BK=bk)
+        return pre, post
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x2, w, pre = ctx.saved_tensors
-        g = grad.reshape(-1, pre.size(1))
+    @_leaky_relu2_up_op.register_fake
+    def _(x, w, slope):
+        return x.new_empty(x.size(0), w.size(0)), x.new_empty(x.size(0), w.size(0))
+
+    def _leaky_relu2_up_setup(ctx, inputs, output):
+        x, w, slope = inputs
+        ctx.set_materialize_grads(False)  # `pre` is returned for the backward only: no zeros tensor for its grad
+        ctx.save_for_backward(x, w, output[0])
+        ctx.slope = slope
+
+    def _leaky_relu2_up_grad(ctx, grad_pre, grad_post):
+        x, w, pre = ctx.saved_tensors
         # d/dh leaky(h)^2 = 2 * leaky(h) * leaky'(h) = 2h (h > 0) or 2 * slope^2 * h (h <= 0)
-        d_pre = g * 2 * pre * torch.where(pre > 0, 1.0, ctx.slope * ctx.slope).to(pre.dtype)
-        dx = (d_pre @ w.to(d_pre.dtype)).view(ctx.shape)
-        dw = (d_pre.t() @ x2).to(w.dtype)
-        return dx, dw, None
+        d_pre = grad_post * 2 * pre * torch.where(pre > 0, 1.0, ctx.slope * ctx.slope).to(pre.dtype)
+        if grad_pre is not None:  # `pre` is an output too (saved for the backward, never used downstream)
+            d_pre = d_pre + grad_pre
+        return d_pre @ w, d_pre.t() @ x, None
+
+    _leaky_relu2_up_op.register_autograd(_leaky_relu2_up_grad, setup_context=_leaky_relu2_up_setup)
 
 
 def softcap_cross_entropy(z: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
     """Per-token loss [N] of softcapped logits, fused (see the module docstring); z [N, V], targets [N]."""
     if cap <= 0:
         raise ValueError("the fused cross-entropy needs a positive softcap")
-    return _SoftcapCrossEntropy.apply(z, targets, cap)
+    return _softcap_ce_op(z, targets, float(cap))[0]
 
 
 def leaky_relu2_up(x: torch.Tensor, w: torch.Tensor, slope: float) -> torch.Tensor:
-    """leaky_relu(x @ w.T, slope) ** 2, fused (see the module docstring); x [..., K], w [N, K]."""
+    """leaky_relu(x @ w.T, slope) ** 2, fused (see the module docstring); x [..., K], w [N, K] (any float dtype: it
+    is cast to x's, which is the autocast dtype under autocast; custom ops are not autocast ops, so the cast is here).
+    """
     if torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))
-    return _LeakyReLU2Up.apply(x, w, slope)
+    shape = x.shape
+    post = _leaky_relu2_up_op(x.reshape(-1, shape[-1]), w.to(x.dtype), float(slope))[1]
+    return post.view(*shape[:-1], w.size(0))
