@@ -95,6 +95,35 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_verify(args: argparse.Namespace) -> int:
+    """Every file of a data directory against its manifest, SHA-256 included: one `pgolf: error:` line per bad
+    file and exit code 2, or a summary and 0 (docs/data.md#checksums)."""
+    from pgolf.data.manifest import CHECKSUMS, add_checksums, verify_data_dir
+
+    report = verify_data_dir(args.dir, progress=not args.quiet)
+    for problem in report.problems:
+        print(f"pgolf: error: {problem}", file=sys.stderr)
+    if report.problems:
+        print(f"verify: {args.dir}: {len(report.problems)} problem(s); train on it only after rebuilding or "
+              "re-downloading the files named above")
+        return 2
+    rate = report.bytes / report.seconds / 1e6 if report.seconds > 0 else 0.0
+    if report.checksums:
+        print(f"verify: {args.dir}: {report.files} file(s), {report.bytes:,} bytes match the manifest's SHA-256 "
+              f"({report.seconds:.1f} s, {rate:.0f} MB/s)")
+    elif args.add_checksums:
+        manifest = add_checksums(args.dir)
+        print(f"verify: {args.dir}: headers, sizes and token counts are whole; recorded the SHA-256 of "
+              f"{len(manifest[CHECKSUMS])} file(s) in {Path(args.dir) / 'manifest.json'}")
+    else:
+        print(f"pgolf: note: {Path(args.dir) / 'manifest.json'} has no shard checksums (written by an older pgolf): "
+              f"checked headers, sizes and token counts only; record them with: pgolf data verify {args.dir} "
+              "--add-checksums", file=sys.stderr)
+        print(f"verify: {args.dir}: {report.files} file(s), {report.bytes:,} bytes: headers, sizes and token counts "
+              "are whole (no checksums to compare)")
+    return 0
+
+
 def _print_manifest(out: str | Path, manifest: dict) -> None:
     tok = manifest["tokenizer"]
     print(f"data: {out} (tokenizer {tok['file']}, vocab {tok['vocab_size']})")
@@ -439,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="its SentencePiece .model (default: the one beside the shards, or ../../tokenizers/)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_import)
+
+    p = data.add_parser("verify", help="check every shard of a data directory against its manifest (full SHA-256)")
+    p.add_argument("dir", type=Path, help="a data directory (with manifest.json)")
+    p.add_argument("--add-checksums", action="store_true",
+                   help="a manifest without checksums (older pgolf): record the files' SHA-256 as they are now")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_data_verify)
 
     p = sub.add_parser("train", help="train a preset under the wall clock, write the artifact and its score")
     _add_train_command(p, "baseline")

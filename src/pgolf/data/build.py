@@ -3,7 +3,8 @@
 As in the official exporter (docs/rules.md), each document is tokenized independently with BOS prepended and no
 EOS, documents are concatenated per split and cut into fixed-size shards, and the first `val_docs` documents are the
 val split. The manifest is written last, so a directory without one is recognisably incomplete. Its byte totals come
-from `pgolf.data.bytes`, the same function the evaluator uses.
+from `pgolf.data.bytes`, the same function the evaluator uses; its `shard_sha256` (each file's SHA-256, for `pgolf
+data verify`) is computed from the bytes as they are written, so it costs no second read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from pgolf.data.bytes import byte_tables, stream_bytes
 from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, operator_ids
 from pgolf.data.corpus import demo_documents, iter_documents
-from pgolf.data.manifest import FORMAT, MANIFEST, tokenizer_entry
+from pgolf.data.manifest import CHECKSUMS, FORMAT, MANIFEST, tokenizer_entry
 from pgolf.data.shards import ShardWriter, read_shard, shard_paths
 from pgolf.data.tokenizer import check_encodable, encode_documents, load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError
@@ -74,12 +75,13 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
     check_encodable(sp, str(tok_path))
     tables = byte_tables(sp)
     splits = {}
+    checksums: dict[str, str] = {}
     bar = tqdm(total=len(texts), desc="tokenizing", unit="doc", disable=not progress, file=sys.stderr)
     for split, part in (("val", texts[:val_docs]), ("train", texts[val_docs:])):
         total_bytes = 0
         prev_last: int | None = None
         if caseops:
-            splits[split] = _write_caseops_split(sp, out_dir, split, part, shard_size, workers, bar)
+            splits[split] = _write_caseops_split(sp, out_dir, split, part, shard_size, workers, bar, checksums)
             continue
         with ShardWriter(out_dir, split, shard_size) as writer:
             for i in range(0, len(part), _ENCODE_BATCH):
@@ -92,6 +94,7 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
                 bar.update(len(encoded))
         splits[split] = {"docs": len(part), "tokens": writer.num_tokens, "bytes": total_bytes,
                          "files": [f.name for f in writer.files]}
+        checksums.update(writer.sha256)
     bar.close()
     manifest = {
         "format": FORMAT,
@@ -101,13 +104,15 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
     }
     if caseops:
         manifest["caseops"] = True
+    manifest[CHECKSUMS] = checksums
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 
 def _write_caseops_split(sp, out_dir: Path, split: str, part: Sequence[str], shard_size: int, workers: int,
-                         bar) -> dict:
-    """One split of transformed text; val also gets its byte sidecar. Byte totals are original UTF-8 bytes."""
+                         bar, checksums: dict[str, str]) -> dict:
+    """One split of transformed text; val also gets its byte sidecar. Byte totals are original UTF-8 bytes. Each
+    file's SHA-256 goes into `checksums`."""
     original_bytes = sidecar_bytes = 0
     sidecar = ShardWriter(out_dir, SIDECAR_SPLIT, shard_size) if split == "val" else None
     with ShardWriter(out_dir, split, shard_size) as writer:
@@ -126,8 +131,10 @@ def _write_caseops_split(sp, out_dir: Path, split: str, part: Sequence[str], sha
             bar.update(len(batch))
     entry = {"docs": len(part), "tokens": writer.num_tokens, "bytes": original_bytes,
              "files": [f.name for f in writer.files]}
+    checksums.update(writer.sha256)
     if sidecar is not None:
         sidecar.close()
+        checksums.update(sidecar.sha256)
         if sidecar_bytes != original_bytes or sidecar.num_tokens != writer.num_tokens:
             raise PgolfError(f"internal: CaseOps sidecar ({sidecar.num_tokens} entries, {sidecar_bytes} bytes) does "
                              f"not match the val split ({writer.num_tokens} tokens, {original_bytes} bytes)")

@@ -17,7 +17,9 @@ tokenizer (a SentencePiece model with BOS, a vocabulary that fits uint16, the st
 needs), every token id below the vocabulary (all shards are read anyway to count), and the sidecar: one per val
 shard, each exactly as long as its shard. A sidecar needs a tokenizer that reserves the CaseOps operators, and a
 tokenizer that reserves them needs a sidecar (the piece rule would charge each operator three bytes). Then
-`manifest.json` is written atomically; on any failure nothing is written and the error is one line.
+`manifest.json` is written atomically, with the SHA-256 of every shard and sidecar (`shard_sha256`, what `pgolf data
+verify` compares; hashed while the files are read for counting); on any failure nothing is written and the error is
+one line.
 
 Totals, as `pgolf.data.build.manifest_from_shards` counts them: documents are BOS tokens; bytes follow the byte rule
 over each split's stream, across shard boundaries. For CaseOps the val bytes are the sidecar's sum (what
@@ -27,6 +29,7 @@ the byte rule with the operators charged 0 (equal to the original bytes wherever
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -39,8 +42,8 @@ from tqdm import tqdm
 
 from pgolf.data.bytes import ByteTables, byte_tables, stream_bytes
 from pgolf.data.caseops import OPERATORS, SIDECAR_SPLIT, operator_ids
-from pgolf.data.manifest import FORMAT, MANIFEST, check_data_dir, tokenizer_entry
-from pgolf.data.shards import read_header, read_shard, shard_name
+from pgolf.data.manifest import CHECKSUMS, FORMAT, MANIFEST, check_data_dir, tokenizer_entry
+from pgolf.data.shards import read_header, read_shard, shard_name, shard_sha256
 from pgolf.data.tokenizer import check_encodable, load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_output, atomic_write_json
@@ -93,11 +96,14 @@ def _caseops_train_tables(tables: ByteTables, ops: np.ndarray) -> ByteTables:
     return replace(tables, base_bytes=base)
 
 
-def _count_split(files: list[Path], tables: ByteTables, bos: int, vocab: int, progress: bool, split: str) -> dict:
-    """Tokens, documents (BOS) and bytes of one split's stream; refuses ids the tokenizer does not have."""
+def _count_split(files: list[Path], tables: ByteTables, bos: int, vocab: int, progress: bool, split: str,
+                 checksums: dict[str, str]) -> dict:
+    """Tokens, documents (BOS) and bytes of one split's stream; refuses ids the tokenizer does not have. Each
+    file's SHA-256 goes into `checksums`."""
     n_tokens = n_docs = n_bytes = 0
     prev: int | None = None
     for f in tqdm(files, desc=f"checking {split}", disable=not progress, file=sys.stderr):
+        checksums[f.name] = shard_sha256(f)  # first: the read below then finds the file in the page cache
         toks = read_shard(f)
         for start in range(0, len(toks), _CHUNK):
             block = np.asarray(toks[start:start + _CHUNK])
@@ -114,8 +120,9 @@ def _count_split(files: list[Path], tables: ByteTables, bos: int, vocab: int, pr
     return {"docs": n_docs, "tokens": n_tokens, "bytes": n_bytes, "files": [f.name for f in files]}
 
 
-def _sidecar_total(val: list[Path], sidecar: list[Path]) -> int:
-    """The sum of the val byte sidecar, after checking it is one file per val shard, each as long as its shard."""
+def _sidecar_total(val: list[Path], sidecar: list[Path], checksums: dict[str, str]) -> int:
+    """The sum of the val byte sidecar, after checking it is one file per val shard, each as long as its shard.
+    Each sidecar file's SHA-256 goes into `checksums`."""
     if len(sidecar) != len(val):
         raise PgolfError(f"{sidecar[0].parent}: {len(sidecar)} val byte sidecar file(s) for {len(val)} val shard(s)")
     total = 0
@@ -123,15 +130,22 @@ def _sidecar_total(val: list[Path], sidecar: list[Path]) -> int:
         n, m = read_header(shard), read_header(side)
         if n != m:
             raise PgolfError(f"{side}: val byte sidecar has {m} entries but {shard.name} has {n} tokens")
+        checksums[side.name] = shard_sha256(side)
         counts = read_shard(side)
         total += sum(int(counts[i:i + _CHUNK].sum(dtype=np.int64)) for i in range(0, len(counts), _CHUNK))
     return total
 
 
 def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]]) -> dict | None:
-    """The manifest already in `data_dir` when it describes exactly these files and this tokenizer and passes
-    `check_data_dir` (headers, token counts, tokenizer hash, sidecar); else None."""
+    """The manifest already in `data_dir` when it describes exactly these files and this tokenizer, has checksums
+    and passes `check_data_dir` (headers, token counts, tokenizer hash, sidecar); else None. (A manifest from before
+    checksums is rewritten once, with them.)"""
     if not (data_dir / MANIFEST).is_file():
+        return None
+    try:
+        if CHECKSUMS not in json.loads((data_dir / MANIFEST).read_text(encoding="utf-8")):
+            return None
+    except (OSError, ValueError, TypeError, RecursionError):
         return None
     try:
         manifest, tok_path = check_data_dir(data_dir)
@@ -179,12 +193,13 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
             (kept := _reusable(data_dir, local_tok, names)) is not None:
         return kept
 
-    sidecar_bytes = _sidecar_total(files["val"], files[SIDECAR_SPLIT]) if caseops else None
+    checksums: dict[str, str] = {}
+    sidecar_bytes = _sidecar_total(files["val"], files[SIDECAR_SPLIT], checksums) if caseops else None
     vocab, bos = sp.get_piece_size(), sp.bos_id()
-    val = _count_split(files["val"], tables, bos, vocab, progress, "val")
+    val = _count_split(files["val"], tables, bos, vocab, progress, "val", checksums)
     if caseops:
         val["bytes"], val["byte_files"] = sidecar_bytes, names[SIDECAR_SPLIT]
-    train = _count_split(files["train"], train_tables, bos, vocab, progress, "train")
+    train = _count_split(files["train"], train_tables, bos, vocab, progress, "train", checksums)
 
     if not (local_tok.exists() and local_tok.resolve() == tok.resolve()):
         with atomic_output(local_tok) as tmp:
@@ -193,5 +208,6 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     if caseops:
         manifest["caseops"] = True
     manifest["source"] = source if source is not None else {"imported": "official data folder"}
+    manifest[CHECKSUMS] = checksums
     atomic_write_json(data_dir / MANIFEST, manifest)
     return manifest

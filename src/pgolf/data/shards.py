@@ -2,11 +2,14 @@
 
 A shard is a header of 256 little-endian int32 (magic 20240520, version 1, token count, zeros) followed by that many
 little-endian uint16 token ids; names are `fineweb_{train,val}_NNNNNN.bin`. Readers check magic, version and the exact
-file size, so a truncated or foreign file is refused instead of silently training on garbage.
+file size, so a truncated or foreign file is refused instead of silently training on garbage. Those checks cannot see
+token bytes changed in place (same size, valid header): the SHA-256 of each whole file (`shard_sha256`, recorded in
+the data manifest by whoever writes the directory) can, and `pgolf data verify` compares them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -25,17 +28,37 @@ def shard_name(split: str, index: int) -> str:
     return f"fineweb_{split}_{index:06d}.bin"
 
 
-def write_shard(path: str | Path, tokens: Sequence[int] | np.ndarray) -> None:
-    """Write one shard atomically; refuses ids that do not fit uint16."""
+def write_shard(path: str | Path, tokens: Sequence[int] | np.ndarray) -> str:
+    """Write one shard atomically; refuses ids that do not fit uint16. Returns the file's SHA-256 (hex), computed
+    from the bytes written, so recording it costs no second read."""
     arr = np.asarray(tokens)
     if arr.size and (arr.min() < 0 or arr.max() > 65535):
         raise PgolfError(f"{path}: token ids must be in [0, 65535] (got {int(arr.min())}..{int(arr.max())})")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
+    digest = hashlib.sha256()
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(arr.astype("<u2", copy=False).tobytes())
+            for part in (header.tobytes(), arr.astype("<u2", copy=False).tobytes()):
+                digest.update(part)
+                f.write(part)
+    return digest.hexdigest()
+
+
+def shard_sha256(path: str | Path, chunk: int = 1 << 23) -> str:
+    """The SHA-256 (hex) of a whole shard file, header included, read in 8 MiB blocks; one PgolfError if it is
+    missing or unreadable."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+    except FileNotFoundError:
+        raise PgolfError(f"{path}: shard file is missing") from None
+    except OSError as exc:
+        raise PgolfError(f"{path}: cannot read shard: {exc.strerror or exc}") from None
+    return digest.hexdigest()
 
 
 def read_header(path: str | Path) -> int:
@@ -94,6 +117,7 @@ class ShardWriter:
         self.split = split
         self.shard_size = shard_size
         self.files: list[Path] = []
+        self.sha256: dict[str, str] = {}  # file name -> SHA-256 of the whole file, as written
         self.num_tokens = 0
         self._buf = np.empty(shard_size, dtype=np.uint16)
         self._fill = 0
@@ -112,7 +136,7 @@ class ShardWriter:
 
     def _flush(self) -> None:
         path = self.out_dir / shard_name(self.split, len(self.files))
-        write_shard(path, self._buf[:self._fill])
+        self.sha256[path.name] = write_shard(path, self._buf[:self._fill])
         self.files.append(path)
         self._fill = 0
 
