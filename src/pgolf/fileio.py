@@ -20,6 +20,18 @@ from pgolf.errors import PgolfError
 # Errors of writing itself (a full disk or quota, a file-size limit, a read-only or failing device): reported as one
 # PgolfError naming the output, whatever wrote the bytes.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+# The ones that mean "the disk (or the quota) is full": freeing space is what the user can do about them.
+NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+class WriteFailed(PgolfError):
+    """Writing `path` failed for lack of space or a failing device (`errno`); nothing was left at `path` (an older
+    file there is untouched) and the temporary file is gone. Callers that know what the file was for (a checkpoint)
+    catch it to say what the user should do."""
+
+    def __init__(self, path: Path, errno_: int | None, strerror: str) -> None:
+        super().__init__(f"{path}: cannot write: {strerror}; nothing was written")
+        self.path, self.errno, self.strerror = path, errno_, strerror
 
 
 @contextmanager
@@ -43,7 +55,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
-            raise PgolfError(f"{path}: cannot write: {exc.strerror or exc}; nothing was written") from None
+            raise WriteFailed(path, exc.errno, exc.strerror or str(exc)) from None
         raise
 
 

@@ -9,6 +9,11 @@ Every file is written to a temporary name, flushed to disk and renamed into plac
 only after every rank's file is whole, and names the step, so a process killed at any moment leaves either the old
 checkpoint or the new one, never a mix. Older step files are deleted after the manifest moves on.
 
+A disk that fills up (ENOSPC, or a quota: EDQUOT) while a rank file or the manifest is written stops the run with one
+line naming the file, saying the last checkpoint (named by step) is intact and how to continue once there is space;
+the temporary file is removed, and so are the new step's rank files when only the manifest did not fit. Stopping,
+rather than training on without checkpoints, is deliberate (docs/RELIABILITY.md#disk-full-during-a-checkpoint).
+
 The `.pgck` container holds no pickle: non-tensor state (step, clock, schedule, loader position, RNG states,
 optimizer hyperparameters) is JSON, tensors and numpy arrays are raw little-endian bytes, and a SHA-256 of the whole
 file is its last 32 bytes, so a truncated or damaged file is refused with one line instead of being half-loaded:
@@ -31,7 +36,7 @@ import numpy as np
 import torch
 
 from pgolf.errors import PgolfError
-from pgolf.fileio import atomic_output, atomic_write_json
+from pgolf.fileio import NO_SPACE_ERRNOS, WriteFailed, atomic_output, atomic_write_json
 
 MAGIC = b"PGCKPT01"
 FORMAT = 1
@@ -120,6 +125,15 @@ def write_state(path: str | os.PathLike, state: dict, meta: dict | None = None) 
     header = json.dumps({"format": FORMAT, "meta": meta or {}, "blobs": entries, "payload_bytes": offset,
                          "state": tree}, separators=(",", ":")).encode("utf-8")
     digest = hashlib.sha256()
+    try:
+        size = _write_container(Path(path), header, entries, blobs, digest)
+    except WriteFailed as exc:
+        raise _write_failed(exc, (meta or {}).get("step"), _run_dir_of(Path(path))) from None
+    _fsync_dir(Path(path).parent)
+    return size
+
+
+def _write_container(path: Path, header: bytes, entries: list, blobs: list, digest) -> int:
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             def put(data: bytes) -> None:
@@ -135,9 +149,7 @@ def write_state(path: str | os.PathLike, state: dict, meta: dict | None = None) 
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())
-        size = tmp.stat().st_size
-    _fsync_dir(Path(path).parent)
-    return size
+        return tmp.stat().st_size
 
 
 def read_state(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -229,8 +241,49 @@ def read_manifest(run_dir: str | os.PathLike) -> dict:
 
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:
-    atomic_write_json(run_dir / MANIFEST, {"format": FORMAT, **manifest})
+    """Point RUN_DIR/checkpoint.json at the step files of `manifest` (the commit). If the disk is full, the new
+    step's files (those the current manifest does not name) are removed and one PgolfError says so."""
+    try:
+        atomic_write_json(run_dir / MANIFEST, {"format": FORMAT, **manifest})
+    except WriteFailed as exc:
+        kept = set(_current_files(run_dir))
+        for name in manifest.get("files", []):
+            if name not in kept:
+                (run_dir / name).unlink(missing_ok=True)
+        raise _write_failed(exc, manifest.get("step"), run_dir, removed=True) from None
     _fsync_dir(run_dir)
+
+
+def _run_dir_of(path: Path) -> Path | None:
+    """The run directory of a rank file (RUN_DIR/checkpoints/stepS.rankR.pgck), or None for another path."""
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+
+
+def _current_files(run_dir: Path) -> list[str]:
+    """The rank files the checkpoint manifest on disk names (none when there is no readable manifest)."""
+    try:
+        return [str(n) for n in read_manifest(run_dir)["files"]]
+    except PgolfError:
+        return []
+
+
+def _write_failed(exc: WriteFailed, step: Any, run_dir: Path | None, removed: bool = False) -> PgolfError:
+    """The one line for a checkpoint that could not be written: which file, why, what is intact, what to do."""
+    what = f"the checkpoint of step {step}" if step is not None else "the checkpoint"
+    why = "no space left on device" if exc.errno in NO_SPACE_ERRNOS else exc.strerror
+    gone = "its rank files were removed" if removed else "its temporary file was removed"
+    if run_dir is None:
+        return PgolfError(f"{exc.path}: {why}: {what} was not written ({gone})")
+    try:
+        last = read_manifest(run_dir)
+        intact = f"the last checkpoint, step {int(last['step'])} ({run_dir / MANIFEST}), is intact"
+        then = f"continue from it with: pgolf train --resume {run_dir} --data DATA_DIR"
+    except PgolfError:
+        intact = "no earlier checkpoint exists"
+        then = f"start the run again (pgolf train --overwrite --run-dir {run_dir} ...)"
+    todo = "free disk space" if exc.errno in NO_SPACE_ERRNOS else "fix the disk or the file-size limit"
+    return PgolfError(f"{exc.path}: {why}: {what} was not written ({gone}) and the run stops; {intact}; {todo}, "
+                      f"then {then}")
 
 
 def prune(run_dir: Path, keep: list[str]) -> None:
