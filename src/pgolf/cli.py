@@ -582,3 +582,13 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("pgolf: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # a collective whose peer rank died, outside DistContext (DDP, Muon): one line
+        if "torch.distributed" not in sys.modules:
+            raise  # no process group in this process: a bug, keep the traceback
+        from pgolf.runtime import collective_failure
+
+        failure = collective_failure(exc)
+        if failure is None:
+            raise  # a bug: keep the traceback
+        print(f"pgolf: error: {failure}", file=sys.stderr)
+        return 2

@@ -5,6 +5,28 @@ torchrun nothing is initialised and the collectives below become no-ops, so the 
 code path. Every second of a run is attributed to a named phase (`PhaseClock`) and written to result.json: the
 challenge's budget covers training only (compile warm-up excluded, as in modded-nanogpt issue #19 and the baseline)
 and evaluation has its own, so recording every phase makes the accounting auditable.
+
+When a rank dies or hangs (docs/RELIABILITY.md#dead-and-hung-ranks) the run must end in bounded time with one line
+that names the rank and says what to do (resume from the last checkpoint). On gloo a dead peer closes its sockets,
+so the survivors' next collective raises at once and `DistContext._collective` turns that into the line. On NCCL a
+dead peer is not noticed by the collective itself: the survivors' kernels wait, and three things bound the wait:
+
+* torchrun: when any worker exits, its agent (polling every 0.1 s) sends SIGTERM to the others and SIGKILL 30 s
+  later (torch.distributed.elastic `PContext.close(death_sig, timeout=30)`); a survivor blocked in CUDA never runs a
+  Python signal handler, so it ends by SIGKILL, and torchrun's summary names the rank that failed first;
+* the NCCL watchdog: a collective that takes longer than the process group's timeout ($PGOLF_DIST_TIMEOUT, default
+  30 minutes) tears the process down when TORCH_NCCL_ASYNC_ERROR_HANDLING is 1 (torchrun's default for its workers)
+  or 3 (torch's own default): this bounds a rank that hangs while alive;
+* the heartbeat monitor (TORCH_NCCL_ENABLE_MONITORING, TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC, default 480 s) kills a
+  process whose watchdog thread is itself stuck.
+
+`nccl_env_defaults` fixes the settings pgolf relies on before the NCCL group starts (a user's own value always
+wins): teardown on timeout, and no flight-recorder dump on timeout (the monitor waits for that dump before it ends the
+process: minutes, in reports of torch >= 2.3), so the bound is the timeout itself. Errors that do reach Python
+(an aborted communicator's DistBackendError, gloo's connection errors, also in collectives pgolf does not wrap:
+DDP's buckets, Muon's reductions, the trainer's flag group) become the same line through `collective_failure`, which
+the CLI applies to any RuntimeError that escapes a command. None of the NCCL behaviour is measured yet: it needs a
+machine with two GPUs (tests/reliability/test_rank_death_nccl.py, marked gpu).
 """
 
 from __future__ import annotations
@@ -20,7 +42,7 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from pgolf.config import LaunchEnv
+from pgolf.config import LaunchEnv, launch_env
 from pgolf.errors import PgolfError
 
 
@@ -31,6 +53,46 @@ RANK_EXIT_HOOK = "PGOLF_TEST_RANK_EXIT"
 # timeout); torchrun stops the other ranks as soon as one exits, this bounds a rank that hangs without exiting.
 DIST_TIMEOUT_ENV = "PGOLF_DIST_TIMEOUT"
 DEFAULT_DIST_TIMEOUT_S = 1800
+# What pgolf sets for NCCL unless the environment already has a value (module docstring; torch's names,
+# docs: pytorch.org/docs/stable/torch_nccl_environment_variables.html).
+NCCL_ENV_DEFAULTS = {
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",  # a timed-out collective ends the process (torch's documented default)
+    "TORCH_NCCL_DUMP_ON_TIMEOUT": "0",  # no debug dump first: the process ends at the timeout, not minutes later
+}
+# Text of the errors gloo and NCCL raise as plain RuntimeError when a peer is gone (DistError is recognised by type).
+_COLLECTIVE_MARKERS = ("gloo/transport", "Connection closed by peer", "Connection reset by peer", "NCCL error",
+                       "ProcessGroupNCCL", "NCCL communicator was aborted")
+
+
+def nccl_env_defaults(environ=None) -> dict[str, str]:
+    """Set each of NCCL_ENV_DEFAULTS in `environ` (default os.environ) that is not set yet; returns what was set.
+    Must run before the NCCL process group is created: ProcessGroupNCCL reads these when it starts."""
+    environ = os.environ if environ is None else environ
+    applied = {k: v for k, v in NCCL_ENV_DEFAULTS.items() if k not in environ}
+    environ.update(applied)
+    return applied
+
+
+def collective_failure(exc: BaseException) -> PgolfError | None:
+    """The one line for an exception that means a collective failed because another rank exited or hung (a
+    torch.distributed DistError, or gloo/NCCL's RuntimeError text), in a distributed run; None for anything else
+    (a bug keeps its traceback)."""
+    try:
+        env = launch_env()
+    except PgolfError:
+        return None
+    if not env.distributed or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, dist.DistError) or any(marker in text for marker in _COLLECTIVE_MARKERS)):
+        return None
+    first = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+    return PgolfError(f"rank {env.rank}/{env.world_size}: a collective failed: another rank exited or stopped answering ({first}); "
+                      f"{_WHAT_TO_DO}")
+
+
+_WHAT_TO_DO = ("the run stops; the last checkpoint is intact: once every rank can run, continue with "
+               "pgolf train --resume RUN_DIR --data DATA_DIR")
 
 
 @dataclass
@@ -42,6 +104,7 @@ class DistContext:
     local_rank: int
     device: torch.device
     _collectives: int = field(default=0, repr=False, compare=False)
+    _failed: bool = field(default=False, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -62,9 +125,10 @@ class DistContext:
         try:
             run()
         except (RuntimeError, dist.DistError) as exc:  # gloo: connection closed or timed out; NCCL: watchdog
+            self._failed = True
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise PgolfError(f"rank {self.rank}/{self.world_size}: {op} failed: another rank exited or stopped "
-                             f"answering ({first}); the run stops, the last checkpoint is intact") from None
+                             f"answering ({first}); {_WHAT_TO_DO}") from None
 
     def barrier(self) -> None:
         if self.distributed:
@@ -89,6 +153,11 @@ class DistContext:
         return bool(self.all_reduce_max(t).item() > 0)
 
     def shutdown(self) -> None:
+        """Destroy the process group, except after a collective failed (here or, in flight, anywhere): tearing down
+        communicators whose peer is gone can block (NCCL) and the process is about to exit anyway."""
+        in_flight = sys.exc_info()[1]
+        if self._failed or (in_flight is not None and collective_failure(in_flight) is not None):
+            return
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -125,6 +194,8 @@ def init_distributed(env: LaunchEnv, device_preference: str = "auto") -> DistCon
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
+        if backend == "nccl":
+            nccl_env_defaults()
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=dist_timeout_s()), **kwargs)
     return DistContext(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank, device=device)
 
