@@ -1,6 +1,7 @@
 """A rank that dies or hangs under torchrun on NCCL (two CUDA devices; skipped otherwise): the run must end in bounded
-time, non-zero, with a line naming the rank that failed, and no worker traceback (docs/RELIABILITY.md#dead-and-hung-
-ranks). The gloo version is test_rank_death.py; what pgolf fixes before NCCL starts is test_nccl_policy.py.
+time, non-zero, with a line naming the rank that failed, and no worker traceback
+(docs/RELIABILITY.md#dead-and-hung-ranks). The gloo version is test_rank_death.py; what pgolf fixes before NCCL
+starts is test_nccl_policy.py.
 
 Not yet run on a machine with two GPUs: the bounds below are what pgolf's design promises (torchrun stops the
 survivors within its 30 s SIGTERM-to-SIGKILL grace; the NCCL watchdog ends a hung collective at PGOLF_DIST_TIMEOUT
