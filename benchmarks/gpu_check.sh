@@ -4,23 +4,44 @@
 #
 #   run(command="bash benchmarks/gpu_check.sh", carry=["local/gpu_carry"], timeout_s=540)
 #
-# It finishes in at most ~8 minutes on one H100/H200 (each stage has its own timeout and a failed stage does not stop
-# the others) and writes everything under $OUT:
+# Rehearse it here first, on the CPU, in about a minute (tests/test_gpu_check_script.py does this):
+#
+#   GPU_CHECK_SMOKE=1 OUT=/tmp/gpu_check_smoke bash benchmarks/gpu_check.sh
+#
+# The smoke mode runs every stage with the same commands and flags on the CPU presets (baseline-cpu, record-cpu),
+# 2 steps and a tiny eval, so a wrong flag, `--set` field or Python error shows here and not on the GPU; only the
+# official script (CUDA-only) is skipped there.
+#
+# On the GPU it finishes in at most ~7.5 minutes on one H100/H200: the stage timeouts add up to 440 s, plus a few
+# seconds for env.txt and the synthetic shards. Each stage has its own timeout and a failed stage does not stop the
+# others. Everything is written under $OUT:
 #   env.txt                    GPU, driver, python, torch, triton and pip list (the machine is offline: nothing is
 #                              installed; pgolf runs from src/ via PYTHONPATH)
 #   pytest-gpu.txt             the `gpu`-marked tests
 #   bench-baseline.json/.md    `pgolf bench --preset baseline` (real shapes, synthetic tokens, short)
-#   bench-record.json/.md      `pgolf bench --preset record` (flat and phased-TTT eval tokens/s included)
+#   bench-record.json/.md      `pgolf bench --preset record` (flat and phased-TTT eval tokens/s included); the
+#                              training figures are printed to bench-record.txt before the eval starts
 #   official-baseline.txt      the official baseline train_gpt.py for the same number of steps on synthetic
 #                              sp1024 shards, for a side-by-side tokens/s (its step_avg lines)
 #   profile-record.txt         torch.profiler's top operators of a few record steps
-#   summary.txt                one line per stage: ok / failed (exit code) and seconds
+#   summary.txt                one line per stage: ok / failed (exit code; 124 = its timeout) / skipped, and seconds
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
+: > "$OUT/summary.txt"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 CARRY=local/gpu_carry
-STEPS=${STEPS:-20}
+SMOKE=${GPU_CHECK_SMOKE:-0}
+
+if [ "$SMOKE" = 1 ]; then  # same stages, CPU-sized
+  DEVICE=cpu
+  BASELINE=baseline-cpu RECORD=record-cpu STEPS=${STEPS:-2} WARMUP=1
+  BASE_EVAL=4096 RECORD_EVAL=4096 PROFILE_BATCH=2 PROFILE_SEQ=256 SHARD_TOKENS=200000
+else
+  DEVICE=cuda
+  BASELINE=baseline RECORD=record STEPS=${STEPS:-20} WARMUP=5
+  BASE_EVAL=524288 RECORD_EVAL=262144 PROFILE_BATCH=32 PROFILE_SEQ=2048 SHARD_TOKENS=20000000
+fi
 
 stage() {  # stage NAME SECONDS COMMAND...: run with a timeout, log output, record the outcome
   local name=$1 limit=$2; shift 2
@@ -31,55 +52,78 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a timeout, log output, reco
 }
 
 {
-  nvidia-smi; python -VV
-  python -c "import torch; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+  nvidia-smi || echo "nvidia-smi: not available"
+  python -VV
+  python -c "import torch; print('torch', torch.__version__, torch.version.cuda,
+           torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
   python -c "import triton; print('triton', triton.__version__)"
   python -c "import flash_attn_interface; print('flash_attn_interface (FA3) importable')"
   python -m pip list
 } > "$OUT/env.txt" 2>&1
 
-stage pytest-gpu 150 python -m pytest -q -m gpu tests -p no:cacheprovider
-stage bench-baseline 90 python -m pgolf bench --preset baseline --steps "$STEPS" --warmup 5 --eval-tokens 524288 \
+stage pytest-gpu 80 python -m pytest -q -m gpu tests -p no:cacheprovider
+stage bench-baseline 70 python -m pgolf bench --preset "$BASELINE" --device "$DEVICE" --steps "$STEPS" \
+  --warmup "$WARMUP" --eval-tokens "$BASE_EVAL" --no-ttt \
   --json "$OUT/bench-baseline.json" --markdown "$OUT/bench-baseline.md"
-stage bench-record 150 python -m pgolf bench --preset record --steps "$STEPS" --warmup 5 --eval-tokens 262144 \
-  --set eval.ttt_prefix_docs=200 --json "$OUT/bench-record.json" --markdown "$OUT/bench-record.md"
+stage bench-record 120 python -m pgolf bench --preset "$RECORD" --device "$DEVICE" --steps "$STEPS" \
+  --warmup "$WARMUP" --eval-tokens "$RECORD_EVAL" --set eval.ttt_prefix_docs=200 \
+  --json "$OUT/bench-record.json" --markdown "$OUT/bench-record.md"
 
 # The official baseline on synthetic sp1024 shards in the official format, same step count.
-DATA=/tmp/gpu_check_data
-python - "$DATA" <<'PY'
+DATA=$OUT/official_data
+python - "$DATA" "$SHARD_TOKENS" <<'PY'
 import sys
 from pathlib import Path
 import numpy as np
 from pgolf.data.shards import write_shard
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+out, n = Path(sys.argv[1]), int(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
-write_shard(out / "fineweb_train_000000.bin", rng.integers(0, 1024, 20_000_000).astype(np.uint16))
-write_shard(out / "fineweb_val_000000.bin", rng.integers(0, 1024, 2_000_000).astype(np.uint16))
+write_shard(out / "fineweb_train_000000.bin", rng.integers(0, 1024, n).astype(np.uint16))
+write_shard(out / "fineweb_val_000000.bin", rng.integers(0, 1024, n // 10).astype(np.uint16))
 PY
-if [ -f "$CARRY/official/train_gpt.py" ]; then
-  stage official-baseline 150 env DATA_PATH="$DATA" TOKENIZER_PATH="$CARRY/fineweb_1024_bpe.model" \
+echo "synthetic-shards: $([ -f "$DATA/fineweb_val_000000.bin" ] && echo ok || echo failed)" | tee -a "$OUT/summary.txt"
+if [ ! -f "$CARRY/official/train_gpt.py" ] || [ ! -f "$CARRY/fineweb_1024_bpe.model" ]; then
+  echo "official-baseline: skipped (run benchmarks/gpu_check_prepare.sh and carry $CARRY)" | tee -a "$OUT/summary.txt"
+elif [ "$SMOKE" = 1 ]; then
+  echo "official-baseline: skipped (smoke: the official script needs CUDA; its inputs are present)" \
+    | tee -a "$OUT/summary.txt"
+else
+  stage official-baseline 110 env DATA_PATH="$DATA" TOKENIZER_PATH="$CARRY/fineweb_1024_bpe.model" \
     ITERATIONS="$STEPS" WARMUP_STEPS=5 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 RUN_ID=gpu_check \
     python "$CARRY/official/train_gpt.py"
-else
-  echo "official-baseline: skipped (run benchmarks/gpu_check_prepare.sh and carry $CARRY)" | tee -a "$OUT/summary.txt"
 fi
+rm -rf "$DATA"
 
-stage profile-record 90 python - <<'PY'
+# A few record steps as the trainer runs them (bf16 body, Triton kernels, autocast), profiled.
+stage profile-record 60 python - "$RECORD" "$PROFILE_BATCH" "$PROFILE_SEQ" <<'PY'
+import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 from pgolf.model.gpt import GPT
+from pgolf.model.kernels import wanted
+from pgolf.model.precision import body_dtype, cast_body
 from pgolf.options import resolve_config
 from pgolf.runtime import autocast_for
-cfg = resolve_config("record", ["train.micro_batch_tokens=65536"])
-model = GPT(cfg.model).cuda()
-model.looping = True
-x = torch.randint(0, cfg.model.vocab_size, (32, 2048), device="cuda")
+preset, batch, seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+cfg = resolve_config(preset, [])
+model = GPT(cfg.model).to(device)
+cast_body(model, body_dtype(cfg.train.body_dtype, device))
+model.use_kernels(wanted(cfg.train.kernels, device))
+model.looping = cfg.model.num_loops > 0
+x = torch.randint(0, cfg.model.vocab_size, (batch, seq), device=device)
+activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+prof = profile(activities=activities)
 for i in range(4):
     if i == 2:
-        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]); prof.__enter__()
-    with autocast_for(torch.device("cuda")):
+        prof.__enter__()
+    with autocast_for(device):
         model(x, x).backward()
-torch.cuda.synchronize(); prof.__exit__(None, None, None)
-print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+if device.type == "cuda":
+    torch.cuda.synchronize()
+prof.__exit__(None, None, None)
+print(prof.key_averages().table(sort_by="cuda_time_total" if device.type == "cuda" else "cpu_time_total",
+                                row_limit=25))
 PY
 cat "$OUT/summary.txt"

@@ -17,6 +17,7 @@ import datetime
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,12 +60,20 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
     `mean_doc` tokens on average; 0: half a sequence)."""
     from pgolf.data.segments import document_segments
     from pgolf.model.gpt import GPT
+    from pgolf.model.kernels import wanted
+    from pgolf.model.precision import body_dtype, cast_body
     from pgolf.optim.groups import build_optimizers
 
     torch.manual_seed(0)
     model = GPT(cfg.model).to(device)
+    # What the trainer runs (pgolf/train/trainer.py): the bf16 body and the Triton kernels where they are wanted, and
+    # the model compiled whole (fullgraph=True, so a graph break fails here as it would in training).
+    cast_body(model, body_dtype(cfg.train.body_dtype, device))
+    kernels = wanted(cfg.train.kernels, device)
+    model.use_kernels(kernels)
     model.looping = cfg.model.num_loops > 0  # the slower, looped shape most of a record run uses
-    step_model = torch.compile(model, dynamic=False) if should_compile(cfg.train.compile, device) else model
+    compiled = should_compile(cfg.train.compile, device)
+    step_model = torch.compile(model, dynamic=False, fullgraph=True) if compiled else model
     opts = build_optimizers(model, cfg.optim)
     tokens, seq = cfg.train.micro_batch_tokens, cfg.train.train_seq_len
     stream = synthetic_tokens(tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=mean_doc or max(2, seq // 2))
@@ -98,19 +107,26 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
         step()
     _sync(device)
     seconds = (time.perf_counter() - t0) / steps
+    peak_memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None  # before the eager step
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:  # eager, one step: what the compiled step computes
+    # Eager, one step: what the compiled step computes. The Triton kernels are custom ops FlopCounterMode has no
+    # formula for, so their eager twins are counted (the same matmuls). Variable-length flash attention (a custom
+    # op too) is not counted: with `train.loader = "packed"` on CUDA the attention FLOPs are missing from MFU.
+    model.use_kernels(False)
+    with FlopCounterMode(display=False) as counter:
         for o in opts:
             o.zero_grad(set_to_none=True)
         with autocast_for(device):
             model(x, y, segments=segments).backward()
+    model.use_kernels(kernels)
     flops = counter.get_total_flops()
     out = {"micro_batch_tokens": tokens, "seq_len": seq, "params": sum(p.numel() for p in model.parameters()),
            "warmup_steps": warmup, "warmup_seconds": round(first, 3), "steps": steps,
            "ms_per_step": round(1000 * seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
            "flops_per_step": flops, "achieved_tflops": round(flops / seconds / 1e12, 3)}
-    if device.type == "cuda":
-        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    out["compiled"], out["kernels"] = compiled, kernels
+    if peak_memory is not None:
+        out["peak_memory_gib"] = round(peak_memory / 2**30, 3)
     peak = peak_flops(device_name(device)) if device.type == "cuda" else None
     out["mfu"] = round(flops / seconds / peak, 4) if peak else None
     return out
@@ -157,6 +173,8 @@ def run_bench(cfg: Config, *, device: torch.device, steps: int, warmup: int, eva
               "threads": torch.get_num_threads(), "commit": commit_hash(),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
     result["train"] = bench_training(cfg, device, steps, warmup)
+    # On stderr (stdout stays one JSON object): kept in a log even if the eval below runs out of time.
+    print(json.dumps({"train": result["train"]}), file=sys.stderr, flush=True)
     if eval_tokens > 0:
         result["eval"] = bench_eval(cfg, device, eval_tokens, ttt)
     return result
