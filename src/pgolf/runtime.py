@@ -21,8 +21,8 @@ dead peer is not noticed by the collective itself: the survivors' kernels wait, 
   process whose watchdog thread is itself stuck.
 
 `nccl_env_defaults` fixes the settings pgolf relies on before the NCCL group starts (a user's own value always
-wins): teardown on timeout, and no flight-recorder dump on timeout (the monitor waits for that dump before it ends the
-process: minutes, in reports of torch >= 2.3), so the bound is the timeout itself. Errors that do reach Python
+wins): teardown on timeout, and no flight-recorder dump on timeout (a user report shows the process ending 8 minutes
+after the watchdog's error, spent preparing that dump), so the bound is the timeout itself. Errors that do reach Python
 (an aborted communicator's DistBackendError, gloo's connection errors, also in collectives pgolf does not wrap:
 DDP's buckets, Muon's reductions, the trainer's flag group) become the same line through `collective_failure`, which
 the CLI applies to any RuntimeError that escapes a command. None of the NCCL behaviour is measured yet: it needs a
@@ -87,8 +87,8 @@ def collective_failure(exc: BaseException) -> PgolfError | None:
     if not (isinstance(exc, dist.DistError) or any(marker in text for marker in _COLLECTIVE_MARKERS)):
         return None
     first = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
-    return PgolfError(f"rank {env.rank}/{env.world_size}: a collective failed: another rank exited or stopped answering ({first}); "
-                      f"{_WHAT_TO_DO}")
+    return PgolfError(f"rank {env.rank}/{env.world_size}: a collective failed: another rank exited or stopped "
+                      f"answering ({first}); {_WHAT_TO_DO}")
 
 
 _WHAT_TO_DO = ("the run stops; the last checkpoint is intact: once every rank can run, continue with "
