@@ -125,10 +125,21 @@ class DistContext:
         try:
             run()
         except (RuntimeError, dist.DistError) as exc:  # gloo: connection closed or timed out; NCCL: watchdog
-            self._failed = True
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise PgolfError(f"rank {self.rank}/{self.world_size}: {op} failed: another rank exited or stopped "
-                             f"answering ({first}); {_WHAT_TO_DO}") from None
+            raise self._failure(op, exc) from None
+
+    def _failure(self, op: str, exc: BaseException) -> PgolfError:
+        self._failed = True
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return PgolfError(f"rank {self.rank}/{self.world_size}: {op} failed: another rank exited or stopped "
+                          f"answering ({first}); {_WHAT_TO_DO}")
+
+    def wait(self, work, op: str) -> None:
+        """Wait for an async collective's handle (`dist.all_reduce(..., async_op=True)`, e.g. on a side group): a
+        peer that died or hung is the same one line as in `_collective`. (Not counted by the test hook.)"""
+        try:
+            work.wait()
+        except (RuntimeError, dist.DistError) as exc:
+            raise self._failure(op, exc) from None
 
     def barrier(self) -> None:
         if self.distributed:

@@ -142,3 +142,15 @@ def test_a_broken_group_is_not_torn_down(rank1_of_2, monkeypatch):
         ctx._collective("barrier", lambda: (_ for _ in ()).throw(RuntimeError(GLOO_RESET)))
     ctx.shutdown()
     assert calls == []
+
+
+def test_waiting_on_an_async_collective_gives_the_same_line():
+    """For the trainer's flag all-reduce on its gloo side group (`DistContext.wait`)."""
+    class Work:
+        def wait(self):
+            raise RuntimeError(GLOO_RESET)
+
+    ctx = DistContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    with pytest.raises(PgolfError, match=r"^rank 1/2: flag all_reduce failed: another rank exited.*--resume"):
+        ctx.wait(Work(), "flag all_reduce")
+    assert ctx._collectives == 0 and ctx._failed
