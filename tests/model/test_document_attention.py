@@ -161,3 +161,39 @@ def test_varlen_call_gets_one_half_dtype_under_autocast(monkeypatch, which):
     torch.testing.assert_close(y.float(), reference, rtol=3e-2, atol=3e-2)
     with torch.autocast("cpu", dtype=torch.float16):
         assert attention._varlen(q, k, v, seg).dtype == torch.float16 and calls[-1] == torch.float16
+
+
+@torch.library.custom_op("pgolf_test::varlen", mutates_args=())
+def _test_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
+    return _fake_flash_varlen([])(q, k, v, cu, cu, max_len, max_len, window_size=(-1, 0))
+
+
+@_test_varlen_op.register_fake
+def _(q, k, v, cu, max_len):
+    return torch.empty_like(q)
+
+
+def test_varlen_compiles_once_for_every_cu_seqlens_bucket(monkeypatch):
+    """The compiled training step (fullgraph, dynamic=False) sees cu_seqlens whose length follows the number of
+    documents (a multiple of CU_BUCKET): `Segments.to` marks that length dynamic, so a new bucket is no recompile
+    (8 of them would be a hard error under fullgraph)."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    from pgolf.model import attention
+    monkeypatch.setattr(attention, "fa3_varlen", None)
+    monkeypatch.setattr(attention, "varlen_attention",
+                        lambda q, k, v, cu, _cu, max_q, _max_k, window_size, enable_gqa: _test_varlen_op(q, k, v, cu,
+                                                                                                           max_q))
+    counter = CompileCounter()
+    compiled = torch.compile(attention._varlen, backend=counter, fullgraph=True, dynamic=False)
+    torch.manual_seed(0)
+    for docs in (3, 70, 140, 5):  # cu_seqlens of 64, 128, 192 and 64 entries
+        ids = torch.full((1, 600), 3)
+        ids[0, torch.linspace(0, 599, docs).long()] = 1
+        seg = document_segments(ids, 1, max_len=64).to("cpu")
+        q, k, v = torch.randn(1, 4, 600, 8), torch.randn(1, 2, 600, 8), torch.randn(1, 2, 600, 8)
+        torch.testing.assert_close(compiled(q, k, v, seg).float(), segment_attention(q, k, v, seg),
+                                   rtol=3e-2, atol=3e-2)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1

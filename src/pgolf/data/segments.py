@@ -34,9 +34,17 @@ class Segments:
     count: int                # n, the number of real segments
 
     def to(self, device: torch.device | str) -> "Segments":
+        """The same segments on `device`. The length of `cu_seqlens` (a multiple of CU_BUCKET that follows the
+        number of documents in the batch) is marked dynamic for torch.compile: the model is compiled with
+        dynamic=False and fullgraph=True, and without the mark every new bucket would be a recompile during
+        training, and past `torch._dynamo.config.recompile_limit` (8) graphs a hard error under fullgraph. The
+        varlen kernels' fake implementations do not depend on that length, so one graph serves all of them."""
+        import torch._dynamo  # not at import time: the data modules load without it
+
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Segments(move(self.cu_seqlens), self.max_seqlen, move(self.positions), move(self.gather),
-                        move(self.valid), self.count)
+        cu = move(self.cu_seqlens)
+        torch._dynamo.maybe_mark_dynamic(cu, 0)
+        return Segments(cu, self.max_seqlen, move(self.positions), move(self.gather), move(self.valid), self.count)
 
 
 def segment_starts(ids: np.ndarray, bos_id: int, max_len: int) -> np.ndarray:
