@@ -124,16 +124,17 @@ def write_state(path: str | os.PathLike, state: dict, meta: dict | None = None) 
         offset += len(blob)
     header = json.dumps({"format": FORMAT, "meta": meta or {}, "blobs": entries, "payload_bytes": offset,
                          "state": tree}, separators=(",", ":")).encode("utf-8")
-    digest = hashlib.sha256()
     try:
-        size = _write_container(Path(path), header, entries, blobs, digest)
+        size = _write_container(Path(path), header, entries, blobs)
     except WriteFailed as exc:
         raise _write_failed(exc, (meta or {}).get("step"), _run_dir_of(Path(path))) from None
     _fsync_dir(Path(path).parent)
     return size
 
 
-def _write_container(path: Path, header: bytes, entries: list, blobs: list, digest) -> int:
+def _write_container(path: Path, header: bytes, entries: list, blobs: list) -> int:
+    """The container's bytes, through a temporary file that is fsynced and renamed into place; returns its size."""
+    digest = hashlib.sha256()
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             def put(data: bytes) -> None:
