@@ -274,3 +274,22 @@ def test_a_chunk_longer_than_the_window_is_refused():
     from pgolf.eval.evaluate import build_mode
     with pytest.raises(PgolfError, match="ttt_chunk=256 must be at most the eval window seq_len=64"):
         build_mode("lora-ttt", seq_len=64, ttt=_settings(chunk=256))
+
+
+def test_adapter_draws_use_a_cpu_generator():
+    """`BatchedLoRA.draw_a` draws on the CPU (the same numbers on every device), so its generator must be a CPU one
+    on CUDA too: a CUDA generator fails on a CPU tensor. The draw is reproducible from its key alone."""
+    from pgolf.eval.ttt import _draw_generator
+    from pgolf.model.lora import BatchedLoRA
+    from pgolf.config import ModelConfig
+
+    g = _draw_generator(1337, 0, 0, 1)
+    assert g.device.type == "cpu"
+    cfg = ModelConfig(vocab_size=64, num_layers=2, model_dim=16, num_heads=2, num_kv_heads=1)
+    draws = []
+    for _ in range(2):
+        lora = BatchedLoRA(cfg, rows=2, rank=4, slots=2, targets=("q", "v"), alpha=0.0,
+                           device=torch.device("cpu"))
+        lora.draw_a(_draw_generator(1337, 0, 0, 1))
+        draws.append(torch.cat([a.detach().reshape(-1) for a in lora.a.values()]))
+    assert torch.equal(draws[0], draws[1]) and draws[0].abs().sum() > 0

@@ -162,9 +162,11 @@ def make_schedule(tokens: np.ndarray, bos_id: int, batch_docs: int, phases: int,
     return Schedule(starts, ends, batches, phase_after)
 
 
-def _draw_generator(device: torch.device, *key: int) -> torch.Generator:
-    """A generator on `device` seeded from non-negative integers (the same numbers on every rank)."""
-    g = torch.Generator(device=device)
+def _draw_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from non-negative integers (the same numbers on every rank and device).
+    `BatchedLoRA.draw_a` draws on the CPU and copies to the adapters' device; a CUDA generator there fails
+    ("Expected a 'cpu' device type for generator but found 'cuda'")."""
+    g = torch.Generator(device="cpu")
     g.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1))
     return g
 
@@ -250,7 +252,7 @@ class BatchedLoRAMode(EvalMode):
                     a.copy_(chain[k])
             else:
                 key = (0, j % self.s.chains) if self.s.warm_start_a else (1, j)  # a chain's start, or batch j's
-                self.lora.draw_a(_draw_generator(device, self.s.seed, phase, *key))
+                self.lora.draw_a(_draw_generator(self.s.seed, phase, *key))
         self.opt = torch.optim.AdamW(self.lora.parameters(), lr=self.s.lr, betas=self.s.betas, eps=1e-10,
                                      weight_decay=self.s.weight_decay, fused=device.type == "cuda" or None)
 
