@@ -205,3 +205,24 @@ def test_verify_of_a_missing_directory_is_one_line(tmp_path, capsys):
 def test_shard_sha256_of_a_missing_file_is_one_error(tmp_path):
     with pytest.raises(PgolfError, match="shard file is missing"):
         shard_sha256(tmp_path / "fineweb_train_000000.bin")
+
+
+def test_fineweb_download_records_checksums_and_verifies(tmp_path, capsys):
+    """`data fineweb` (here from a local mirror of the Hub repository) writes its manifest through `data import`:
+    with checksums of the files as downloaded, which `data verify` then compares."""
+    from test_hub import _make_repo
+
+    mirror = _make_repo(tmp_path / "mirror", {"sp1024": (2, 1)})
+    out = tmp_path / "out"
+    assert main(["data", "fineweb", "--hub-dir", str(mirror), "--train-shards", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    data = out / "datasets" / "fineweb10B_sp1024"
+    m = read_manifest(data)
+    assert sorted(m[CHECKSUMS]) == ["fineweb_train_000000.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
+    assert all(m[CHECKSUMS][n] == _sha(mirror / "datasets" / "datasets" / "fineweb10B_sp1024" / n)
+               for n in m[CHECKSUMS])
+    capsys.readouterr()
+    assert main(["data", "verify", str(data), "--quiet"]) == 0
+    _flip_token_byte(data / "fineweb_train_000001.bin")
+    assert main(["data", "verify", str(data), "--quiet"]) == 2
+    assert "fineweb_train_000001.bin: SHA-256 mismatch" in capsys.readouterr().err
