@@ -20,10 +20,7 @@ Gradient accumulation keeps the global batch at `train_batch_tokens` for every w
 from __future__ import annotations
 
 import copy
-import json
-import platform
 import signal
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -40,9 +37,9 @@ from pgolf.errors import PgolfError, choose
 from pgolf.fileio import atomic_write_json
 from pgolf.runtime import DistContext, PhaseClock, autocast_for, init_distributed, should_compile
 from pgolf.train import checkpoint as ckpt
+from pgolf.train.export import export_and_score
+from pgolf.train.resume import check_resume, load_checkpoint, save_checkpoint
 from pgolf.train.runlog import STDOUT, RunLog
-
-ARTIFACT_NAME = "artifact.pgolf"
 EXISTING = ("refuse", "overwrite", "resume")  # what `Trainer(existing=...)` does with a run directory's old content
 
 
@@ -93,7 +90,8 @@ class Trainer:
         if self.ctx.any(problem is not None):
             raise PgolfError(problem or f"run directory {self.run_dir} cannot be used (rank 0 says why)")
         self.manifest, self.tokenizer_path = check_data_dir(self.data_dir, expected_vocab=cfg.model.vocab_size)
-        self.resume_from = self._check_resume(cfg) if existing == "resume" else None
+        self.resume_from = (check_resume(self.run_dir, cfg, self.ctx.world_size, self.data_dir, self.manifest)
+                            if existing == "resume" else None)
         self.last_checkpoint: tuple[int, Path] | None = None
         self.resumes: list[int] = []
         self._signal: int | None = None
@@ -261,7 +259,7 @@ class Trainer:
         pre_quant: dict | None = None
         step = 0
         if self.resume_from is not None:
-            step, train_ms, stop_after, pre_quant = self._load_checkpoint()
+            step, train_ms, stop_after, pre_quant = load_checkpoint(self)
         self._first_bad = torch.zeros((), dtype=torch.int64, device=ctx.device)  # first step with a non-finite loss
         handlers = self._catch_signals()
         try:
@@ -283,8 +281,11 @@ class Trainer:
         if ctx.device.type == "cuda":
             mib = torch.cuda.max_memory_allocated() // 2**20
             self.log.line(f"peak memory allocated: {mib} MiB")
-        hessians = self._calibrate(train_ms)
-        return self._export_and_score(step, train_ms, pre_quant, hessians)
+        from pgolf.train.calibration import collect_hessians
+
+        hessians, calibration = collect_hessians(self.base_model, self.loader, cfg, ctx, self.clock, self.log,
+                                                 train_ms)  # GPTQ's Hessians, or None when the export needs none
+        return export_and_score(self, step, train_ms, pre_quant, hessians, calibration)
 
     def _train_loop(self, step: int, train_ms: float, stop_after: int | None, pre_quant: dict | None,
                     budget_s: float, sync) -> tuple[int, float, int | None, dict | None]:
@@ -349,14 +350,14 @@ class Trainer:
             if save:
                 sync()
                 train_ms += 1000 * (time.perf_counter() - t0)
-                self._save_checkpoint(step, train_ms, stop_after, pre_quant)
+                save_checkpoint(self, step, train_ms, stop_after, pre_quant)
                 if signalled:
                     self._interrupted(step)
                 sync()
                 t0 = time.perf_counter()
         return step, train_ms, stop_after, pre_quant
 
-    # ------------------------------------------------------------------ reliability: signals, NaN guard, checkpoints
+    # ------------------------------------------------------------------ reliability: signals, NaN guard
     def _catch_signals(self) -> dict:
         """SIGINT/SIGTERM during training: finish the step, write a checkpoint, stop. A second one stops at once."""
         if threading.current_thread() is not threading.main_thread():
@@ -429,105 +430,7 @@ class Trainer:
         self.log.line(message)
         raise TrainingDiverged(message)
 
-    def _data_identity(self) -> dict:
-        return json.loads(json.dumps({"tokenizer": self.manifest["tokenizer"],
-                                      "train": self.manifest["splits"]["train"]}))
-
-    def _check_resume(self, cfg: Config) -> dict:
-        """The manifest of the checkpoint to resume, once it is known to belong to this config, data and world."""
-        manifest = ckpt.read_manifest(self.run_dir)
-        where = self.run_dir / ckpt.MANIFEST
-        if manifest["world_size"] != self.ctx.world_size:
-            raise PgolfError(f"{where}: the run was checkpointed with {manifest['world_size']} process(es); resume it "
-                             f"with as many (this launch has {self.ctx.world_size})")
-        ours = json.loads(json.dumps(cfg.to_dict()))
-        if manifest["config"] != ours:
-            diff = sorted(f"{section}.{key}" for section, values in ours.items() if isinstance(values, dict)
-                          for key, value in values.items()
-                          if manifest["config"].get(section, {}).get(key, object()) != value)
-            raise PgolfError(f"{where}: resuming needs the run's own config; these settings differ: "
-                             f"{', '.join(diff) or 'preset'}")
-        if manifest.get("data") != self._data_identity():
-            raise PgolfError(f"{where}: {self.data_dir} is not the data this run trained on (its tokenizer or train "
-                             "split differs); pass the run's --data")
-        return manifest
-
-    def _save_checkpoint(self, step: int, train_ms: float, stop_after: int | None, pre_quant: dict | None) -> None:
-        """Each rank writes its file, then rank 0 points checkpoint.json at them (the commit), then prunes."""
-        cfg, ctx = self.cfg, self.ctx
-        start = time.perf_counter()
-        state = {
-            "step": step, "train_ms": train_ms, "stop_after": stop_after, "pre_quant": pre_quant,
-            "seq_len": self.seq_len, "looping": bool(getattr(self.base_model, "looping", False)),
-            "clock": dict(self.clock.seconds), "resumes": list(self.resumes),
-            "model": self.base_model.state_dict(),
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-            "weight_average": self.ema.state_dict() if self.ema is not None else None,
-            "loader": self.loader.state_dict(),
-            "rng": ckpt.rng_state(),
-        }
-        name = ckpt.rank_file(step, ctx.rank)
-        size = ckpt.write_state(self.run_dir / name, state,
-                                meta={"step": step, "rank": ctx.rank, "world_size": ctx.world_size,
-                                      "pgolf_version": pgolf.__version__})
-        ctx.barrier()
-        files = [ckpt.rank_file(step, r) for r in range(ctx.world_size)]
-        if ctx.is_main:
-            ckpt.write_manifest(self.run_dir, {
-                "step": step, "world_size": ctx.world_size, "files": files, "train_ms": train_ms,
-                "metrics_lines": self.log.metric_records, "pgolf_version": pgolf.__version__,
-                "config": cfg.to_dict(), "data": self._data_identity()})
-            ckpt.prune(self.run_dir, files)
-        ctx.barrier()
-        seconds = time.perf_counter() - start
-        self.clock.add("checkpoint", seconds)
-        self.last_checkpoint = (step, self.run_dir / name)
-        self.log.line(f"checkpoint: step:{step}/{cfg.train.iterations} {self.run_dir / name} ({size} bytes, "
-                      f"{seconds:.2f}s, not counted as training time)")
-
-    def _load_checkpoint(self) -> tuple[int, float, int | None, dict | None]:
-        """Restore everything `_save_checkpoint` wrote (after the warm-up, so that its steps change nothing)."""
-        manifest, ctx = self.resume_from, self.ctx
-        path = self.run_dir / manifest["files"][ctx.rank]
-        start = time.perf_counter()
-        state, meta = ckpt.read_state(path)
-        if meta.get("step") != manifest["step"] or meta.get("rank") != ctx.rank:
-            raise PgolfError(f"{path}: holds step {meta.get('step')} of rank {meta.get('rank')}, but "
-                             f"{ckpt.MANIFEST} names step {manifest['step']} of rank {ctx.rank}; nothing was resumed")
-        device = ctx.device
-
-        def to_device(tree):
-            if isinstance(tree, torch.Tensor):
-                return tree.to(device)
-            if isinstance(tree, dict):
-                return {k: to_device(v) for k, v in tree.items()}
-            return tree
-
-        try:
-            self.base_model.load_state_dict(state["model"], strict=True)
-            for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
-                opt.load_state_dict(opt_state)
-            if self.ema is not None:
-                self.ema.load_state_dict(to_device(state["weight_average"]))
-            self.loader.load_state_dict(state["loader"])
-            ckpt.set_rng_state(state["rng"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise PgolfError(f"{path}: does not fit this model/optimizer ({str(exc).splitlines()[0]}); "
-                             "nothing was resumed") from None
-        for phase, seconds in state["clock"].items():
-            self.clock.add(phase, float(seconds))
-        self.seq_len = int(state["seq_len"])
-        if hasattr(self.base_model, "looping"):
-            self.base_model.looping = bool(state["looping"])
-        step, train_ms = int(state["step"]), float(state["train_ms"])
-        self.resumes = [*state["resumes"], step]
-        self.last_checkpoint = (step, path)
-        self.clock.add("resume", time.perf_counter() - start)
-        self.log.line(f"resumed: step:{step}/{self.cfg.train.iterations} from {path} (train_time:{train_ms:.0f}ms "
-                      "already charged; metrics.jsonl cut back to the checkpoint)")
-        return step, train_ms, state["stop_after"], state["pre_quant"]
-
-    # ------------------------------------------------------------------ GPTQ calibration
+    # ------------------------------------------------------------------ the clock
     def train_budget_seconds(self) -> float:
         """The training clock: the wall-clock cap minus the time reserved for GPTQ calibration on training data
         (which must happen inside the 600 s, docs/rules.md#eval-time-limit)."""
@@ -537,122 +440,6 @@ class Trainer:
         if t.max_wallclock_seconds > 0 and calibrates_on_train(q):
             return max(1e-3, t.max_wallclock_seconds - q.gptq_reserve_seconds)
         return t.max_wallclock_seconds
-
-    def _calibrate(self, train_ms: float) -> dict[str, torch.Tensor] | None:
-        """GPTQ Hessians (pgolf/train/calibration.py), or None when the export needs none."""
-        from pgolf.train.calibration import collect_hessians
-
-        hessians, self.calibration = collect_hessians(self.base_model, self.loader, self.cfg, self.ctx, self.clock,
-                                                      self.log, train_ms)
-        return hessians
-
-    def _quantize(self, state: dict[str, torch.Tensor], hessians, code_bytes: int, encode) -> tuple:
-        """The QuantizedModel to ship, and a report (mixed recipe details, budget fit)."""
-        from pgolf.artifact.format import CAP_BYTES
-        from pgolf.quant.fitter import fit_budget
-        from pgolf.quant.recipe import quantize_for_export
-
-        q = self.cfg.quant
-        if q.scheme == "mixed" and q.fit:
-            qm, fit = fit_budget(state, q, budget_bytes=CAP_BYTES - code_bytes, hessians=hessians,
-                                 encoded_size=lambda m: len(encode(m)))
-            self.log.line(f"budget_fit: {fit.summary()}")
-            return qm, {"fit": fit.to_dict()}
-        qm, mixed = quantize_for_export(state, q, hessians=hessians)
-        return qm, ({"lqer": mixed.lqer} if mixed else {})
-
-    def _export_and_score(self, steps: int, train_ms: float, pre_quant: dict | None,
-                          hessians: dict[str, torch.Tensor] | None = None) -> dict | None:
-        from pgolf.artifact.format import CAP_BYTES, encode_artifact
-        from pgolf.eval.evaluate import score_artifact
-        from pgolf.fileio import atomic_write_bytes
-        from pgolf.submit.code_bytes import count_code_bytes
-
-        cfg, ctx = self.cfg, self.ctx
-        path = self.run_dir / ARTIFACT_NAME
-        code_bytes, method = count_code_bytes(cfg.preset)
-        tok = self.manifest["tokenizer"]
-        self.quant_report: dict = {"scheme": cfg.quant.scheme, "codec": cfg.quant.codec}
-        if ctx.is_main:
-            meta = {"code_bytes": code_bytes, "code_bytes_method": method, "pgolf_version": pgolf.__version__,
-                    "steps": steps, "seed": cfg.train.seed, "preset": cfg.preset}
-
-            def encode(qm) -> bytes:
-                return encode_artifact(qm, config=cfg.to_dict(), tokenizer=dict(tok), codec=cfg.quant.codec,
-                                       level=cfg.quant.level, meta=meta)
-
-            with self.clock.phase("quantization"):
-                state = {k: v.detach().float().cpu() for k, v in self.base_model.state_dict().items()}
-                if cfg.train.save_float:
-                    torch.save(state, self.run_dir / "model_fp32.pt")  # plain tensors: loads with weights_only
-                qm, report = self._quantize(state, hessians, code_bytes, encode)
-                self.quant_report.update(report)
-            with self.clock.phase("compression"):
-                data = encode(qm)
-                atomic_write_bytes(path, data)
-                artifact_bytes = len(data)
-            tag = f"{cfg.quant.scheme}+{cfg.quant.codec}"
-            self.log.line(f"quantization: {self.clock.seconds['quantization']:.1f}s compression: "
-                          f"{self.clock.seconds['compression']:.1f}s")
-            self.log.line(f"Serialized model {tag}: {artifact_bytes} bytes")
-            self.log.line(f"Code size ({method}): {code_bytes} bytes")
-            self.log.line(f"Total submission size {tag}: {artifact_bytes + code_bytes} bytes")
-        ctx.barrier()
-        report_modes = [m.strip() for m in cfg.eval.report_modes.split(",") if m.strip()]
-        scored = score_artifact(path, self.data_dir, device=ctx.device, ctx=ctx, clock=self.clock,
-                                code_bytes=code_bytes, enforce_cap=False, report_modes=report_modes,
-                                log=self.log.line, progress=ctx.is_main and sys.stderr.isatty())
-        name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
-        eval_ms = 1000 * self.clock.seconds.get("scoring", 0.0)
-        self.log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} "
-                      f"eval_time:{eval_ms:.0f}ms")
-        self.log.line(f"{name}_exact val_loss:{scored['val_loss']:.8f} val_bpb:{scored['val_bpb']:.8f}")
-        self.log.metric(step=steps, val_loss=scored["val_loss"], val_bpb=scored["val_bpb"], roundtrip=True)
-        self.log.line("phases: " + " ".join(f"{k}:{v:.1f}s" for k, v in self.clock.seconds.items()))
-        total = scored["total_bytes"]
-        result = None
-        if ctx.is_main:
-            result = {
-                "artifact": ARTIFACT_NAME,
-                "val_loss": scored["val_loss"],
-                "val_bpb": scored["val_bpb"],
-                "eval_mode": scored["mode"],
-                "final_eval": scored["final_eval"],
-                "evals": scored["evals"],
-                "val_tokens": scored["val_tokens"],
-                "val_bytes": scored["val_bytes"],
-                "pre_quant": pre_quant,
-                "quant": self.quant_report | ({"calibration": self.calibration} if hessians else {}),
-                "artifact_bytes": scored["artifact_bytes"],
-                "code_bytes": code_bytes,
-                "code_bytes_method": method,
-                "total_bytes": total,
-                "cap_bytes": CAP_BYTES,
-                "within_cap": total <= CAP_BYTES,
-                "steps": steps,
-                "resumed_from": self.resumes,
-                "train_seconds": round(train_ms / 1000, 4),
-                "train_tokens": steps * cfg.train.train_batch_tokens,
-                "step_avg_ms": round(train_ms / max(steps, 1), 4),
-                "phases": self.clock.as_dict(),
-                "seed": cfg.train.seed,
-                "preset": cfg.preset,
-                "params": self.n_params,
-                "world_size": ctx.world_size,
-                "device": ctx.device.type,
-                "data": {"dir": str(self.data_dir.resolve()), "tokenizer": dict(tok),
-                         "train_tokens": self.manifest["splits"]["train"]["tokens"],
-                         "val_tokens": self.manifest["splits"]["val"]["tokens"],
-                         "val_bytes": self.manifest["splits"]["val"]["bytes"]},
-                "versions": {"pgolf": pgolf.__version__, "python": platform.python_version(),
-                             "torch": torch.__version__, "numpy": np.__version__},
-            }
-            atomic_write_json(self.run_dir / "result.json", result)
-        self.log.close()
-        if total > CAP_BYTES:
-            raise PgolfError(f"{path}: artifact over the cap: {scored['artifact_bytes']:,} + code {code_bytes:,} = "
-                             f"{total:,} bytes > {CAP_BYTES:,} (result.json records within_cap: false)")
-        return result
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,

@@ -1,0 +1,146 @@
+"""The end of a run: quantize the trained weights, compress them into the artifact, score the artifact FILE, and
+write result.json (step 4 of pgolf/train/trainer.py's docstring).
+
+Rank 0 quantizes and writes the artifact; then every rank re-reads the file and scores it, so the reported number is
+always the decompressed artifact's score, never the in-memory model's (CHALLENGE.md: the score is of what ships).
+When `quant.fit` is on, the mixed recipe is fitted to the bytes the cap leaves after the code (pgolf/quant/fitter.py).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import pgolf
+from pgolf.config import Config
+from pgolf.errors import PgolfError
+from pgolf.fileio import atomic_write_bytes, atomic_write_json
+
+ARTIFACT_NAME = "artifact.pgolf"
+
+
+def quantize_to_fit(state: dict[str, torch.Tensor], cfg: Config, hessians: dict[str, torch.Tensor] | None,
+                    code_bytes: int, encode: Callable[[Any], bytes], log: Callable[[str], None]) -> tuple:
+    """The QuantizedModel to ship, and a report (mixed recipe details, budget fit)."""
+    from pgolf.artifact.format import CAP_BYTES
+    from pgolf.quant.fitter import fit_budget
+    from pgolf.quant.recipe import quantize_for_export
+
+    q = cfg.quant
+    if q.scheme == "mixed" and q.fit:
+        qm, fit = fit_budget(state, q, budget_bytes=CAP_BYTES - code_bytes, hessians=hessians,
+                             encoded_size=lambda m: len(encode(m)))
+        log(f"budget_fit: {fit.summary()}")
+        return qm, {"fit": fit.to_dict()}
+    qm, mixed = quantize_for_export(state, q, hessians=hessians)
+    return qm, ({"lqer": mixed.lqer} if mixed else {})
+
+
+def export_and_score(run, steps: int, train_ms: float, pre_quant: dict | None,
+                     hessians: dict[str, torch.Tensor] | None, calibration: dict | None) -> dict | None:
+    """Write `run`'s artifact (a pgolf.train.trainer.Trainer after training), score it on every rank and return
+    result.json's content on rank 0 (None elsewhere). Raises PgolfError, after writing result.json with
+    `within_cap: false`, when artifact + code exceed the cap."""
+    from pgolf.artifact.format import CAP_BYTES, encode_artifact
+    from pgolf.eval.evaluate import score_artifact
+    from pgolf.submit.code_bytes import count_code_bytes
+
+    cfg, ctx, clock, log = run.cfg, run.ctx, run.clock, run.log
+    path = run.run_dir / ARTIFACT_NAME
+    code_bytes, method = count_code_bytes(cfg.preset)
+    tok = run.manifest["tokenizer"]
+    quant_report: dict = {"scheme": cfg.quant.scheme, "codec": cfg.quant.codec}
+    if ctx.is_main:
+        meta = {"code_bytes": code_bytes, "code_bytes_method": method, "pgolf_version": pgolf.__version__,
+                "steps": steps, "seed": cfg.train.seed, "preset": cfg.preset}
+
+        def encode(qm) -> bytes:
+            return encode_artifact(qm, config=cfg.to_dict(), tokenizer=dict(tok), codec=cfg.quant.codec,
+                                   level=cfg.quant.level, meta=meta)
+
+        with clock.phase("quantization"):
+            state = {k: v.detach().float().cpu() for k, v in run.base_model.state_dict().items()}
+            if cfg.train.save_float:
+                torch.save(state, run.run_dir / "model_fp32.pt")  # plain tensors: loads with weights_only
+            qm, report = quantize_to_fit(state, cfg, hessians, code_bytes, encode, log.line)
+            quant_report.update(report)
+        with clock.phase("compression"):
+            data = encode(qm)
+            atomic_write_bytes(path, data)
+        tag = f"{cfg.quant.scheme}+{cfg.quant.codec}"
+        log.line(f"quantization: {clock.seconds['quantization']:.1f}s compression: "
+                 f"{clock.seconds['compression']:.1f}s")
+        log.line(f"Serialized model {tag}: {len(data)} bytes")
+        log.line(f"Code size ({method}): {code_bytes} bytes")
+        log.line(f"Total submission size {tag}: {len(data) + code_bytes} bytes")
+    ctx.barrier()
+    report_modes = [m.strip() for m in cfg.eval.report_modes.split(",") if m.strip()]
+    scored = score_artifact(path, run.data_dir, device=ctx.device, ctx=ctx, clock=clock, code_bytes=code_bytes,
+                            enforce_cap=False, report_modes=report_modes, log=log.line,
+                            progress=ctx.is_main and sys.stderr.isatty())
+    name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
+    eval_ms = 1000 * clock.seconds.get("scoring", 0.0)
+    log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} eval_time:{eval_ms:.0f}ms")
+    log.line(f"{name}_exact val_loss:{scored['val_loss']:.8f} val_bpb:{scored['val_bpb']:.8f}")
+    log.metric(step=steps, val_loss=scored["val_loss"], val_bpb=scored["val_bpb"], roundtrip=True)
+    log.line("phases: " + " ".join(f"{k}:{v:.1f}s" for k, v in clock.seconds.items()))
+    result = None
+    if ctx.is_main:
+        quant = quant_report | ({"calibration": calibration} if hessians else {})
+        result = result_record(run, scored, steps, train_ms, pre_quant, quant, code_bytes, method)
+        atomic_write_json(run.run_dir / "result.json", result)
+    log.close()
+    total = scored["total_bytes"]
+    if total > CAP_BYTES:
+        raise PgolfError(f"{path}: artifact over the cap: {scored['artifact_bytes']:,} + code {code_bytes:,} = "
+                         f"{total:,} bytes > {CAP_BYTES:,} (result.json records within_cap: false)")
+    return result
+
+
+def result_record(run, scored: dict, steps: int, train_ms: float, pre_quant: dict | None, quant: dict,
+                  code_bytes: int, code_bytes_method: str) -> dict:
+    """result.json: the artifact's score, its bytes against the cap, the run's steps, time and phases, and every
+    version and data fact `pgolf verify` checks."""
+    from pgolf.artifact.format import CAP_BYTES
+
+    cfg, ctx, manifest = run.cfg, run.ctx, run.manifest
+    total = scored["total_bytes"]
+    return {
+        "artifact": ARTIFACT_NAME,
+        "val_loss": scored["val_loss"],
+        "val_bpb": scored["val_bpb"],
+        "eval_mode": scored["mode"],
+        "final_eval": scored["final_eval"],
+        "evals": scored["evals"],
+        "val_tokens": scored["val_tokens"],
+        "val_bytes": scored["val_bytes"],
+        "pre_quant": pre_quant,
+        "quant": quant,
+        "artifact_bytes": scored["artifact_bytes"],
+        "code_bytes": code_bytes,
+        "code_bytes_method": code_bytes_method,
+        "total_bytes": total,
+        "cap_bytes": CAP_BYTES,
+        "within_cap": total <= CAP_BYTES,
+        "steps": steps,
+        "resumed_from": run.resumes,
+        "train_seconds": round(train_ms / 1000, 4),
+        "train_tokens": steps * cfg.train.train_batch_tokens,
+        "step_avg_ms": round(train_ms / max(steps, 1), 4),
+        "phases": run.clock.as_dict(),
+        "seed": cfg.train.seed,
+        "preset": cfg.preset,
+        "params": run.n_params,
+        "world_size": ctx.world_size,
+        "device": ctx.device.type,
+        "data": {"dir": str(run.data_dir.resolve()), "tokenizer": dict(manifest["tokenizer"]),
+                 "train_tokens": manifest["splits"]["train"]["tokens"],
+                 "val_tokens": manifest["splits"]["val"]["tokens"],
+                 "val_bytes": manifest["splits"]["val"]["bytes"]},
+        "versions": {"pgolf": pgolf.__version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "numpy": np.__version__},
+    }
