@@ -76,6 +76,20 @@ def test_annotations_go_except_on_class_attributes():
     assert "def f(x, *args, y=None, **kw):" in out
 
 
+def test_custom_op_functions_keep_their_annotations():
+    """torch.library.custom_op infers the operator's schema from the annotations (pgolf/model/kernels.py)."""
+    out = ast.unparse(_module_tree('''
+        @torch.library.custom_op("pgolf::op", mutates_args=())
+        def op(z: torch.Tensor, cap: float) -> torch.Tensor:
+            return z
+        @op.register_fake
+        def _(z: torch.Tensor, cap: float) -> torch.Tensor:
+            return z
+    '''))
+    assert "def op(z: torch.Tensor, cap: float) -> torch.Tensor:" in out
+    assert "def _(z, cap):" in out
+
+
 def test_statements_after_a_jump_are_dropped():
     tree = ast.parse(textwrap.dedent('''
         def export(fit):

@@ -126,13 +126,24 @@ def statement_blocks(tree: ast.AST):
                 yield node, field, block
 
 
+def _defines_custom_op(node: ast.AST) -> bool:
+    """Whether a function is decorated with `...custom_op(...)` (pgolf/model/kernels.py)."""
+    for decorator in getattr(node, "decorator_list", []):
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+        if name == "custom_op":
+            return True
+    return False
+
+
 def _strip_annotations(tree: ast.Module) -> None:
     """Drop what never runs: annotations of parameters, returns and variables outside class bodies (class
     attribute annotations stay: dataclasses and NamedTuples read them) and `if TYPE_CHECKING:` blocks, so that
-    the imports only they used (`typing` names, type-only pgolf imports) drop out of the bundle too."""
+    the imports only they used (`typing` names, type-only pgolf imports) drop out of the bundle too. A
+    `torch.library.custom_op` function keeps its annotations: torch reads them to infer the operator's schema."""
     class_level = {id(stmt) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for stmt in node.body}
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and not _defines_custom_op(node):
             if not isinstance(node, ast.Lambda):
                 node.returns = None
             args = node.args
@@ -360,12 +371,13 @@ def resolve_preset(preset: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=256)
 def minify_source(source: str, filename: str, preserve: frozenset[str] | None = None) -> str:
-    """Behaviour-preserving minification: docstrings, comments, annotations (not on class attributes), long
-    local names and redundant syntax go. Module-level names are renamed too, except those in `preserve` (the
-    names another module imports or reads as an attribute, `preserved_globals`); without `preserve` none are."""
+    """Behaviour-preserving minification: docstrings, comments, long local names and redundant syntax go.
+    Module-level names are renamed too, except those in `preserve` (the names another module imports or reads as
+    an attribute, `preserved_globals`); without `preserve` none are. Annotations are left to `_strip_annotations`,
+    which has already removed all but those that run (class attributes, custom ops)."""
     import python_minifier
 
-    return python_minifier.minify(source, filename=filename, remove_literal_statements=True,
+    return python_minifier.minify(source, filename=filename, remove_literal_statements=True, remove_annotations=False,
                                   rename_globals=preserve is not None, preserve_globals=sorted(preserve or ()),
                                   hoist_literals=False, remove_asserts=False, remove_debug=False,
                                   prefer_single_line=True)
