@@ -61,11 +61,11 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a timeout, log output, reco
   python -m pip list
 } > "$OUT/env.txt" 2>&1
 
-stage pytest-gpu 80 python -m pytest -q -m gpu tests -p no:cacheprovider
-stage bench-baseline 70 python -m pgolf bench --preset "$BASELINE" --device "$DEVICE" --steps "$STEPS" \
+stage pytest-gpu 120 python -m pytest -q -m gpu tests -p no:cacheprovider
+stage bench-baseline 60 python -m pgolf bench --preset "$BASELINE" --device "$DEVICE" --steps "$STEPS" \
   --warmup "$WARMUP" --eval-tokens "$BASE_EVAL" --no-ttt \
   --json "$OUT/bench-baseline.json" --markdown "$OUT/bench-baseline.md"
-stage bench-record 120 python -m pgolf bench --preset "$RECORD" --device "$DEVICE" --steps "$STEPS" \
+stage bench-record 110 python -m pgolf bench --preset "$RECORD" --device "$DEVICE" --steps "$STEPS" \
   --warmup "$WARMUP" --eval-tokens "$RECORD_EVAL" --set eval.ttt_prefix_docs=200 \
   --json "$OUT/bench-record.json" --markdown "$OUT/bench-record.md"
 
@@ -89,14 +89,14 @@ elif [ "$SMOKE" = 1 ]; then
   echo "official-baseline: skipped (smoke: the official script needs CUDA; its inputs are present)" \
     | tee -a "$OUT/summary.txt"
 else
-  stage official-baseline 110 env DATA_PATH="$DATA" TOKENIZER_PATH="$CARRY/fineweb_1024_bpe.model" \
+  stage official-baseline 100 env DATA_PATH="$DATA" TOKENIZER_PATH="$CARRY/fineweb_1024_bpe.model" \
     ITERATIONS="$STEPS" WARMUP_STEPS=5 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 RUN_ID=gpu_check \
     python "$CARRY/official/train_gpt.py"
 fi
 rm -rf "$DATA"
 
 # A few record steps as the trainer runs them (bf16 body, Triton kernels, autocast), profiled.
-stage profile-record 60 python - "$RECORD" "$PROFILE_BATCH" "$PROFILE_SEQ" <<'PY'
+stage profile-record 50 python - "$RECORD" "$PROFILE_BATCH" "$PROFILE_SEQ" <<'PY'
 import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
