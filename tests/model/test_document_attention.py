@@ -155,12 +155,15 @@ def test_varlen_call_gets_one_half_dtype_under_autocast(monkeypatch, which):
     seg = document_segments(ids, 1, max_len=16)
     q, k = torch.randn(1, 4, 33, 8), torch.randn(1, 2, 33, 8)
     v = torch.randn(1, 2, 33, 8).bfloat16()
-    y = attention._varlen(q, k, v, seg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # stands for CUDA's: same dtype rules in `_varlen`
+        y = attention._varlen(q, k, v, seg)
     assert calls == [torch.bfloat16] and y.dtype == torch.bfloat16 and y.shape == q.shape
     reference = segment_attention(q, k, v.float(), seg)
     torch.testing.assert_close(y.float(), reference, rtol=3e-2, atol=3e-2)
     with torch.autocast("cpu", dtype=torch.float16):
         assert attention._varlen(q, k, v, seg).dtype == torch.float16 and calls[-1] == torch.float16
+    y = attention._varlen(q, k, v, seg)  # no autocast: bf16 kernels, q's dtype out (as SDPA would give)
+    assert calls[-1] == torch.bfloat16 and y.dtype == torch.float32
 
 
 @torch.library.custom_op("pgolf_test::varlen", mutates_args=())

@@ -149,10 +149,11 @@ def flash_dtype(q: torch.Tensor) -> torch.dtype:
 
 def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
     """Variable-length flash attention over the flattened tokens: q [B, H, T, D], k and v [B, Hkv, T, D] ->
-    [B, H, T, D] in `flash_dtype(q)` (what SDPA returns under autocast). Inputs are (total, heads, dim), contiguous,
-    one half-precision dtype; cu_seqlens int32 on the same device."""
+    [B, H, T, D], in the autocast dtype under autocast and in q's dtype otherwise (as SDPA returns). The kernels
+    get (total, heads, dim), contiguous, one half-precision dtype; cu_seqlens int32 on the same device."""
     b, h, t, d = q.shape
     dtype = flash_dtype(q)
+    out_dtype = dtype if torch.is_autocast_enabled(q.device.type) else q.dtype
     flat = lambda z: z.transpose(1, 2).reshape(b * t, z.size(1), d).to(dtype).contiguous()  # noqa: E731
     cu, longest = segments.cu_seqlens, segments.max_seqlen
     if fa3_varlen is not None:
@@ -161,7 +162,7 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segment
     else:
         y = varlen_attention(flat(q), flat(k), flat(v), cu, cu, longest, longest, window_size=(-1, 0),
                              enable_gqa=k.size(1) != h)
-    return y.view(b, t, h, d).transpose(1, 2)
+    return y.view(b, t, h, d).transpose(1, 2).to(out_dtype)
 
 
 try:  # FlashAttention-3 (Hopper), installed separately; GQA without repeating K/V
