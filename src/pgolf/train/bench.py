@@ -151,7 +151,9 @@ def bench_eval(cfg: Config, device: torch.device, eval_tokens: int, ttt: bool) -
         modes.append(("ttt", cfg.eval.mode))
     for label, name in modes:
         mode = build_mode(name, seq_len=seq, stride=cfg.eval.stride, bos_id=cfg.model.bos_id,
-                          ttt=ttt_settings(cfg.eval) if label == "ttt" else None)
+                          ttt=ttt_settings(cfg.eval) if label == "ttt" else None, compile=cfg.eval.compile)
+        # As pgolf/eval/evaluate.py scores: the compile warm-up first (on random tokens), timed on its own.
+        out[f"{label}_compile_seconds"] = round(mode.prepare(model, device, batch_tokens=cfg.eval.batch_tokens), 3)
         _sync(device)
         result = score_stream(model, tokens, target_bytes, mode, batch_tokens=cfg.eval.batch_tokens, device=device)
         out[f"{label}_mode"] = name
