@@ -12,6 +12,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 carry="$root/local/gpu_carry"
 mkdir -p "$carry/official"
 git -C "$mirror" show HEAD:train_gpt.py > "$carry/official/train_gpt.py"
-cp "$root/../shared/data/tokenizers/fineweb_1024_bpe.model" "$carry/"
+install -m 0644 "$root/../shared/data/tokenizers/fineweb_1024_bpe.model" "$carry/"  # the source is read-only
 git -C "$mirror" rev-parse HEAD > "$carry/official/COMMIT"
 du -sh "$carry"
