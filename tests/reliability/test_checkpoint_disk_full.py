@@ -198,6 +198,7 @@ def test_pgolf_train_on_a_full_disk_stops_with_one_line(tiny_data, uninterrupted
     line = err[0]
     assert line.startswith(f"pgolf: error: {run / ckpt.rank_file(4, 0)}: no space left on device"), line
     assert "the last checkpoint, step 2" in line and f"pgolf train --resume {run}" in line
+    assert line.removeprefix("pgolf: error: ") in (run / "log.txt").read_text()  # the run's log says it too
     assert leftovers(run) == [] and not (run / ckpt.rank_file(4, 0)).exists()
     assert not (run / "result.json").exists() and not (run / "artifact.pgolf").exists()
     assert ckpt.read_manifest(run)["step"] == 2

@@ -2,7 +2,7 @@
 write result.json (step 4 of pgolf/train/trainer.py's docstring).
 
 Rank 0 quantizes and writes the artifact; then every rank re-reads the file and scores it, so the reported number is
-always the decompressed artifact's score, never the in-memory model's (CHALLENGE.md: the score is of what ships).
+always the decompressed artifact's score, never the in-memory model's (docs/rules.md: the score is of what ships).
 When `quant.fit` is on, the mixed recipe is fitted to the bytes the cap leaves after the code (pgolf/quant/fitter.py).
 """
 

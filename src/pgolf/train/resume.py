@@ -61,18 +61,25 @@ def save_checkpoint(run, step: int, train_ms: float, stop_after: int | None, pre
         "rng": ckpt.rng_state(),
     }
     name = ckpt.rank_file(step, ctx.rank)
-    size = ckpt.write_state(run.run_dir / name, state,
-                            meta={"step": step, "rank": ctx.rank, "world_size": ctx.world_size,
-                                  "pgolf_version": pgolf.__version__})
-    ctx.barrier()
     files = [ckpt.rank_file(step, r) for r in range(ctx.world_size)]
-    if ctx.is_main:
-        ckpt.write_manifest(run.run_dir, {
-            "step": step, "world_size": ctx.world_size, "files": files, "train_ms": train_ms,
-            "metrics_lines": run.log.metric_records, "pgolf_version": pgolf.__version__,
-            "config": cfg.to_dict(), "data": data_identity(run.manifest)})
-        ckpt.prune(run.run_dir, files)
-    ctx.barrier()
+    try:
+        size = ckpt.write_state(run.run_dir / name, state,
+                                meta={"step": step, "rank": ctx.rank, "world_size": ctx.world_size,
+                                      "pgolf_version": pgolf.__version__})
+        ctx.barrier()
+        if ctx.is_main:
+            ckpt.write_manifest(run.run_dir, {
+                "step": step, "world_size": ctx.world_size, "files": files, "train_ms": train_ms,
+                "metrics_lines": run.log.metric_records, "pgolf_version": pgolf.__version__,
+                "config": cfg.to_dict(), "data": data_identity(run.manifest)})
+            ckpt.prune(run.run_dir, files)
+        ctx.barrier()
+    except PgolfError as exc:  # e.g. disk full: log.txt says it too (if it still can be written), then the run stops
+        try:
+            run.log.line(str(exc))
+        except OSError:
+            pass
+        raise
     seconds = time.perf_counter() - start
     run.clock.add("checkpoint", seconds)
     run.last_checkpoint = (step, run.run_dir / name)

@@ -269,7 +269,7 @@ class Trainer:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
         if self._flags_in_flight is not None:  # the last step's flags: nobody reads them (skipped on an error,
-            self._flags_in_flight[1].wait()    # when a dead peer would turn the wait into a second failure)
+            ctx.wait(self._flags_in_flight[1], "flag all_reduce")  # when a dead peer would make it a second failure)
             self._flags_in_flight = None
         if self._signal is not None:  # arrived during the final validation: nothing resumable to add
             self._interrupted(step, write=False)
@@ -384,7 +384,7 @@ class Trainer:
                                                         async_op=True))
         if previous is None:
             return False, False
-        previous[1].wait()
+        self.ctx.wait(previous[1], "flag all_reduce")
         reached_any, signalled_any = previous[0].tolist()
         if signalled_any and self._signal is None:
             self._signal = int(signal.SIGTERM)
