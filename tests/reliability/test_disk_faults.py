@@ -234,3 +234,20 @@ def test_atomic_output_removes_its_temporary_file_on_any_error(tmp_path):
             tmp.write_bytes(b"partial")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_log_on_a_full_disk_is_one_error_naming_the_file(tmp_path):
+    """log.txt / metrics.jsonl that stop taking bytes: one PgolfError naming the file, once; later lines (the error
+    itself, on the way out) and close() do not fail again."""
+    from pgolf.train.runlog import RunLog
+
+    log = RunLog(tmp_path, echo=None)
+    log.line("first")
+    with file_size_limit(len("first\n")):
+        with pytest.raises(PgolfError, match=r"log\.txt: cannot write .*pgolf train --resume"):
+            log.line("x" * 100)
+        log.line("the error, on the way out")  # log.txt was dropped: nothing raised
+        with pytest.raises(PgolfError, match=r"metrics\.jsonl: cannot write"):
+            log.metric(step=1, train_loss=2.0)
+    log.close()
+    assert (tmp_path / "log.txt").read_text() == "first\n" and log.metric_records == 0

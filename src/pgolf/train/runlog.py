@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from pgolf.errors import PgolfError
+
 
 class _Stdout:
     """Whatever `sys.stdout` is when a line is written: the default echo. (A default of `sys.stdout` itself is bound
@@ -59,17 +61,36 @@ class RunLog:
         if self.echo is not None:
             print(text, file=self.echo, flush=True)
         if self._log is not None:
-            self._log.write(text + "\n")
-            self._log.flush()
+            self._write("_log", text)
 
     def metric(self, **record: Any) -> None:
         if self.enabled and self._metrics is not None:
-            self._metrics.write(json.dumps(record) + "\n")
-            self._metrics.flush()
+            self._write("_metrics", json.dumps(record))
             self.metric_records += 1
+
+    def _write(self, which: str, text: str) -> None:
+        """Append one line; a full disk (or any write error) is one PgolfError naming the file, raised once: the
+        file is dropped, so the lines written on the way out (the error itself) do not fail a second time."""
+        f = getattr(self, which)
+        try:
+            f.write(text + "\n")
+            f.flush()
+        except OSError as exc:
+            setattr(self, which, None)
+            _close_quietly(f)
+            raise PgolfError(f"{f.name}: cannot write ({exc.strerror or exc}); the run stops; a checkpoint written "
+                             "before this is intact: free space, then continue with pgolf train --resume") from None
 
     def close(self) -> None:
         for f in (self._log, self._metrics):
             if f is not None:
-                f.close()
+                _close_quietly(f)
         self._log = self._metrics = None
+
+
+def _close_quietly(f) -> None:
+    """Close a log file; on a full disk its last buffered bytes cannot be flushed, which is already reported."""
+    try:
+        f.close()
+    except OSError:
+        pass
