@@ -200,3 +200,25 @@ def test_varlen_compiles_once_for_every_cu_seqlens_bucket(monkeypatch):
                                    rtol=3e-2, atol=3e-2)
     torch._dynamo.reset()
     assert counter.frame_count == 1
+
+
+def test_fa3_only_where_it_compiles(monkeypatch):
+    """Under torch.compile an FA3 build without registered custom ops would break the fullgraph: torch's varlen_attn
+    serves there when it exists; eager, and FA3 builds that register their ops, keep FA3."""
+    from pgolf.model import attention
+    monkeypatch.setattr(attention, "fa3_varlen", lambda *a, **k: None)
+    monkeypatch.setattr(attention, "varlen_attention", lambda *a, **k: None)
+    compiling = {"now": True}
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling["now"])
+    monkeypatch.setattr(attention, "fa3_traceable", False)
+    assert not attention.use_fa3()
+    compiling["now"] = False
+    assert attention.use_fa3()
+    compiling["now"] = True
+    monkeypatch.setattr(attention, "fa3_traceable", True)
+    assert attention.use_fa3()
+    monkeypatch.setattr(attention, "fa3_traceable", False)
+    monkeypatch.setattr(attention, "varlen_attention", None)
+    assert attention.use_fa3()  # nothing else can serve: FA3 it is (and the compile says why it cannot)
+    monkeypatch.setattr(attention, "fa3_varlen", None)
+    assert not attention.use_fa3()

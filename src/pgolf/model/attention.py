@@ -113,7 +113,7 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
     """Causal attention within each segment only: q [B, H, T, D], k and v [B, Hkv, T, D] -> [B, H, T, D].
 
     On CUDA this is one variable-length flash-attention call over the flattened tokens: FlashAttention-3's
-    `flash_attn_varlen_func` when `flash_attn_interface` imports (what the record calls), else torch's own
+    `flash_attn_varlen_func` when `flash_attn_interface` imports (what the record calls; see `use_fa3`), else torch's own
     `torch.nn.attention.varlen.varlen_attn` (torch >= 2.10). Elsewhere
     the segments are gathered into a padded batch [n, H, S, D] and each runs ordinary causal SDPA, which is running
     every document alone by construction; the padding sits after each segment's last token, where causal attention
@@ -156,7 +156,7 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segment
     out_dtype = dtype if torch.is_autocast_enabled(q.device.type) else q.dtype
     flat = lambda z: z.transpose(1, 2).reshape(b * t, z.size(1), d).to(dtype).contiguous()  # noqa: E731
     cu, longest = segments.cu_seqlens, segments.max_seqlen
-    if fa3_varlen is not None:
+    if use_fa3():
         y = fa3_varlen(flat(q), flat(k), flat(v), cu, cu, longest, longest, causal=True)
         y = y[0] if isinstance(y, tuple) else y  # some FA3 builds also return the log-sum-exp
     else:
@@ -165,10 +165,29 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segment
     return y.view(b, t, h, d).transpose(1, 2).to(out_dtype)
 
 
+def use_fa3() -> bool:
+    """FA3 when it imports, except inside torch.compile with a build Dynamo cannot trace when torch's varlen_attn
+    can serve instead: FA3 builds whose interface registers `torch.ops.flash_attn_3._flash_attn_forward` as a
+    custom op (with a fake) compile in one graph; older ones call their pybind extension directly, which is a
+    graph break, i.e. an error under the trainer's fullgraph=True. (`torch.compiler.is_compiling` is constant
+    while tracing, so this costs nothing at run time.)"""
+    if fa3_varlen is None:
+        return False
+    return fa3_traceable or varlen_attention is None or not torch.compiler.is_compiling()
+
+
+def _fa3_registers_custom_op() -> bool:
+    try:
+        return torch.ops.flash_attn_3._flash_attn_forward is not None
+    except (AttributeError, RuntimeError):
+        return False
+
+
 try:  # FlashAttention-3 (Hopper), installed separately; GQA without repeating K/V
     from flash_attn_interface import flash_attn_varlen_func as fa3_varlen
 except ImportError:
     fa3_varlen = None
+fa3_traceable = fa3_varlen is not None and _fa3_registers_custom_op()
 try:  # torch >= 2.10 ships variable-length flash attention for CUDA
     from torch.nn.attention.varlen import varlen_attn as varlen_attention
 except ImportError:  # pragma: no cover - older torch: the padded path serves CUDA too
