@@ -114,9 +114,10 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment
 
     On CUDA this is one variable-length flash-attention call over the flattened tokens: FlashAttention-3's
     `flash_attn_varlen_func` when `flash_attn_interface` imports (what the record calls; see `use_fa3`), else
-    torch's own `torch.nn.attention.varlen.varlen_attn` (torch >= 2.10). Elsewhere the segments are gathered into a padded batch [n, H, S, D] and each runs ordinary causal SDPA, which is running
-    every document alone by construction; the padding sits after each segment's last token, where causal attention
-    of real tokens never looks. (A block-diagonal mask over the packed row would cost rows x row-length^2 memory.)
+    torch's own `torch.nn.attention.varlen.varlen_attn` (torch >= 2.10). Elsewhere the segments are gathered into
+    a padded batch [n, H, S, D] and each runs ordinary causal SDPA, which is running every document alone by
+    construction; the padding sits after each segment's last token, where causal attention of real tokens never
+    looks. (A block-diagonal mask over the packed row would cost rows x row-length^2 memory.)
     """
     if q.is_cuda and (fa3_varlen is not None or varlen_attention is not None):
         return _varlen(q, k, v, segments)
