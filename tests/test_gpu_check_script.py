@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -43,3 +44,5 @@ def test_gpu_check_smoke_mode_runs_every_stage(tmp_path):
     for name in ("bench-baseline", "bench-record"):
         assert (tmp_path / "out" / f"{name}.json").exists() and (tmp_path / "out" / f"{name}.md").exists()
     assert "aten::" in (tmp_path / "out" / "profile-record.txt").read_text()
+    record = json.loads((tmp_path / "out" / "bench-record.json").read_text())
+    assert record["eval"]["ttt_mode"] == "phased-ttt" and record["eval"]["ttt_tokens_per_s"] > 0

@@ -65,6 +65,9 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
     from pgolf.optim.groups import build_optimizers
 
     torch.manual_seed(0)
+    if device.type == "cuda":  # as the trainer sets them
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model = GPT(cfg.model).to(device)
     # What the trainer runs (pgolf/train/trainer.py): the bf16 body and the Triton kernels where they are wanted, and
     # the model compiled whole (fullgraph=True, so a graph break fails here as it would in training).
@@ -145,7 +148,10 @@ def bench_eval(cfg: Config, device: torch.device, eval_tokens: int, ttt: bool) -
     stream = synthetic_tokens(eval_tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=max(2, seq // 2))
     tokens = stream.numpy().astype(np.int64)
     target_bytes = np.full(eval_tokens, 3, dtype=np.int64)
-    out = {"eval_tokens": eval_tokens}
+    # One batch at most the synthetic stream: a preset's batch (the record's 786,432 tokens is 8 ranks' worth) would
+    # otherwise set the compiled shapes, and [rows, seq_len, vocab] float32 log-probs, far beyond one GPU's share.
+    batch_tokens = min(cfg.eval.batch_tokens, eval_tokens)
+    out = {"eval_tokens": eval_tokens, "eval_batch_tokens": batch_tokens}
     modes = [("flat", "flat")]
     if ttt and cfg.eval.mode in ("lora-ttt", "phased-ttt"):
         modes.append(("ttt", cfg.eval.mode))
@@ -153,9 +159,9 @@ def bench_eval(cfg: Config, device: torch.device, eval_tokens: int, ttt: bool) -
         mode = build_mode(name, seq_len=seq, stride=cfg.eval.stride, bos_id=cfg.model.bos_id,
                           ttt=ttt_settings(cfg.eval) if label == "ttt" else None, compile=cfg.eval.compile)
         # As pgolf/eval/evaluate.py scores: the compile warm-up first (on random tokens), timed on its own.
-        out[f"{label}_compile_seconds"] = round(mode.prepare(model, device, batch_tokens=cfg.eval.batch_tokens), 3)
+        out[f"{label}_compile_seconds"] = round(mode.prepare(model, device, batch_tokens=batch_tokens), 3)
         _sync(device)
-        result = score_stream(model, tokens, target_bytes, mode, batch_tokens=cfg.eval.batch_tokens, device=device)
+        result = score_stream(model, tokens, target_bytes, mode, batch_tokens=batch_tokens, device=device)
         out[f"{label}_mode"] = name
         out[f"{label}_seconds"] = round(result.seconds, 3)
         out[f"{label}_tokens_per_s"] = round(eval_tokens / result.seconds, 1)
