@@ -6,6 +6,12 @@ parameter (`restore_low_dim_params_to_fp32`). What stays bf16 is the embedding t
 embeddings): the residual stream that starts from them is bf16, which halves activation memory and traffic. pgolf
 does the same with `cast_body`; `train.body_dtype` chooses it (auto: bf16 on CUDA, float32 elsewhere, where bf16
 arithmetic is slower, not faster).
+
+Caveat (unmeasured on a GPU so far): in the torch versions whose CUDA autocast lists `rms_norm` among its float32
+ops (aten/src/ATen/autocast_mode.h, `AT_FORALL_FP32`; torch 2.13 registers an AutocastCUDA kernel for it), the first
+`F.rms_norm` under autocast returns float32, so from there the residual stream is float32 in pgolf and in the
+official script alike; only the tables and the matmuls stay bf16. (Attention then casts q and k back for the
+varlen kernels: `pgolf.model.attention.flash_dtype`.)
 """
 
 from __future__ import annotations
