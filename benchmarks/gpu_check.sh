@@ -59,6 +59,9 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a timeout, log output, reco
            torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
   python -c "import triton; print('triton', triton.__version__)"
   python -c "import flash_attn_interface; print('flash_attn_interface (FA3) importable')"
+  python -c "from pgolf.model import attention as a, kernels as k; import torch
+print('pgolf paths: FA3', a.fa3_varlen is not None, 'FA3 custom ops (compilable)', a.fa3_traceable,
+      'torch varlen_attn', a.varlen_attention is not None, 'Triton kernels (auto)', k.wanted('auto', torch.device('cuda')))"
   python -m pip list
 } > "$OUT/env.txt" 2>&1
 
@@ -71,7 +74,7 @@ stage bench-record 110 python -m pgolf bench --preset "$RECORD" --device "$DEVIC
   --json "$OUT/bench-record.json" --markdown "$OUT/bench-record.md"
 
 # The official baseline on synthetic sp1024 shards in the official format, same step count.
-DATA=$OUT/official_data
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_data.XXXXXX")  # not under $OUT: nothing to send back
 python - "$DATA" "$SHARD_TOKENS" <<'PY'
 import sys
 from pathlib import Path
