@@ -54,8 +54,8 @@ def test_leaky_relu2_up_matches_eager(interpreted, slope):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_model_with_kernels_trains_the_same(interpreted):
-    """GPT.use_kernels changes no number that matters: same loss and same gradients on a fixed batch."""
+def _tiny_model() -> GPT:
+    """A 2-layer LeakyReLU^2 model with matrices large enough that the kernels' numbers matter."""
     cfg = ModelConfig(vocab_size=96, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
                       mlp_activation="leaky_relu2")
     torch.manual_seed(0)
@@ -64,6 +64,12 @@ def test_model_with_kernels_trains_the_same(interpreted):
         for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0, 0.2)
+    return model
+
+
+def test_model_with_kernels_trains_the_same(interpreted):
+    """GPT.use_kernels changes no number that matters: same loss and same gradients on a fixed batch."""
+    model = _tiny_model()
     x, y = torch.randint(0, 96, (2, 16)), torch.randint(0, 96, (2, 16))
     results = []
     for on in (False, True):
@@ -84,14 +90,7 @@ def test_kernels_compile_in_one_graph(interpreted):
     import torch._dynamo
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    cfg = ModelConfig(vocab_size=96, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1,
-                      mlp_activation="leaky_relu2")
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.2)
+    model = _tiny_model()
     model.use_kernels(True)
     x, y = torch.randint(0, 96, (2, 16)), torch.randint(0, 96, (2, 16))
     counter = CompileCounterWithBackend("aot_eager")  # Dynamo and AOT autograd: where a graph would break
