@@ -3,6 +3,8 @@ options XSA and attention output gates (see the docstring of pgolf/model/gpt.py 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,8 +162,8 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segment
         y = fa3_varlen(flat(q), flat(k), flat(v), cu, cu, longest, longest, causal=True)
         y = y[0] if isinstance(y, tuple) else y  # some FA3 builds also return the log-sum-exp
     else:
-        y = varlen_attention(flat(q), flat(k), flat(v), cu, cu, longest, longest, window_size=(-1, 0),
-                             enable_gqa=k.size(1) != h)
+        y = varlen_attention(flat(q), flat(k), flat(v), cu, cu, longest, longest,
+                             **varlen_keywords(gqa=k.size(1) != h))
     return y.view(b, t, h, d).transpose(1, 2).to(out_dtype)
 
 
@@ -192,6 +194,29 @@ try:  # torch >= 2.10 ships variable-length flash attention for CUDA
     from torch.nn.attention.varlen import varlen_attn as varlen_attention
 except ImportError:  # pragma: no cover - older torch: the padded path serves CUDA too
     varlen_attention = None
+
+
+def _parameters(fn) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return frozenset()
+
+
+# The keywords the installed torch's varlen_attn takes, read once from its signature (a constant while compiling).
+VARLEN_PARAMETERS = _parameters(varlen_attention) if varlen_attention is not None else frozenset()
+
+
+def varlen_keywords(gqa: bool, parameters: frozenset[str] | None = None) -> dict:
+    """The keywords of a causal `varlen_attn` call for this torch: `window_size=(-1, 0)` (causal), and
+    `enable_gqa` only where the signature has it. torch 2.11's varlen_attn has no `enable_gqa`
+    (`(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux, scale, window_size)`) and takes keys and
+    values with fewer heads as they are (the flash kernels do GQA natively); later releases ask for the flag."""
+    parameters = VARLEN_PARAMETERS if parameters is None else parameters
+    keywords: dict = {"window_size": (-1, 0)}
+    if "enable_gqa" in parameters:
+        keywords["enable_gqa"] = gqa
+    return keywords
 
 
 def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

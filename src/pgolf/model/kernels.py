@@ -11,8 +11,9 @@ docs/techniques.md#fused-softcapped-cross-entropy):
 Each is a `torch.library.custom_op` with a registered backward (one opaque op under torch.compile fullgraph) whose
 eager twin (`softcap_cross_entropy_eager`, `leaky_relu2_up_eager`) is the
 definition it must match; `tests/model/test_kernels.py` checks values and gradients against it through Triton's CPU
-interpreter (`TRITON_INTERPRET=1`) and on CUDA when there is one. `available()` says whether Triton can run here;
-the model uses the kernels only when asked (`GPT.use_kernels`).
+interpreter (`TRITON_INTERPRET=1`) and on CUDA when there is one; the interpreter tests pass under triton 3.6.0 (the
+GPU image's) and 3.9.0. `available()` says whether Triton can run here; the model uses the kernels only when asked
+(`GPT.use_kernels`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,21 @@ if triton is not None:
 CE_BLOCK = 1024
 UP_BLOCKS = (64, 64, 32)
 
+
+def _loop_bound(kernel, n: int):
+    """A runtime loop bound (`vocab`, `K`: `for start in range(0, n, BLOCK)` in the kernel) as the launch passes it.
+
+    Compiled, a plain int: a runtime scalar, one kernel for every value (the code is unchanged). Under the triton 3.6
+    interpreter every int argument becomes a tensor over a 1-element NumPy array and `range` calls its `__index__`,
+    `int(self.handle.data)` (triton/runtime/interpreter.py, `_patch_lang_tensor`), which NumPy >= 2.4 refuses: "only
+    0-dimensional arrays can be converted to Python scalars" (triton 3.9 squeezes the array first). A `tl.constexpr`
+    is left unconverted by the interpreter (`_implicit_cvt`), so `range` gets a Python int there, in every version.
+    (An interpreted kernel is an `InterpretedFunction`, not a `JITFunction`; its module needs NumPy, so it is not
+    imported here.)
+    """
+    return n if isinstance(kernel, triton.runtime.JITFunction) else tl.constexpr(n)
+
+
 # Each kernel launch is a `torch.library.custom_op` with a fake (shape-only) implementation and its backward
 # registered through `register_autograd`. torch.compile(fullgraph=True) then sees one opaque op: it neither traces
 # into the Triton launch (which Dynamo cannot do for every Triton build, and never for the interpreter's kernels:
@@ -141,7 +157,8 @@ if triton is not None:
         n, vocab = z.shape
         loss = torch.empty(n, device=z.device, dtype=torch.float32)
         lse = torch.empty_like(loss)
-        _softcap_ce_forward[(n,)](z, targets, loss, lse, z.stride(0), vocab, float(cap), BLOCK=CE_BLOCK)
+        _softcap_ce_forward[(n,)](z, targets, loss, lse, z.stride(0), _loop_bound(_softcap_ce_forward, vocab),
+                                  float(cap), BLOCK=CE_BLOCK)
         return loss, lse
 
     @_softcap_ce_op.register_fake
@@ -155,7 +172,7 @@ if triton is not None:
         z, targets = z.contiguous(), targets.contiguous()
         dz = torch.empty_like(z)
         _softcap_ce_backward[(z.size(0),)](z, targets, lse.contiguous(), grad.float().contiguous(), dz, z.stride(0),
-                                           z.size(1), float(cap), BLOCK=CE_BLOCK)
+                                           _loop_bound(_softcap_ce_backward, z.size(1)), float(cap), BLOCK=CE_BLOCK)
         return dz
 
     @_softcap_ce_backward_op.register_fake
@@ -183,8 +200,9 @@ if triton is not None:
         post = torch.empty_like(pre)
         bm, bn, bk = UP_BLOCKS
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-        _leaky_relu2_up_forward[grid](x, w, pre, post, m, n, k, x.stride(0), x.stride(1), w.stride(0), w.stride(1),
-                                      pre.stride(0), pre.stride(1), float(slope), BM=bm, BN=bn, BK=bk)
+        _leaky_relu2_up_forward[grid](x, w, pre, post, m, n, _loop_bound(_leaky_relu2_up_forward, k), x.stride(0),
+                                      x.stride(1), w.stride(0), w.stride(1), pre.stride(0), pre.stride(1), float(slope),
+                                      BM=bm, BN=bn, BK=bk)
         return pre, post
 
     @_leaky_relu2_up_op.register_fake
