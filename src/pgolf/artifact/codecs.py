@@ -53,15 +53,13 @@ import lzma
 import zlib
 from typing import Callable, Iterator, NamedTuple, Sequence
 
-import brotli
 import numpy as np
-import zstandard
 
 from pgolf.artifact.context import decode_stream, encode_stream, read_stream
 from pgolf.artifact.entropy import (ByteReader, decode_symbols, encode_symbols, entropy_bits, fit_model, histogram,
                                     model_bytes, read_model, write_varint)
 from pgolf.artifact.transforms import byte_shuffle, byte_unshuffle
-from pgolf.errors import PgolfError, choose
+from pgolf.errors import PgolfError, choose, require
 
 # Largest LZMA2 dictionary of any preset (preset 8 and 9 use 64 MiB); decoding with it reads every preset's output.
 _LZMA_DICT_BYTES = 64 << 20
@@ -180,6 +178,7 @@ def _lzma_decompress(blob: bytes, layout: Layout = (), limit: int | None = None)
 
 def _zstd_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:
     level = _check_level("zstd", level, *LEVELS["zstd"])  # 0: zstd's default level (3)
+    zstandard = require("zstandard", "the zstd codec")
     return zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True).compress(data)
 
 
@@ -188,6 +187,7 @@ _ZSTD_MAX_RATIO = 1 << 15
 
 
 def _zstd_decompress(blob: bytes, layout: Layout = (), limit: int | None = None) -> bytes:
+    zstandard = require("zstandard", "the zstd codec")
     d = zstandard.ZstdDecompressor().decompressobj()
     parts, made, pos = [], 0, 0
     try:
@@ -210,10 +210,11 @@ def _zstd_decompress(blob: bytes, layout: Layout = (), limit: int | None = None)
 
 
 def _brotli(data: bytes, quality: int) -> bytes:
-    return brotli.compress(data, quality=quality, lgwin=BROTLI_LGWIN)
+    return require("brotli", "the brotli codecs").compress(data, quality=quality, lgwin=BROTLI_LGWIN)
 
 
 def _unbrotli(blob: bytes, what: str = "brotli data", limit: int | None = None) -> bytes:
+    brotli = require("brotli", "the brotli codecs")
     d = brotli.Decompressor()
     try:
         out = d.process(blob, output_buffer_limit=_room(limit))  # refuses bytes after the end of the stream

@@ -27,10 +27,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import constriction
 import numpy as np
 
-from pgolf.errors import PgolfError
+from pgolf.errors import PgolfError, require
 
 MAX_PRECISION = 24  # constriction's AnsCoder works with 24-bit probabilities
 _MAX_VARINT_BYTES = 10
@@ -199,8 +198,12 @@ def read_model(reader: ByteReader, lo: int, hi: int) -> SymbolModel:
     return SymbolModel(low, freqs, precision)
 
 
+def _constriction():
+    return require("constriction", "the ans/ans2 codecs")
+
+
 def _categorical(model: SymbolModel):
-    return constriction.stream.model.Categorical(model.freqs.astype(np.float64) / (1 << model.precision),
+    return _constriction().stream.model.Categorical(model.freqs.astype(np.float64) / (1 << model.precision),
                                                  perfect=False)
 
 
@@ -212,7 +215,7 @@ def encode_symbols(values: np.ndarray, model: SymbolModel) -> bytes:
     if model.size <= 1 or values.size == 0:
         return b""
     symbols = values.reshape(-1).astype(np.int32) - np.int32(model.low)
-    coder = constriction.stream.stack.AnsCoder()
+    coder = _constriction().stream.stack.AnsCoder()
     coder.encode_reverse(symbols, _categorical(model))
     return coder.get_compressed().astype("<u4").tobytes()
 
@@ -227,7 +230,7 @@ def decode_symbols(words: bytes, model: SymbolModel, count: int, what: str) -> n
     if len(words) % 4 or not words:
         raise PgolfError(f"{what} is corrupt: {len(words):,} coded bytes is not a positive number of 32-bit words")
     try:
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+        coder = _constriction().stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
         symbols = coder.decode(_categorical(model), count)
         clean = coder.is_empty()
     except (ValueError, RuntimeError, OverflowError) as exc:
@@ -248,7 +251,7 @@ class SymbolDecoder:
             if len(words) % 4 or not words:
                 raise PgolfError(f"{what} is corrupt: {len(words):,} coded bytes is not a positive number of "
                                  f"32-bit words")
-            self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+            self.coder = _constriction().stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
             self.categorical = _categorical(model)
         elif words:
             raise PgolfError(f"{what} is corrupt: {len(words):,} coded bytes for a stream that needs none")
