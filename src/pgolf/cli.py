@@ -311,9 +311,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.set)
     if args.steps < 1 or args.warmup < 1 or args.eval_tokens < 0:
         raise PgolfError("bench: --steps and --warmup must be at least 1 and --eval-tokens at least 0")
+    if args.no_train and args.eval_tokens == 0:
+        raise PgolfError("bench: --no-train with --eval-tokens 0 leaves nothing to measure")
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     result = run_bench(cfg, device=device, steps=args.steps, warmup=args.warmup, eval_tokens=args.eval_tokens,
-                       ttt=not args.no_ttt)
+                       ttt=not args.no_ttt, train=not args.no_train)
     write_outputs(result, args.json, args.markdown)
     return 0
 
@@ -537,7 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--steps", type=int, default=10, help="timed training steps (after --warmup)")
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
-    p.add_argument("--eval-tokens", type=int, default=65_536, help="synthetic val tokens to score (0: no eval)")
+    p.add_argument("--eval-tokens", type=int, default=65_536,
+                   help="synthetic val tokens to score (0: no eval, training only)")
+    p.add_argument("--no-train", action="store_true",
+                   help="skip the training stage: only the eval/TTT throughput (its own stage, its own timeout)")
     p.add_argument("--no-ttt", action="store_true", help="skip the TTT eval timing")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", type=Path, help="also write the result here")

@@ -1,11 +1,23 @@
 """`pgolf bench`: how fast a preset trains and scores on this machine, on synthetic tokens.
 
-Measured, per process (one GPU, or the CPU): the first steps' time (compilation included), the steady step time and
-tokens/s, model FLOPs per step counted by `torch.utils.flop_counter` on one real step (so MFU covers what actually
-runs: matmuls and attention, forward and backward), peak device memory, and the flat-eval and TTT-eval throughput of
-the preset's evaluation settings on synthetic documents. MFU is reported against the device's dense bf16 peak when
-it is known (`PEAK_BF16_FLOPS`), else left out. Synthetic tokens mean no data directory is needed and the figures are
-about speed only; the preset's real micro-batch shape is used unless `--set train.micro_batch_tokens=...` changes it.
+Measured, per process (one GPU, or the CPU), in two stages that can run alone (`--no-train`, `--eval-tokens 0`):
+
+- training: the first steps' time (compilation included), the steady step time and tokens/s, peak device memory over
+  the timed steps, and model FLOPs per step (forward and backward, optimizer excluded: `count_step_flops`), from
+  which MFU against the device's dense bf16 peak when it is known (`PEAK_BF16_FLOPS`), else left out;
+- eval: the flat-eval and TTT-eval throughput of the preset's evaluation settings on synthetic documents.
+
+Each stage writes `bench: <stage> started <UTC time>` on stderr before it starts, and the training figures are
+written on stderr as soon as they exist, so a log keeps them if the eval stage runs out of time. Synthetic tokens
+mean no data directory is needed and the figures are about speed only; the preset's real micro-batch shape is used
+unless `--set train.micro_batch_tokens=...` changes it.
+
+FLOPs are counted on shapes alone: the same model is built on the `meta` device and one training step's forward and
+backward run there under `torch.utils.flop_counter.FlopCounterMode`, so nothing is allocated (a real eager step of
+the record's 98,304-token micro-batch would hold about 68 GiB for autograd on one GPU). Matmuls are counted by
+FlopCounterMode; attention is counted per segment by `attention_flops`, in FlopCounterMode's own SDPA convention,
+because neither path the model takes is countable as it runs: variable-length flash attention (packed batches on
+CUDA) is a custom op with no formula in torch 2.11 and, off CUDA, packed attention gathers padded segments.
 
 The result is one JSON object and, with `--markdown FILE`, one table row appended to FILE (docs/BENCHMARKS.md) with
 hardware, torch version, date and commit.
@@ -13,19 +25,28 @@ hardware, torch version, date and commit.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import json
+import math
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pgolf.config import Config
 from pgolf.runtime import autocast_for, should_compile
+
+if TYPE_CHECKING:
+    from pgolf.data.segments import Segments
+    from pgolf.model.gpt import GPT
 
 # Dense bf16 tensor-core peaks (no sparsity), from the vendors' data sheets.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -55,14 +76,170 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _stage(name: str) -> None:
+    """`bench: <name> started <UTC time>` on stderr, flushed: a log shows which stage a timeout stopped."""
+    print(f"bench: {name} started {_utc_now()}", file=sys.stderr, flush=True)
+
+
+# --- FLOPs per training step, counted on shapes alone ----------------------------------------------------------------
+
+def attention_flops(heads: int, head_dim: int, lengths: Iterable[int], value_dim: int | None = None
+                    ) -> tuple[int, int]:
+    """(forward, backward) FLOPs of self-attention over segments of the given lengths, each attending only within
+    itself, with `heads` query heads of `head_dim` (values of `value_dim`, default `head_dim`).
+
+    The convention is FlopCounterMode's for SDPA and flash attention (torch/utils/flop_counter.py,
+    `sdpa_flop_count` and `sdpa_backward_flop_count`), applied per segment as its formula for nested (jagged)
+    flash attention does: 2 FLOPs per multiply-add; every segment of length L counts the full L x L score matrix
+    (causality is not discounted); key/value heads shared by grouped-query attention count once per query head (the
+    kernels broadcast them; torch 2.13's formula counts the query heads). With Dq = head_dim, Dv = value_dim:
+    forward 2*H*L^2*(Dq + Dv) (Q K^T and P V); backward 2*H*L^2*(3*Dq + 2*Dv) (the scores recomputed, then dP = dO
+    V^T, dV = P^T dO, dQ = dS K and dK = dS^T Q), i.e. 4*H*L^2*D and 10*H*L^2*D when Dq = Dv = D.
+    """
+    return _attention_flops(heads, head_dim, head_dim if value_dim is None else value_dim,
+                            sum(int(n) * int(n) for n in lengths))
+
+
+def _attention_flops(heads: int, dq: int, dv: int, square: int) -> tuple[int, int]:
+    """`attention_flops` from `square`, the sum over segments of Lq * Lk."""
+    return 2 * heads * square * (dq + dv), 2 * heads * square * (3 * dq + 2 * dv)
+
+
+class _ShapeOnlyAttention(torch.autograd.Function):
+    """Attention as the FLOP count sees it: an output shaped like the real one (q's shape, v's head size) and
+    gradients for q, k and v, none of them computed; its FLOPs, given, are added to `tally` when the forward and
+    the backward run."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, flops: tuple[int, int], tally: list[int]):
+        ctx.shapes, ctx.backward_flops, ctx.tally = (q.shape, k.shape, v.shape), flops[1], tally
+        tally[0] += flops[0]
+        return q.new_empty((*q.shape[:-1], v.size(-1)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.tally[0] += ctx.backward_flops
+        return (*(grad.new_empty(shape) for shape in ctx.shapes), None, None)
+
+
+def _qkv(query, key, value, *args, **kwargs):
+    return query, key, value
+
+
+class _CountedSDPA(torch.overrides.TorchFunctionMode):
+    """Every `F.scaled_dot_product_attention` call becomes `_ShapeOnlyAttention`, counted by `attention_flops`:
+    q [..., H, Lq, D] over k, v [..., Hkv, Lk, D] is prod(...) segments of Lq x Lk (the unpacked layout's rows)."""
+
+    def __init__(self, tally: list[int]) -> None:
+        super().__init__()
+        self.tally = tally
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not torch.nn.functional.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        q, k, v = _qkv(*args, **kwargs)
+        square = math.prod(q.shape[:-3]) * q.size(-2) * k.size(-2)
+        flops = _attention_flops(q.size(-3), q.size(-1), v.size(-1), square)
+        return _ShapeOnlyAttention.apply(q, k, v, flops, self.tally)
+
+
+@contextlib.contextmanager
+def _counted_attention(tally: list[int], segment_lengths: list[int] | None) -> Iterator[None]:
+    """Within: attention counts into `tally` instead of running. SDPA through `_CountedSDPA`; the packed layout's
+    `pgolf.model.attention.segment_attention` (looked up by `Attention.forward` at call time) is swapped for the
+    same stand-in over `segment_lengths`, the real lengths read on the CPU (the meta segments have no values, and
+    the padded path it would take off CUDA needs them: its boolean mask has no meta shape)."""
+    import pgolf.model.attention as attention_module
+
+    def segment_attention(q, k, v, segments):
+        if segment_lengths is None:
+            raise RuntimeError("count_step_flops: the model attended by segments but was given none")
+        flops = attention_flops(q.size(1), q.size(-1), segment_lengths, v.size(-1))
+        return _ShapeOnlyAttention.apply(q, k, v, flops, tally)
+
+    real = attention_module.segment_attention
+    attention_module.segment_attention = segment_attention
+    try:
+        with _CountedSDPA(tally):
+            yield
+    finally:
+        attention_module.segment_attention = real
+
+
+def counting_model(cfg: Config) -> GPT:
+    """The preset's model as the bench trains it (looping on where the preset loops, the eager twins of the Triton
+    kernels) with every parameter and buffer on the `meta` device: shapes, no storage. Orthogonal initialisation is
+    left out (it reads values; values do not change a FLOP count), and the body stays float32: dtypes do not
+    change which matmuls run, and bf16 autocast has no meta device to run on."""
+    from pgolf.model.gpt import GPT
+
+    with torch.device("meta"):
+        model = GPT(dataclasses.replace(cfg.model, ortho_init=False))
+    model.use_kernels(False)
+    model.looping = cfg.model.num_loops > 0
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFlops:
+    total: int      # forward + backward of one micro-batch, attention included
+    attention: int  # the attention part (`attention_flops`)
+
+
+def count_step_flops(cfg: Config, shape: tuple[int, int], segments: Segments | None = None) -> StepFlops:
+    """FLOPs of one training micro-batch's forward and backward (the loss's, as `bench_training` steps; the
+    optimizer's are not model FLOPs) for a batch of `shape` [rows, tokens], cut into `segments` when given (the
+    packed layout; CPU segments, as `document_segments` returns them).
+
+    Nothing is allocated: `counting_model` runs on the `meta` device under FlopCounterMode, which counts the
+    matmuls (mm, addmm, bmm) forward and backward as a real eager step on CUDA would, and attention is counted
+    per segment by `attention_flops` (FlopCounterMode's SDPA convention: the full square per segment, so a packed
+    row of short documents counts far less than its length squared). On the unpacked layout this equals what
+    FlopCounterMode counts on a real eager step whose SDPA kernel has a formula (CUDA's flash and efficient
+    kernels; tests/train/test_bench.py registers one for the CPU kernel to compare); on the packed layout it is
+    what torch 2.13's formula for `varlen_attn` counts on CUDA, where torch 2.11 has none."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = counting_model(cfg)
+    ids = torch.zeros(shape, dtype=torch.long, device="meta")
+    lengths, meta_segments = None, None
+    if segments is not None:
+        bounds = segments.cu_seqlens[:segments.count + 1].tolist()
+        lengths = [end - start for start, end in zip(bounds, bounds[1:])]
+        meta_segments = segments.to("meta")
+    tally = [0]
+    with _counted_attention(tally, lengths), FlopCounterMode(display=False) as counter:
+        model(ids, ids, segments=meta_segments).backward()
+    return StepFlops(total=counter.get_total_flops() + tally[0], attention=tally[0])
+
+
+# --- training and eval throughput ------------------------------------------------------------------------------------
+
 def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, mean_doc: int = 0) -> dict:
     """Step time and throughput of full optimizer steps at the preset's micro-batch (synthetic documents of
-    `mean_doc` tokens on average; 0: half a sequence)."""
+    `mean_doc` tokens on average; 0: half a sequence), peak memory over the timed steps, and the FLOPs of one
+    step's forward and backward (`count_step_flops`, counted first: on shapes only, it allocates nothing)."""
     from pgolf.data.segments import document_segments
     from pgolf.model.gpt import GPT
     from pgolf.model.kernels import wanted
     from pgolf.model.precision import body_dtype, cast_body
     from pgolf.optim.groups import build_optimizers
+
+    tokens, seq = cfg.train.micro_batch_tokens, cfg.train.train_seq_len
+    stream = synthetic_tokens(tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=mean_doc or max(2, seq // 2))
+    x, y = stream[:-1], stream[1:]
+    segments = None
+    if cfg.train.loader == "packed":
+        x, y = x.view(1, -1), y.view(1, -1)
+        segments = document_segments(x, cfg.model.bos_id, seq)
+    else:
+        x, y = x.view(-1, seq), y.view(-1, seq)
+    flops = count_step_flops(cfg, tuple(x.shape), segments)  # seconds, no memory: a bad config fails before training
 
     torch.manual_seed(0)
     if device.type == "cuda":  # as the trainer sets them
@@ -78,16 +255,9 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
     compiled = should_compile(cfg.train.compile, device)
     step_model = torch.compile(model, dynamic=False, fullgraph=True) if compiled else model
     opts = build_optimizers(model, cfg.optim)
-    tokens, seq = cfg.train.micro_batch_tokens, cfg.train.train_seq_len
-    stream = synthetic_tokens(tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=mean_doc or max(2, seq // 2))
-    x, y = stream[:-1], stream[1:]
-    segments = None
-    if cfg.train.loader == "packed":
-        x, y = x.view(1, -1), y.view(1, -1)
-        segments = document_segments(x, cfg.model.bos_id, seq).to(device)
-    else:
-        x, y = x.view(-1, seq), y.view(-1, seq)
     x, y = x.to(device), y.to(device)
+    if segments is not None:
+        segments = segments.to(device)
 
     def step() -> None:
         for o in opts:
@@ -98,40 +268,28 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
         for o in opts:
             o.step()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
     _sync(device)
     first = time.perf_counter() - t0
+    if device.type == "cuda":  # the timed steps' peak: weights, optimizer state, one step's activations
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     _sync(device)
     seconds = (time.perf_counter() - t0) / steps
-    peak_memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None  # before the eager step
-    from torch.utils.flop_counter import FlopCounterMode
-    # Eager, one step: what the compiled step computes. The Triton kernels are custom ops FlopCounterMode has no
-    # formula for, so their eager twins are counted (the same matmuls). Variable-length flash attention (a custom
-    # op too) is not counted: with `train.loader = "packed"` on CUDA the attention FLOPs are missing from MFU.
-    model.use_kernels(False)
-    with FlopCounterMode(display=False) as counter:
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        with autocast_for(device):
-            model(x, y, segments=segments).backward()
-    model.use_kernels(kernels)
-    flops = counter.get_total_flops()
     out = {"micro_batch_tokens": tokens, "seq_len": seq, "params": sum(p.numel() for p in model.parameters()),
            "warmup_steps": warmup, "warmup_seconds": round(first, 3), "steps": steps,
            "ms_per_step": round(1000 * seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
-           "flops_per_step": flops, "achieved_tflops": round(flops / seconds / 1e12, 3)}
+           "flops_per_step": flops.total, "attention_flops_per_step": flops.attention,
+           "achieved_tflops": round(flops.total / seconds / 1e12, 3)}
     out["compiled"], out["kernels"] = compiled, kernels
-    if peak_memory is not None:
-        out["peak_memory_gib"] = round(peak_memory / 2**30, 3)
+    if device.type == "cuda":
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     peak = peak_flops(device_name(device)) if device.type == "cuda" else None
-    out["mfu"] = round(flops / seconds / peak, 4) if peak else None
+    out["mfu"] = round(flops.total / seconds / peak, 4) if peak else None
     return out
 
 
@@ -176,26 +334,35 @@ def commit_hash() -> str:
         return "unknown"
 
 
-def run_bench(cfg: Config, *, device: torch.device, steps: int, warmup: int, eval_tokens: int, ttt: bool) -> dict:
+def run_bench(cfg: Config, *, device: torch.device, steps: int, warmup: int, eval_tokens: int, ttt: bool,
+              train: bool = True) -> dict:
+    """The training stage (unless `train` is false), then the eval stage (unless `eval_tokens` is 0): one dict,
+    with "train" and "eval" for the stages that ran."""
     result = {"preset": cfg.preset, "device": device_name(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "commit": commit_hash(),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
-    result["train"] = bench_training(cfg, device, steps, warmup)
-    # On stderr (stdout stays one JSON object): kept in a log even if the eval below runs out of time.
-    print(json.dumps({"train": result["train"]}), file=sys.stderr, flush=True)
+    if train:
+        _stage("training")
+        result["train"] = bench_training(cfg, device, steps, warmup)
+        # On stderr (stdout stays one JSON object): kept in a log even if the eval below runs out of time.
+        print(json.dumps({"train": result["train"]}), file=sys.stderr, flush=True)
     if eval_tokens > 0:
+        _stage("eval")
         result["eval"] = bench_eval(cfg, device, eval_tokens, ttt)
     return result
 
 
 def markdown_row(result: dict) -> str:
-    t, e = result["train"], result.get("eval", {})
+    """One docs/BENCHMARKS.md row (MARKDOWN_HEADER's columns); a stage that did not run gives n/a cells."""
+    t, e = result.get("train", {}), result.get("eval", {})
+
+    def cell(table: dict, key: str, fmt: str) -> str:
+        return format(table[key], fmt) if table.get(key) is not None else "n/a"
+
     mfu = f"{100 * t['mfu']:.1f}%" if t.get("mfu") else "n/a"
-    mem = f"{t['peak_memory_gib']:.2f}" if "peak_memory_gib" in t else "n/a"
-    cells = [result["preset"], result["device"], f"{t['ms_per_step']:.1f}", f"{t['tokens_per_s']:,.0f}", mfu, mem,
-             f"{t['warmup_seconds']:.1f}", f"{e['flat_tokens_per_s']:,.0f}" if "flat_tokens_per_s" in e else "n/a",
-             f"{e['ttt_tokens_per_s']:,.0f}" if "ttt_tokens_per_s" in e else "n/a",
-             f"torch {result['torch']}", result["commit"], result["date"]]
+    cells = [result["preset"], result["device"], cell(t, "ms_per_step", ".1f"), cell(t, "tokens_per_s", ",.0f"), mfu,
+             cell(t, "peak_memory_gib", ".2f"), cell(t, "warmup_seconds", ".1f"), cell(e, "flat_tokens_per_s", ",.0f"),
+             cell(e, "ttt_tokens_per_s", ",.0f"), f"torch {result['torch']}", result["commit"], result["date"]]
     return "| " + " | ".join(cells) + " |"
 
 
