@@ -117,5 +117,7 @@ def test_rows_adapt_independently(model):
             b[0] = 0  # row 0: fresh adapters; row 1: trained ones
     x = torch.cat([X, X])
     out = _logits(model, x, lora)
-    assert torch.equal(out[0], _logits(model, X)[0])
+    # Row 0 is the base model: equal up to float32 rounding (a batch of 2 may take another matmul blocking than a
+    # batch of 1; 3.6e-7 apart on this machine's CPU), far below what row 1's trained adapters move (> 1e-3).
+    torch.testing.assert_close(out[0], _logits(model, X)[0], rtol=0, atol=1e-5)
     assert not torch.allclose(out[1], out[0], atol=1e-3)
