@@ -1,38 +1,39 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (issue 13), for a session whose device `status` says a machine is lent. Run it through
-# the device tool from the repository root, carrying local/gpu_carry (benchmarks/gpu_check_prepare.sh fills it):
+# The one prepared GPU check (issues 13 and 20), for a session whose device `status` says a machine is lent.
+# Prepare here first (wheels of what the GPU image lacks, the official baseline, the FA3-patched 1.0611 record):
+#
+#   bash benchmarks/gpu_check_prepare.sh /work/.mirror/openai+parameter-golf/repo
+#
+# then run it through the device tool from the repository root, carrying what the preparation made:
 #
 #   run(command="bash benchmarks/gpu_check.sh", carry=["local/gpu_carry"], timeout_s=540)
 #
-# Rehearse it here first, on the CPU, in about a minute (tests/test_gpu_check_script.py does this):
+# Rehearse it here, on the CPU: `GPU_CHECK_SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_check.sh` with any Python
+# (tests/test_gpu_check_script.py), and with the GPU image's own versions (torch 2.11, triton 3.6, Python 3.12, the
+# packages it lacks blocked): `bash benchmarks/gpu_rehearsal.sh`.
 #
-#   GPU_CHECK_SMOKE=1 OUT=/tmp/gpu_check_smoke bash benchmarks/gpu_check.sh
-#
-# The smoke mode runs every stage with the same commands and flags on the CPU presets (baseline-cpu, record-cpu),
-# 2 steps and a tiny eval (bench-record's phased TTT included: `eval.mode` is set explicitly for that), so a wrong
-# flag, `--set` field or Python error shows here and not on the GPU; only the official script (CUDA-only) is
-# skipped there. What the smoke mode cannot show: compile, Triton, FA3/varlen, NCCL, bf16 autocast (CPU paths).
-#
-# On the GPU it finishes in at most ~7.5 minutes on one H100/H200: the stage timeouts add up to 440 s, plus a few
-# seconds for env.txt and the synthetic shards. Each stage has its own timeout and a failed stage does not stop the
-# others. Everything is written under $OUT:
-#   env.txt                    GPU, driver, python, torch, triton and pip list (the machine is offline: nothing is
-#                              installed; pgolf runs from src/ via PYTHONPATH)
-#   pytest-gpu.txt             the `gpu`-marked tests
-#   bench-baseline.json/.md    `pgolf bench --preset baseline` (real shapes, synthetic tokens, short)
-#   bench-record.json/.md      `pgolf bench --preset record` (flat and phased-TTT eval tokens/s included); the
-#                              training figures are printed to bench-record.txt before the eval starts
-#   official-baseline.txt      the official baseline train_gpt.py for the same number of steps on synthetic
-#                              sp1024 shards, for a side-by-side tokens/s (its step_avg lines)
-#   profile-record.txt         torch.profiler's top operators of a few record steps
-#   summary.txt                one line per stage: ok / failed (exit code; 124 = its timeout) / skipped, and seconds
+# The key numbers come first, so that a cold compile that eats the time still brings them back. The script keeps
+# its own clock: stages run in order while GPU_CHECK_BUDGET seconds (default 525, under the call's 540) last; each
+# stage's limit is cut to what is left, and a stage with under 20 s left is skipped and says so. Limits, on one
+# H100/H200 (the reasoning for each is in docs/BENCHMARKS.md#gpu-check-budget):
+#   key:    bench-record-train 170, bench-baseline-train 75, official-baseline 80, record-script 150  (475 s)
+#   after:  pytest-gpu 90, bench-record-eval 120, bench-record-nokernels 120, profile-record 50
+# Everything is written under $OUT:
+#   summary.txt        one line per stage: ok / failed (exit code; 124 = its timeout) / skipped (why), and seconds
+#   timeline.txt       when each stage started (UTC and seconds into the run) and the limit it got
+#   env.txt            GPU, driver, python, torch, triton, the attention/kernel paths pgolf takes, pip list
+#   <stage>.txt        each stage's output, its first line the start time; bench stages also write <stage>.json/.md
+# The interpreter is ${PYTHON:-python3} (the GPU machine has no `python`); output is unbuffered.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check_out}
+PY=${PYTHON:-python3}
+BUDGET=${GPU_CHECK_BUDGET:-525}
+CARRY=${GPU_CHECK_CARRY:-local/gpu_carry}
+SMOKE=${GPU_CHECK_SMOKE:-0}
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-CARRY=local/gpu_carry
-SMOKE=${GPU_CHECK_SMOKE:-0}
+: > "$OUT/timeline.txt"
 
 if [ "$SMOKE" = 1 ]; then  # same stages, CPU-sized
   DEVICE=cpu
@@ -44,38 +45,67 @@ else
   BASE_EVAL=524288 RECORD_EVAL=262144 PROFILE_BATCH=32 PROFILE_SEQ=2048 SHARD_TOKENS=20000000
 fi
 
-stage() {  # stage NAME SECONDS COMMAND...: run with a timeout, log output, record the outcome
-  local name=$1 limit=$2; shift 2
-  local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  local rc=$?
-  echo "$name: $([ $rc -eq 0 ] && echo ok || echo "failed ($rc)") $((SECONDS - t0))s" | tee -a "$OUT/summary.txt"
+note() {  # note NAME OUTCOME: one summary line
+  echo "$1: $2" | tee -a "$OUT/summary.txt"
 }
 
+stage() {  # stage NAME SECONDS COMMAND...: run under min(SECONDS, what the budget has left); log and record it
+  local name=$1 limit=$2; shift 2
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    note "$name" "skipped (budget: ${left}s of ${BUDGET}s left)"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  local t0=$SECONDS
+  echo "$name: started $(date -u +%FT%TZ) at +${SECONDS}s, limit ${limit}s" >> "$OUT/timeline.txt"
+  echo "# $name started $(date -u +%FT%TZ), limit ${limit}s: $*" > "$OUT/$name.txt"
+  timeout --kill-after=10 "$limit" "$@" >> "$OUT/$name.txt" 2>&1
+  local rc=$?
+  note "$name" "$([ $rc -eq 0 ] && echo ok || echo "failed ($rc)") $((SECONDS - t0))s"
+}
+
+# What the image lacks, from the carried wheels, before anything imports pgolf (benchmarks/gpu_image.txt).
+SITE=${GPU_CHECK_SITE:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_site.XXXXXX")}
+if ls "$CARRY"/wheels/*.whl > /dev/null 2>&1; then
+  if "$PY" -m pip --version > /dev/null 2>&1; then
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$CARRY"/wheels/*.whl > "$OUT/wheels.txt" 2>&1
+  else  # no pip in that interpreter: a wheel is a zip laid out for site-packages
+    "$PY" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+      "$SITE" "$CARRY"/wheels/*.whl > "$OUT/wheels.txt" 2>&1
+  fi
+  rc=$?
+  note wheels "$([ $rc -eq 0 ] && echo "ok ($(ls "$CARRY"/wheels/*.whl | wc -l) installed)" || echo "failed ($rc)")"
+else
+  note wheels "skipped (none carried: run benchmarks/gpu_check_prepare.sh and carry $CARRY)"
+fi
+export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+
 {
+  date -u +%FT%TZ
   nvidia-smi || echo "nvidia-smi: not available"
-  python -VV
-  python -c "import torch; print('torch', torch.__version__, torch.version.cuda,
+  "$PY" -VV
+  "$PY" -c "import torch; print('torch', torch.__version__, torch.version.cuda,
            torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
-  python -c "import triton; print('triton', triton.__version__)"
-  python -c "import flash_attn_interface; print('flash_attn_interface (FA3) importable')"
-  python -c "from pgolf.model import attention as a, kernels as k; import torch
+  "$PY" -c "import triton; print('triton', triton.__version__)"
+  "$PY" -c "import flash_attn_interface; print('flash_attn_interface (FA3) importable')"
+  "$PY" -c "from pgolf.model import attention as a, kernels as k; import torch
 print('pgolf paths: FA3', a.fa3_varlen is not None, 'FA3 custom ops (compilable)', a.fa3_traceable,
-      'torch varlen_attn', a.varlen_attention is not None, 'Triton kernels (auto)', k.wanted('auto', torch.device('cuda')))"
-  python -m pip list
+      'torch varlen_attn', a.varlen_attention is not None, 'varlen keywords', sorted(a.varlen_keywords(True)),
+      'Triton kernels (auto)', k.wanted('auto', torch.device('cuda')))"
+  "$PY" -m pip list
 } > "$OUT/env.txt" 2>&1
 
-stage pytest-gpu 120 python -m pytest -q -m gpu tests -p no:cacheprovider
-stage bench-baseline 60 python -m pgolf bench --preset "$BASELINE" --device "$DEVICE" --steps "$STEPS" \
-  --warmup "$WARMUP" --eval-tokens "$BASE_EVAL" --no-ttt \
-  --json "$OUT/bench-baseline.json" --markdown "$OUT/bench-baseline.md"
-stage bench-record 110 python -m pgolf bench --preset "$RECORD" --device "$DEVICE" --steps "$STEPS" \
-  --warmup "$WARMUP" --eval-tokens "$RECORD_EVAL" --set eval.mode=phased-ttt --set eval.ttt_prefix_docs=200 \
-  --json "$OUT/bench-record.json" --markdown "$OUT/bench-record.md"
+bench() {  # bench STAGE LIMIT PRESET ARGS...: `pgolf bench`, JSON and a markdown row under $OUT
+  local name=$1 limit=$2 preset=$3; shift 3
+  stage "$name" "$limit" "$PY" -m pgolf bench --preset "$preset" --device "$DEVICE" --steps "$STEPS" \
+    --warmup "$WARMUP" --json "$OUT/$name.json" --markdown "$OUT/$name.md" "$@"
+}
 
-# The official baseline on synthetic sp1024 shards in the official format, same step count.
-DATA=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_data.XXXXXX")  # not under $OUT: nothing to send back
-python - "$DATA" "$SHARD_TOKENS" <<'PY'
+# Synthetic shards, not under $OUT (nothing to send back): official sp1024 for the official baseline, CaseOps-shaped
+# SP8192 for the record's own script.
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_data.XXXXXX")
+"$PY" - "$DATA/sp1024" "$SHARD_TOKENS" <<'PY'
 import sys
 from pathlib import Path
 import numpy as np
@@ -86,21 +116,42 @@ rng = np.random.default_rng(0)
 write_shard(out / "fineweb_train_000000.bin", rng.integers(0, 1024, n).astype(np.uint16))
 write_shard(out / "fineweb_val_000000.bin", rng.integers(0, 1024, n // 10).astype(np.uint16))
 PY
-echo "synthetic-shards: $([ -f "$DATA/fineweb_val_000000.bin" ] && echo ok || echo failed)" | tee -a "$OUT/summary.txt"
-if [ ! -f "$CARRY/official/train_gpt.py" ] || [ ! -f "$CARRY/fineweb_1024_bpe.model" ]; then
-  echo "official-baseline: skipped (run benchmarks/gpu_check_prepare.sh and carry $CARRY)" | tee -a "$OUT/summary.txt"
-elif [ "$SMOKE" = 1 ]; then
-  echo "official-baseline: skipped (smoke: the official script needs CUDA; its inputs are present)" \
-    | tee -a "$OUT/summary.txt"
-else
-  stage official-baseline 100 env DATA_PATH="$DATA" TOKENIZER_PATH="$CARRY/fineweb_1024_bpe.model" \
-    ITERATIONS="$STEPS" WARMUP_STEPS=5 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 RUN_ID=gpu_check \
-    python "$CARRY/official/train_gpt.py"
-fi
-rm -rf "$DATA"
+note synthetic-shards "$([ -f "$DATA/sp1024/fineweb_val_000000.bin" ] && echo ok || echo failed)"
 
+# ---- key numbers: training tokens/s and peak memory of pgolf record and baseline, and the reference scripts ----
+bench bench-record-train 170 "$RECORD" --eval-tokens 0
+bench bench-baseline-train 75 "$BASELINE" --eval-tokens 0
+if [ ! -f "$CARRY/official/train_gpt.py" ] || [ ! -f "$CARRY/fineweb_1024_bpe.model" ]; then
+  note official-baseline "skipped (not prepared: run benchmarks/gpu_check_prepare.sh OFFICIAL_REPO and carry $CARRY)"
+elif [ "$SMOKE" = 1 ]; then
+  note official-baseline "skipped (smoke: the official script needs CUDA; its inputs are present)"
+else
+  stage official-baseline 80 env DATA_PATH="$DATA/sp1024" TOKENIZER_PATH="$CARRY/fineweb_1024_bpe.model" \
+    ITERATIONS="$STEPS" WARMUP_STEPS=5 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 MAX_WALLCLOCK_SECONDS=0 RUN_ID=gpu_check \
+    "$PY" "$CARRY/official/train_gpt.py"
+fi
+if [ ! -f "$CARRY/record/train_gpt.py" ]; then
+  note record-script "skipped (not prepared: run benchmarks/gpu_check_prepare.sh OFFICIAL_REPO and carry $CARRY)"
+else
+  "$PY" benchmarks/record_script.py shards --out "$DATA/record" --tokenizer "$CARRY"/record/*.model \
+    --train-tokens "$SHARD_TOKENS" --val-tokens $((SHARD_TOKENS / 10)) > "$OUT/record-shards.txt" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    note record-script "failed (synthetic CaseOps shards: exit $rc, see record-shards.txt)"
+  elif [ "$SMOKE" = 1 ]; then
+    note record-script "skipped (smoke: the record's script needs CUDA; its shards were written)"
+  else
+    stage record-script 150 env PYTHON="$PY" bash benchmarks/record_script_run.sh "$DATA/record" "$STEPS"
+  fi
+fi
+
+# ---- after them, each with its own limit: correctness on CUDA, eval and TTT throughput, kernels A/B, profile ----
+stage pytest-gpu 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider $(grep -rl "mark.gpu" tests --include="test_*.py")
+bench bench-record-eval 120 "$RECORD" --no-train --eval-tokens "$RECORD_EVAL" --set eval.mode=phased-ttt \
+  --set eval.ttt_prefix_docs=200
+bench bench-record-nokernels 120 "$RECORD" --eval-tokens 0 --set train.kernels=off
 # A few record steps as the trainer runs them (bf16 body, Triton kernels, autocast), profiled.
-stage profile-record 50 python - "$RECORD" "$PROFILE_BATCH" "$PROFILE_SEQ" <<'PY'
+stage profile-record 50 "$PY" - "$RECORD" "$PROFILE_BATCH" "$PROFILE_SEQ" <<'PY'
 import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -130,4 +181,7 @@ prof.__exit__(None, None, None)
 print(prof.key_averages().table(sort_by="cuda_time_total" if device.type == "cuda" else "cpu_time_total",
                                 row_limit=25))
 PY
+rm -rf "$DATA"
+[ -z "${GPU_CHECK_SITE:-}" ] && rm -rf "$SITE"
+echo "total: ${SECONDS}s of ${BUDGET}s" >> "$OUT/timeline.txt"
 cat "$OUT/summary.txt"

@@ -3,11 +3,13 @@ exactly as if it ran alone, on the record's full technique stack with every para
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
 from pgolf.data.segments import CU_BUCKET, document_segments
-from pgolf.model.attention import segment_attention
+from pgolf.model.attention import segment_attention, varlen_keywords
 from tests.model.test_techniques_reference import BOS, VOCAB, _cfg, randomised
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,25 +123,105 @@ def test_cuda_varlen_matches_padded_path():
     torch.testing.assert_close(fast.float(), slow.float(), rtol=2e-2, atol=2e-2)
 
 
-def _fake_flash_varlen(calls):
-    """A CPU stand-in for FA3's / torch's variable-length flash attention that enforces their input contract
-    (q, k, v of one half-precision dtype, (total, heads, dim) and contiguous; int32 cu_seqlens) and computes each
-    segment with SDPA."""
-    def fake(q, k, v, cu_q, cu_k, max_q, max_k, causal=None, window_size=None, enable_gqa=None):
-        assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16), (q.dtype, k.dtype, v.dtype)
-        assert q.dim() == k.dim() == v.dim() == 3 and q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
-        assert cu_q.dtype == cu_k.dtype == torch.int32
-        assert causal is True or tuple(window_size) == (-1, 0)
+try:  # the installed torch's own signature: the stand-in below binds every call against it
+    from torch.nn.attention.varlen import varlen_attn as _torch_varlen_attn
+    TORCH_VARLEN = inspect.signature(_torch_varlen_attn)
+except ImportError:  # pragma: no cover - torch < 2.10
+    TORCH_VARLEN = None
+
+
+def _torch_2_11_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                            window_size=(-1, -1)):
+    """The parameters of torch 2.11's `torch.nn.attention.varlen.varlen_attn` (the GPU image's torch): no
+    `enable_gqa`; keys and values with fewer heads go to the flash kernel as they are."""
+
+
+def _fa3_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q=None, seqused_k=None,
+                     softmax_scale=None, causal=False, qv=None, q_descale=None, k_descale=None, v_descale=None,
+                     window_size=(-1, -1), attention_chunk=0, softcap=0.0, num_splits=1, pack_gqa=None,
+                     deterministic=False, sm_margin=0, return_attn_probs=False):
+    """The parameters of FlashAttention-3's `flash_attn_interface.flash_attn_varlen_func` (the Hopper build,
+    hopper/flash_attn_interface.py): seven positional inputs, then options, `causal` among them."""
+
+
+TORCH_2_11 = frozenset(inspect.signature(_torch_2_11_varlen_attn).parameters)
+TORCH_2_13 = TORCH_2_11 | {"enable_gqa", "seqused_k", "block_table", "num_splits"}
+FA3_VARLEN = inspect.signature(_fa3_varlen_func)
+
+
+def _flash_contract(q, k, v, cu_q, cu_k) -> None:
+    """The flash kernels' input contract: q, k, v of one half-precision dtype, (total, heads, dim) and contiguous;
+    int32 cu_seqlens."""
+    assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16), (q.dtype, k.dtype, v.dtype)
+    assert q.dim() == k.dim() == v.dim() == 3 and q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+    assert cu_q.dtype == cu_k.dtype == torch.int32
+
+
+def _segment_sdpa(q, k, v, cu) -> torch.Tensor:
+    """What the kernels compute: causal attention within each segment [cu[i], cu[i + 1]) of the flat tokens."""
+    out = torch.zeros_like(q)
+    bounds = cu.tolist()
+    for a, b in zip(bounds, bounds[1:]):
+        if b > a:
+            out[a:b] = torch.nn.functional.scaled_dot_product_attention(
+                q[a:b].transpose(0, 1).float(), k[a:b].transpose(0, 1).float(), v[a:b].transpose(0, 1).float(),
+                is_causal=True, enable_gqa=True).transpose(0, 1).to(q.dtype)
+    return out
+
+
+def _fake_flash_varlen(calls, which="torch", signature=None):
+    """A CPU stand-in for torch's `varlen_attn` (`which="torch"`) or FA3's `flash_attn_varlen_func` (`"fa3"`) that
+    binds every call against the real signature (the installed torch's, FA3's, or `signature`), so a keyword the
+    function lacks is the same TypeError it would be on the GPU, enforces the kernels' input contract and the
+    causal option, and computes each segment with SDPA. The torch one also refuses fewer key/value heads without
+    `enable_gqa=True` where the signature has that flag (torch >= 2.13 raises a ValueError there)."""
+    signature = signature or (FA3_VARLEN if which == "fa3" else TORCH_VARLEN)
+
+    def fake(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        q, k, v, cu_q, cu_k = list(bound.arguments.values())[:5]
+        _flash_contract(q, k, v, cu_q, cu_k)
+        if which == "fa3":
+            assert bound.arguments["causal"] is True
+        else:
+            assert tuple(bound.arguments["window_size"]) == (-1, 0)  # causal
+            if "enable_gqa" in signature.parameters and q.size(1) != k.size(1) and not bound.arguments["enable_gqa"]:
+                raise ValueError(f"Hq={q.size(1)} and Hkv={k.size(1)}: set enable_gqa=True for GQA")
         calls.append(q.dtype)
-        out = torch.zeros_like(q)
-        bounds = cu_q.tolist()
-        for a, b in zip(bounds, bounds[1:]):
-            if b > a:
-                out[a:b] = torch.nn.functional.scaled_dot_product_attention(
-                    q[a:b].transpose(0, 1).float(), k[a:b].transpose(0, 1).float(), v[a:b].transpose(0, 1).float(),
-                    is_causal=True, enable_gqa=True).transpose(0, 1).to(q.dtype)
-        return (out, None) if causal is True else out  # FA3 builds that also return the log-sum-exp
+        out = _segment_sdpa(q, k, v, cu_q)
+        return (out, None) if which == "fa3" else out  # FA3 builds that also return the log-sum-exp
     return fake
+
+
+def test_varlen_keywords_follow_the_signature():
+    """`enable_gqa` goes to torch's varlen_attn only where its signature has it: torch 2.11's has not (passing it
+    was a TypeError on the GPU image), torch 2.13's has and refuses GQA inputs without it."""
+    assert varlen_keywords(True, TORCH_2_11) == {"window_size": (-1, 0)}
+    assert varlen_keywords(True, TORCH_2_13) == {"window_size": (-1, 0), "enable_gqa": True}
+    assert varlen_keywords(False, TORCH_2_13) == {"window_size": (-1, 0), "enable_gqa": False}
+    if TORCH_VARLEN is not None:  # the installed torch: what `_varlen` passes binds
+        from pgolf.model import attention
+        assert attention.VARLEN_PARAMETERS == frozenset(TORCH_VARLEN.parameters)
+        TORCH_VARLEN.bind(*[None] * 7, **varlen_keywords(True))
+
+
+def test_torch_standin_refuses_a_keyword_its_signature_lacks():
+    """The stand-ins are as strict as the functions: on torch 2.11's signature `enable_gqa` is a TypeError (the bug
+    the former stand-in, which took any keyword, let through) and the keywords pgolf chooses for it pass; FA3's
+    takes pgolf's call and refuses torch's keyword."""
+    ids = torch.tensor([[1] + [3] * 9 + [1] + [3] * 5])
+    seg = document_segments(ids, 1, max_len=0)
+    q, k, v = torch.randn(16, 4, 8).bfloat16(), torch.randn(16, 2, 8).bfloat16(), torch.randn(16, 2, 8).bfloat16()
+    args = (q, k, v, seg.cu_seqlens, seg.cu_seqlens, seg.max_seqlen, seg.max_seqlen)
+    fake_2_11 = _fake_flash_varlen([], "torch", inspect.signature(_torch_2_11_varlen_attn))
+    with pytest.raises(TypeError, match="enable_gqa"):
+        fake_2_11(*args, window_size=(-1, 0), enable_gqa=True)
+    assert fake_2_11(*args, **varlen_keywords(True, TORCH_2_11)).shape == q.shape
+    fake_fa3 = _fake_flash_varlen([], "fa3")
+    with pytest.raises(TypeError, match="enable_gqa"):  # FA3 does GQA without being asked
+        fake_fa3(*args, causal=True, enable_gqa=True)
+    assert fake_fa3(*args, causal=True)[0].shape == q.shape  # the call `_varlen` makes
 
 
 @pytest.mark.parametrize("which", ["fa3", "torch"])
@@ -147,8 +229,10 @@ def test_varlen_call_gets_one_half_dtype_under_autocast(monkeypatch, which):
     """Under CUDA autocast q and k reach attention in float32 (rms_norm is an autocast float32 op) and v in bf16;
     the flash kernels take neither float32 nor mixed dtypes and are not autocast ops, so `_varlen` casts them."""
     from pgolf.model import attention
+    if which == "torch" and TORCH_VARLEN is None:
+        pytest.skip("this torch has no torch.nn.attention.varlen")
     calls = []
-    monkeypatch.setattr(attention, "fa3_varlen", _fake_flash_varlen(calls) if which == "fa3" else None)
+    monkeypatch.setattr(attention, "fa3_varlen", _fake_flash_varlen(calls, "fa3") if which == "fa3" else None)
     monkeypatch.setattr(attention, "varlen_attention", None if which == "fa3" else _fake_flash_varlen(calls))
     torch.manual_seed(0)
     ids = torch.tensor([[1] + [3] * 20 + [1] + [3] * 11])
@@ -168,7 +252,8 @@ def test_varlen_call_gets_one_half_dtype_under_autocast(monkeypatch, which):
 
 @torch.library.custom_op("pgolf_test::varlen", mutates_args=())
 def _test_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
-    return _fake_flash_varlen([])(q, k, v, cu, cu, max_len, max_len, window_size=(-1, 0))
+    _flash_contract(q, k, v, cu, cu)
+    return _segment_sdpa(q, k, v, cu)
 
 
 @_test_varlen_op.register_fake
@@ -184,10 +269,15 @@ def test_varlen_compiles_once_for_every_cu_seqlens_bucket(monkeypatch):
     from torch._dynamo.testing import CompileCounter
 
     from pgolf.model import attention
+    if TORCH_VARLEN is None:
+        pytest.skip("this torch has no torch.nn.attention.varlen")
+
+    def varlen_standin(q, k, v, cu, cu_k, max_q, max_k, **keywords):  # a custom op with a fake, as varlen_attn is
+        TORCH_VARLEN.bind(q, k, v, cu, cu_k, max_q, max_k, **keywords)  # a keyword torch lacks: TypeError
+        return _test_varlen_op(q, k, v, cu, max_q)
+
     monkeypatch.setattr(attention, "fa3_varlen", None)
-    monkeypatch.setattr(attention, "varlen_attention",
-                        lambda q, k, v, cu, _cu, max_q, _max_k, window_size, enable_gqa: _test_varlen_op(q, k, v, cu,
-                                                                                                           max_q))
+    monkeypatch.setattr(attention, "varlen_attention", varlen_standin)
     counter = CompileCounter()
     compiled = torch.compile(attention._varlen, backend=counter, fullgraph=True, dynamic=False)
     torch.manual_seed(0)
