@@ -19,9 +19,10 @@ import time
 
 import numpy as np
 
-from pgolf.artifact.codecs import CODECS, compress, decompress, split_payload
-from pgolf.artifact.entropy import encode_symbols, entropy_bits, fit_model, histogram, model_bytes
+from pgolf.artifact.ans_container import split_payload
+from pgolf.artifact.codecs import CODECS, compress, decompress
 from pgolf.artifact.format import load_artifact, payload_layout
+from pgolf.artifact.rans import encode_symbols, entropy_bits, fit_model, histogram, model_bytes
 from pgolf.errors import PgolfError
 
 # Strongest level of each codec (the records' settings: zlib-9, lzma-9, zstd-22, brotli-11).
@@ -54,7 +55,8 @@ def _codec_rows(payload: bytes, layout: list, names: list[str]) -> list[str]:
 
 
 def _bound_rows(payload: bytes, layout: list) -> list[str]:
-    from pgolf.artifact.codecs import _code_stream, _code_stream2, layout_pieces, symbol_streams
+    from pgolf.artifact.ans_container import _code_stream, _code_stream2, symbol_streams
+    from pgolf.artifact.codecs import layout_pieces
 
     streams, side = split_payload(payload, layout)
     members_of = symbol_streams(list(layout_pieces(len(payload), layout)))

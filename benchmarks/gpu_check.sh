@@ -148,7 +148,7 @@ fi
 # ---- after them, each with its own limit: correctness on CUDA, eval and TTT throughput, kernels A/B, profile ----
 stage pytest-gpu 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider $(grep -rl "mark.gpu" tests --include="test_*.py")
 bench bench-record-eval 120 "$RECORD" --no-train --eval-tokens "$RECORD_EVAL" --set eval.mode=phased-ttt \
-  --set eval.ttt_prefix_docs=200
+  --set ttt.prefix_docs=200
 bench bench-record-nokernels 120 "$RECORD" --eval-tokens 0 --set train.kernels=off
 # A few record steps as the trainer runs them (bf16 body, Triton kernels, autocast), profiled.
 stage profile-record 50 "$PY" - "$RECORD" "$PROFILE_BATCH" "$PROFILE_SEQ" <<'PY'
@@ -166,7 +166,7 @@ cfg = resolve_config(preset, [])
 model = GPT(cfg.model).to(device)
 cast_body(model, body_dtype(cfg.train.body_dtype, device))
 model.use_kernels(wanted(cfg.train.kernels, device))
-model.looping = cfg.model.num_loops > 0
+model.set_looping(cfg.model.num_loops > 0)
 x = torch.randint(0, cfg.model.vocab_size, (batch, seq), device=device)
 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 prof = profile(activities=activities)

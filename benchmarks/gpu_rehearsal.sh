@@ -67,7 +67,7 @@ PY
 cat "$OUT/versions.txt"
 
 # The carried folder as the GPU run gets it: prepared with the official repository's copy when it is given.
-if [ ! -d local/gpu_carry/wheels ] || { [ -n "$mirror" ] && [ ! -f local/gpu_carry/record/train_gpt.py ]; }; then
+if [ ! -d local/gpu_carry/wheels ] || { [ -n "$mirror" ] && { [ ! -f local/gpu_carry/record/train_gpt.py ] || [ ! -f local/gpu_carry/official/train_gpt.py ]; }; }; then
   bash benchmarks/gpu_check_prepare.sh $mirror || fail "benchmarks/gpu_check_prepare.sh failed"
 fi
 

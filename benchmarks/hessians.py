@@ -48,7 +48,7 @@ def main() -> None:
     seq = cfg.train.train_seq_len
     torch.manual_seed(0)
     model = GPT(cfg.model).to(device).eval()
-    model.looping = cfg.model.num_loops > 0
+    model.set_looping(cfg.model.num_loops > 0)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, cfg.model.vocab_size, (max(1, args.tokens // seq), seq), generator=g).to(device)
                for _ in range(args.batches + 1)]

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if q.gptq:
         model = GPT(cfg.model)
         model.load_state_dict(state)
-        model.looping = cfg.model.num_loops > 0
+        model.set_looping(cfg.model.num_loops > 0)
         model.eval()
         loader = DistributedTokenLoader(args.data, "train", vocab_size=cfg.model.vocab_size)
         with HessianCollector(model) as hc:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from pgolf.artifact.format import encode_artifact, save_artifact
+from pgolf.bundle.code_bytes import count_code_bytes
 from pgolf.config import Config
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.eval.evaluate import ValidationData, score_artifact
@@ -28,7 +29,6 @@ from pgolf.model.gpt import GPT
 from pgolf.quant.fitter import fit_budget
 from pgolf.quant.gptq import HessianCollector, generate_calibration
 from pgolf.quant.recipe import quantize_for_export
-from pgolf.submit.code_bytes import count_code_bytes
 
 VARIANTS = [
     # name, quant overrides, calibration source
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     state = torch.load(args.run_dir / "model_fp32.pt", weights_only=True)
     model = GPT(cfg.model)
     model.load_state_dict(state)
-    model.looping = cfg.model.num_loops > 0
+    model.set_looping(cfg.model.num_loops > 0)
     model.eval()
     val = ValidationData(args.data, cfg.model.vocab_size)
     t0 = time.perf_counter()

@@ -72,8 +72,8 @@ python -m pgolf train --preset record --data "$OUT/data" --run-dir "$OUT/run" --
   --set train.val_batch_tokens=65536 --set optim.muon_momentum_warmup_steps=20 --set optim.ema_decay=0.8 \
   --set quant.calib_batches=4 --set quant.gptq_reserve_seconds=20 --set quant.passthrough_numel=4096 \
   --set eval.mode=phased-ttt --set eval.report_modes=flat,sliding --set eval.batch_tokens=65536 \
-  --set eval.ttt_rank=20 --set eval.ttt_alpha=36 --set eval.ttt_batch_docs=8 --set eval.ttt_chains=2 \
-  --set eval.ttt_prefix_docs=24 --set eval.ttt_chunk_tokens=2048
+  --set ttt.rank=20 --set ttt.alpha=36 --set ttt.batch_docs=8 --set ttt.chains=2 \
+  --set ttt.prefix_docs=24 --set ttt.chunk_tokens=2048
 
 # 3. The report
 echo "--- $OUT/run/log.txt (report lines)"

@@ -27,7 +27,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("artifact", ("pgolf.artifact",)),
     ("eval", ("pgolf.eval",)),
     ("options", ("pgolf.options",)),
-    ("code bytes", ("pgolf.submit.bundle", "pgolf.submit.code_bytes", "pgolf.submit.rename", "pgolf.submit.selfextract")),
+    ("bundle", ("pgolf.bundle",)),
     ("train", ("pgolf.train",)),
     ("commands", ("pgolf.cli", "pgolf.__main__", "pgolf.submit")),
 ]
@@ -112,3 +112,23 @@ def test_the_check_sees_function_level_and_upward_imports(tmp_path):
     found = imports_of(source, all_modules())
     assert found == {"pgolf.train.trainer", "pgolf.eval.evaluate"}
     assert stage_of("pgolf.train.trainer") > stage_of("pgolf.model.gpt")
+
+
+def test_the_trainer_and_its_step_owners_import_only_at_the_top(tmp_path):
+    """Issue 21: every import of the trainer (and of the gradient sync and run state its step uses) is at module
+    level, so none runs, or hides an edge of the graph, inside the per-step path; the probe shows the check fails."""
+
+    def function_level_imports(path: Path) -> list[str]:
+        found = []
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found += [f"{path.name}:{node.lineno} in {fn.name}" for node in ast.walk(fn)
+                          if isinstance(node, (ast.Import, ast.ImportFrom))]
+        return found
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\n\nclass T:\n    def _step(self):\n        from pgolf.optim.muon import Muon\n")
+    assert function_level_imports(probe) == ["probe.py:5 in _step"]
+    inside = [hit for name in ("trainer", "sync", "state")
+              for hit in function_level_imports(PACKAGE / "train" / f"{name}.py")]
+    assert not inside, "function-level imports: " + ", ".join(inside)

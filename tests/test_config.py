@@ -135,3 +135,53 @@ def test_codec_and_level_are_checked_when_the_config_is_built():
     with pytest.raises(PgolfError, match="unknown codec"):
         resolve_config("baseline", ["quant.codec=gzip"])
     assert resolve_config("record-cpu", ["quant.codec=zlib", "quant.level=9"]).quant.codec == "zlib"
+
+
+def _notes(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("pgolf: note:")]
+
+
+def test_ttt_is_its_own_section_and_new_names_read_without_a_note(capsys):
+    cfg = resolve_config("baseline", ["ttt.rank=4", "ttt.targets=q,k"], environ={"PGOLF_TTT_LR": "0.5"})
+    assert (cfg.ttt.rank, cfg.ttt.targets, cfg.ttt.lr) == (4, "q,k", 0.5)
+    assert not any(f.name.startswith("ttt") for f in dataclasses.fields(cfg.eval))  # the defaults live in one place
+    assert _notes(capsys) == []
+
+
+def test_old_flat_ttt_names_map_to_the_ttt_section_with_one_note(tmp_path, capsys):
+    """`eval.ttt_*` from a preset, a PGOLF_ variable and --set: each reaches its ttt field; one note for all."""
+    preset = tmp_path / "old.toml"
+    preset.write_text('[eval]\nmode = "lora-ttt"\nttt_rank = 4\nttt_targets = "q,v"\n', encoding="utf-8")
+    cfg = resolve_config(str(preset), ["eval.ttt_lr=0.25", "eval.ttt_warm_start_a=true"],
+                         environ={"PGOLF_EVAL_TTT_CHUNK": "32"})
+    assert (cfg.eval.mode, cfg.ttt.rank, cfg.ttt.targets, cfg.ttt.lr, cfg.ttt.warm_start_a, cfg.ttt.chunk) == \
+        ("lora-ttt", 4, "q,v", 0.25, True, 32)
+    notes = _notes(capsys)
+    assert len(notes) == 1
+    for old in ("eval.ttt_rank", "eval.ttt_targets", "eval.ttt_lr", "eval.ttt_warm_start_a", "eval.ttt_chunk"):
+        assert old in notes[0]
+    # each way on its own: the same field, one note
+    for kw in (dict(overrides=["eval.ttt_phases=5"]), dict(environ={"PGOLF_EVAL_TTT_PHASES": "5"})):
+        assert resolve_config("baseline", **{"environ": {}, **kw}).ttt.phases == 5
+        assert len(_notes(capsys)) == 1
+    with pytest.raises(PgolfError, match="unknown setting eval.ttt_nope"):  # not a ttt field: still unknown
+        resolve_config("baseline", ["eval.ttt_nope=1"], environ={})
+
+
+def test_a_config_embedded_before_the_ttt_section_reads_back(capsys):
+    """An artifact's or run directory's config.json written with the flat `eval.ttt_*` names."""
+    want = resolve_config("record", environ={}).to_dict()
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in want.items()}
+    old["eval"].update({f"ttt_{k}": v for k, v in old.pop("ttt").items()})
+    assert Config.from_dict(json.loads(json.dumps(old))).to_dict() == want
+    assert len(_notes(capsys)) == 1
+    assert Config.from_dict(want).to_dict() == want and _notes(capsys) == []
+
+
+def test_ttt_values_are_checked():
+    with pytest.raises(PgolfError, match="ttt.chunk, ttt.rank"):
+        resolve_config("baseline", ["ttt.rank=0"], environ={})
+    with pytest.raises(PgolfError, match="ttt.chunk, ttt.rank"):
+        resolve_config("baseline", ["eval.ttt_chunk=0"], environ={})
+    with pytest.raises(PgolfError, match=r"ttt\.targets='q,x' must name some of q, k, v"):
+        resolve_config("baseline", ["ttt.targets=q,x"], environ={})

@@ -79,7 +79,7 @@ def test_compiled_newton_schulz_on_cuda_matches_eager():
 
 
 def test_ttt_adapters_draw_on_cuda():
-    from pgolf.eval.ttt import _draw_generator
+    from pgolf.eval.ttt_lora import _draw_generator
     from pgolf.model.lora import BatchedLoRA
 
     lora = BatchedLoRA(_cfg(), rows=2, rank=4, slots=2, targets=("q", "v"), device=torch.device("cuda"))

@@ -37,11 +37,11 @@ def test_a_missing_codec_package_is_one_line_naming_it():
         from pgolf.errors import PgolfError
         assert decompress("zlib", compress("zlib", b"abc" * 100, 6)) == b"abc" * 100  # stdlib codecs still work
         import numpy as np
-        from pgolf.artifact import entropy
+        from pgolf.artifact import rans
         values = (np.arange(100) % 7).astype(np.int8)
         attempts = {"brotli": lambda: compress("brotli", bytes(range(256)) * 64, 11),
                     "zstd": lambda: compress("zstd", bytes(range(256)) * 64, 3),
-                    "ans2": lambda: entropy.encode_symbols(values, entropy.fit_model(*entropy.histogram(values)))}
+                    "ans2": lambda: rans.encode_symbols(values, rans.fit_model(*rans.histogram(values)))}
         for codec, package in (("brotli", "brotli"), ("zstd", "zstandard"), ("ans2", "constriction")):
             try:
                 attempts[codec]()

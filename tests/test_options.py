@@ -50,3 +50,12 @@ def test_eval_choices_are_checked_in_a_config_read_back_from_json():
     data["eval"]["report_modes"], data["eval"]["compile"] = "", "yes"
     with pytest.raises(PgolfError, match=r"eval\.compile"):
         config_from_dict(data)
+
+
+def test_ttt_targets_are_checked_by_the_lora_code():
+    """`ttt.targets` names adapters of `pgolf.model.lora` (the earlier linear-layer names still read)."""
+    with pytest.raises(PgolfError, match=r"ttt\.targets='q,attn' must name some of q, k, v, o, mlp, head"):
+        resolve_config("baseline", ["ttt.targets=q,attn"], environ={})
+    with pytest.raises(PgolfError, match=r"ttt\.targets=''"):
+        resolve_config("baseline", ["ttt.targets="], environ={})
+    assert resolve_config("baseline", ["ttt.targets=attn.c_q, v,head"], environ={}).ttt.targets == "attn.c_q, v,head"

@@ -334,7 +334,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from pgolf.submit.bundle import write_bundle
+    from pgolf.bundle.build import write_bundle
 
     bundle = write_bundle(args.preset, args.out)
     print(bundle.report(args.out))
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=_seconds, help="fail if scoring takes longer (default: eval.max_seconds)")
     p.add_argument("--max-tokens", type=_positive, help="score only the first N val tokens (not a score)")
     p.add_argument("--set", action="append", metavar="eval.FIELD=VALUE",
-                   help="override an eval setting of the artifact's config (e.g. eval.ttt_lr=0.005)")
+                   help="override an eval or ttt setting of the artifact's config (e.g. ttt.lr=0.005)")
     p.add_argument("--batch-tokens", type=_positive, help="tokens per scoring batch (default: eval.batch_tokens)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")

@@ -7,6 +7,9 @@ A run's configuration is built in three layers, each overriding the last:
 3. overrides: `PGOLF_<SECTION>_<FIELD>` environment variables (the challenge's torchrun convention), then
    `--set section.field=value` from the command line.
 
+A renamed setting still reads under its old name, with one note on stderr: the `[ttt]` fields were `eval.ttt_*`
+(`LEGACY_TTT_PREFIX`), in presets, overrides, environment variables and the configs embedded in older artifacts.
+
 This is the only module that reads the environment. The resolved config is written to the run directory and
 embedded in the artifact, so a score can always be traced to the exact settings that produced it.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -291,44 +295,58 @@ class EvalConfig:
     """Window stride of sliding and doc modes; 0 = 64, capped at seq_len."""
     max_seconds: float = 0.0
     """Fail if scoring takes longer than this (the challenge allows 600 s on 8xH100); 0 = no limit."""
-    ttt_chunk: int = 256
-    """lora/phased TTT: targets scored per adaptation step."""
-    ttt_rank: int = 8
-    """lora/phased TTT: LoRA rank."""
-    ttt_alpha: float = 0.0
-    """lora/phased TTT: adapter output scale alpha/rank (PR #1767); 0 = scale 1."""
-    ttt_targets: str = "q,v,head"
-    """lora/phased TTT: adapted maps, comma-separated, of q, k, v, o, mlp, head (one adapter per virtual layer)."""
-    ttt_lr: float = 0.01
-    """lora/phased TTT: AdamW learning rate of the adapters."""
-    ttt_beta1: float = 0.9
-    """lora/phased TTT: AdamW beta1."""
-    ttt_beta2: float = 0.95
-    """lora/phased TTT: AdamW beta2."""
-    ttt_weight_decay: float = 0.0
-    """lora/phased TTT: AdamW weight decay."""
-    ttt_warm_start_a: bool = False
-    """lora/phased TTT: keep the A matrices across documents (PR #1767)."""
-    ttt_batch_docs: int = 64
-    """lora/phased TTT: documents adapted together in one batch (length-sorted, longest batches first)."""
-    ttt_chains: int = 8
-    """lora/phased TTT with warm-start A: batch j continues the A of batch j - chains (a multiple of the ranks)."""
-    ttt_chunk_tokens: int = 32_768
-    """sgd TTT: targets per chunk (PR #549); phased TTT: tokens per global SGD step."""
-    ttt_sgd_lr: float = 0.002
-    """sgd TTT: peak SGD learning rate, cosine-decayed across chunks."""
-    ttt_epochs: int = 3
-    """sgd TTT: SGD epochs over each scored chunk."""
-    ttt_phases: int = 3
-    """phased TTT: global SGD phases over the prefix documents (PR #1626)."""
-    ttt_prefix_docs: int = 2000
-    """phased TTT: documents over which the phase boundaries are spread."""
-    ttt_phase_lr: float = 0.001
-    """phased TTT: peak SGD learning rate of each global phase, cosine-decayed across its chunks."""
     compile: str = "auto"
     """Compile the eval forward (every mode) for fixed, padded shapes: auto (CUDA only), on, off."""
     report_modes: str = ""
     """Modes the trainer also scores and logs before the final one, comma-separated (e.g. flat,sliding)."""
+
+
+@dataclass
+class TTTConfig:
+    """Score-first test-time training: the knobs of `eval.mode` lora-ttt, phased-ttt and sgd-ttt (docs/evaluation.md).
+
+    The one place these defaults live: the TTT modes (pgolf/eval/ttt_lora.py, ttt_sgd.py) read this dataclass.
+    Before this section existed they were `eval.ttt_*`; those names still read, with a note (`LEGACY_TTT_PREFIX`).
+    """
+
+    chunk: int = 256
+    """lora/phased: targets scored per adaptation step."""
+    rank: int = 8
+    """lora/phased: LoRA rank."""
+    alpha: float = 0.0
+    """lora/phased: adapter output scale alpha/rank (PR #1767); 0 = scale 1."""
+    targets: str = "q,v,head"
+    """lora/phased: adapted maps, comma-separated, of q, k, v, o, mlp, head (one adapter per virtual layer)."""
+    lr: float = 0.01
+    """lora/phased: AdamW learning rate of the adapters."""
+    beta1: float = 0.9
+    """lora/phased: AdamW beta1."""
+    beta2: float = 0.95
+    """lora/phased: AdamW beta2."""
+    weight_decay: float = 0.0
+    """lora/phased: AdamW weight decay."""
+    warm_start_a: bool = False
+    """lora/phased: keep the A matrices across documents (PR #1767)."""
+    batch_docs: int = 64
+    """lora/phased: documents adapted together in one batch (length-sorted, longest batches first)."""
+    chains: int = 8
+    """lora/phased with warm-start A: batch j continues the A of batch j - chains (a multiple of the ranks)."""
+    chunk_tokens: int = 32_768
+    """sgd: targets per chunk (PR #549); phased: tokens per global SGD step."""
+    sgd_lr: float = 0.002
+    """sgd: peak SGD learning rate, cosine-decayed across chunks."""
+    epochs: int = 3
+    """sgd: SGD epochs over each scored chunk."""
+    phases: int = 3
+    """phased: global SGD phases over the prefix documents (PR #1626)."""
+    prefix_docs: int = 2000
+    """phased: documents over which the phase boundaries are spread."""
+    phase_lr: float = 0.001
+    """phased: peak SGD learning rate of each global phase, cosine-decayed across its chunks."""
+    pad_multiple: int = 0
+    """lora/phased: pad windows to a multiple of this (0 = no padding; a compiled forward pads to 256)."""
+    seed: int = 0
+    """lora/phased: seed of the adapters' A draws (the same on every rank and device)."""
 
 
 @dataclass
@@ -340,6 +358,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
     preset: str = "baseline"
 
     def to_dict(self) -> dict[str, Any]:
@@ -348,18 +367,20 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Config":
         cfg = cls(preset=str(data.get("preset", "custom")))
+        old: list[str] = []
         for section, values in data.items():
             if section == "preset":
                 continue
             for key, value in dict(values).items():
-                _assign(cfg, section, key, value, source="config")
+                _assign(cfg, section, key, value, source="config", old=old)
+        _note_old_names(old)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
         """Refuse settings that cannot work together, with one clear line. Whether a named choice exists (a mode,
         a codec, a loader) is asked of the code that implements it: `pgolf.options.check_options`."""
-        m, t, e = self.model, self.train, self.eval
+        m, t, e, tt = self.model, self.train, self.eval, self.ttt
         if not 2 <= m.vocab_size <= 65_536:
             raise PgolfError(f"config: model.vocab_size={m.vocab_size} must be in [2, 65536] (shards store uint16)")
         if m.model_dim % m.num_heads:
@@ -406,10 +427,11 @@ class Config:
             raise PgolfError(f"config: quant.qat_bits={q.qat_bits} must be 0 (off) or in 2..8")
         if e.stride < 0 or not e.max_seconds >= 0:
             raise PgolfError("config: eval.stride and eval.max_seconds must be >= 0 (0 = the default / no limit)")
-        if min(e.ttt_chunk, e.ttt_rank, e.ttt_chunk_tokens, e.ttt_phases, e.ttt_batch_docs, e.ttt_chains) < 1 \
-                or e.ttt_epochs < 0:
-            raise PgolfError("config: eval.ttt_chunk, ttt_rank, ttt_chunk_tokens, ttt_phases, ttt_batch_docs and "
-                             "ttt_chains must be >= 1")
+        if min(tt.chunk, tt.rank, tt.chunk_tokens, tt.phases, tt.batch_docs, tt.chains) < 1 or tt.epochs < 0:
+            raise PgolfError("config: ttt.chunk, ttt.rank, ttt.chunk_tokens, ttt.phases, ttt.batch_docs and "
+                             "ttt.chains must be >= 1 (ttt.epochs >= 0)")
+        if tt.pad_multiple < 0 or tt.seed < 0:
+            raise PgolfError("config: ttt.pad_multiple and ttt.seed must be >= 0")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank so that the global batch is `train_batch_tokens`."""
@@ -421,7 +443,10 @@ class Config:
         return per_step // world_size
 
 
-SECTIONS = ("model", "optim", "train", "quant", "eval")
+SECTIONS = ("model", "optim", "train", "quant", "eval", "ttt")
+
+LEGACY_TTT_PREFIX = "ttt_"
+"""`eval.ttt_<field>`: the name of `ttt.<field>` before TTT had its own section; still read, with a note."""
 
 
 def parse_betas(text: str, default: tuple[float, float], where: str) -> tuple[float, float]:
@@ -467,7 +492,29 @@ def _coerce(value: Any, target_type: Any, where: str) -> Any:
     return value
 
 
-def _assign(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+def current_name(section: str, key: str) -> tuple[str, str]:
+    """The (section, field) a setting name means now: an old flat `eval.ttt_<field>` is `ttt.<field>`."""
+    if section == "eval" and key.startswith(LEGACY_TTT_PREFIX):
+        field_name = key[len(LEGACY_TTT_PREFIX):]
+        if field_name in {f.name for f in dataclasses.fields(TTTConfig)}:
+            return "ttt", field_name
+    return section, key
+
+
+def _note_old_names(old: list[str]) -> None:
+    """One line on stderr (rank 0 under torchrun) naming the old setting names that were read."""
+    if old and os.environ.get("RANK", "0") == "0":
+        print(f"pgolf: note: deprecated setting names read as [ttt] fields (eval.ttt_<field> is now ttt.<field>): "
+              f"{', '.join(dict.fromkeys(old))}", file=sys.stderr)
+
+
+def _assign(cfg: Config, section: str, key: str, value: Any, source: str, old: list[str] | None = None) -> None:
+    """Set one field from a preset, override or JSON value; an old name is mapped and appended to `old`."""
+    new = current_name(section, key)
+    if new != (section, key):
+        if old is not None:
+            old.append(f"{section}.{key}")
+        section, key = new
     if section not in SECTIONS:
         raise PgolfError(f"{source}: unknown config section {section!r} (known: {', '.join(SECTIONS)})")
     obj = getattr(cfg, section)
@@ -499,6 +546,25 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         raise PgolfError(f"{path}: cannot read preset: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PgolfError(f"{name_or_path}: invalid TOML: {exc}") from None
+
+
+def _apply_sets(cfg: Config, overrides: list[str], old: list[str], sections: tuple[str, ...] | None = None,
+                refusal: str = "") -> None:
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if sections is not None and current_name(section, key)[0] not in sections:
+            raise PgolfError(f"--set {text}: {refusal or 'section not allowed here'}")
+        _assign(cfg, section, key, value, source=f"--set {text}", old=old)
+
+
+def apply_overrides(cfg: Config, overrides: list[str], sections: tuple[str, ...] | None = None,
+                    refusal: str = "") -> None:
+    """`--set section.field=value` texts on a built config (e.g. an artifact's), in order, then `validate`; an
+    override outside `sections` (None: any) is refused with the reason `refusal`."""
+    old: list[str] = []
+    _apply_sets(cfg, overrides, old, sections, refusal)
+    _note_old_names(old)
+    cfg.validate()
 
 
 def parse_override(text: str) -> tuple[str, str, str]:
@@ -537,16 +603,16 @@ def build_config(preset: str = "baseline", overrides: list[str] | None = None,
     checked by `pgolf.options.resolve_config`, which is what commands use."""
     data = load_preset(preset)
     cfg = Config(preset=Path(preset).stem if preset.endswith(".toml") else preset)
+    old: list[str] = []  # old setting names read (one note for all of them)
     for section, values in data.items():
         if not isinstance(values, dict):
             raise PgolfError(f"preset {preset}: top-level key {section!r} must be a table like [model]")
         for key, value in values.items():
-            _assign(cfg, section, key, value, source=f"preset {preset}")
+            _assign(cfg, section, key, value, source=f"preset {preset}", old=old)
     for section, key, value in env_overrides(environ):
-        _assign(cfg, section, key, value, source=f"environment PGOLF_{section.upper()}_{key.upper()}")
-    for text in overrides or []:
-        section, key, value = parse_override(text)
-        _assign(cfg, section, key, value, source=f"--set {text}")
+        _assign(cfg, section, key, value, source=f"environment PGOLF_{section.upper()}_{key.upper()}", old=old)
+    _apply_sets(cfg, overrides or [], old)
+    _note_old_names(old)
     cfg.validate()
     return cfg
 

@@ -5,8 +5,10 @@ The official `train_gpt.py` and the records' scripts take their settings from en
 process runs them from inside a records folder with no arguments. A pgolf bundle does the same
 (`pgolf.cli.train_main`): every official name maps to its pgolf field (`OFFICIAL_FIELDS`), and so does any variable
 spelled as a pgolf field name in capitals when only one config section has that name (`XSA_LAST_N`, `NUM_LOOPS`,
-`EMA_DECAY`, as the records spell them). The official names that have no pgolf equivalent (`UNSUPPORTED`) are an
-error, not silence. Other variables (PATH, HOME, ...) are not settings and are left alone.
+`EMA_DECAY`, as the records spell them); a `[ttt]` field is `TTT_<FIELD>` (`TTT_RANK`, `TTT_LR`), never the bare
+name, which torchrun's `RANK` or a generic `LR` would otherwise set. The official names that have no pgolf
+equivalent (`UNSUPPORTED`) are an error, not silence. Other variables (PATH, HOME, ...) are not settings and are left
+alone.
 """
 
 from __future__ import annotations
@@ -57,13 +59,18 @@ class OfficialRun:
     sets: list[str]
 
 
+PREFIXED_SECTIONS = {"ttt": "TTT_"}  # sections whose variables carry a prefix (their field names are generic)
+
+
 def field_names() -> dict[str, str]:
-    """Capitalised pgolf field names that belong to exactly one config section -> 'section.field'."""
+    """Capitalised pgolf field names (with their section's `PREFIXED_SECTIONS` prefix) that belong to exactly one
+    config section -> 'section.field'."""
     owners: dict[str, list[str]] = {}
     cfg = Config()
     for section in SECTIONS:
+        prefix = PREFIXED_SECTIONS.get(section, "")
         for f in dataclasses.fields(getattr(cfg, section)):
-            owners.setdefault(f.name.upper(), []).append(f"{section}.{f.name}")
+            owners.setdefault(prefix + f.name.upper(), []).append(f"{section}.{f.name}")
     return {name: where[0] for name, where in owners.items() if len(where) == 1}
 
 

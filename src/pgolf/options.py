@@ -15,6 +15,7 @@ from pgolf.config import Config, build_config
 from pgolf.data.loader import LOADERS, check_loader_schedule
 from pgolf.errors import PgolfError
 from pgolf.eval.names import EVAL_MODES
+from pgolf.eval.ttt_lora import lora_targets
 from pgolf.model.attention import ATTN_GATES
 from pgolf.model.gpt import MLP_ACTIVATIONS, PARALLEL_MODES
 from pgolf.model.kernels import KERNEL_MODES
@@ -67,6 +68,7 @@ def check_options(cfg: Config) -> Config:
         if name and name not in EVAL_MODES:
             raise PgolfError(f"config: eval.report_modes={e.report_modes!r}: {name!r} must be one of "
                              f"{', '.join(EVAL_MODES)}")
+    lora_targets(cfg.ttt.targets)
     return cfg
 
 

@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.artifact import entropy, transforms
-from pgolf.artifact.codecs import (ANS_MAGIC, CODECS, Segment, compress, decompress, is_symbol_stream,
-                                   split_payload)
+from pgolf.artifact import rans, transforms
+from pgolf.artifact.ans_container import ANS_MAGIC, is_symbol_stream, split_payload
+from pgolf.artifact.codecs import CODECS, Segment, compress, decompress
 from pgolf.artifact.format import decode_artifact, encode_artifact, payload_layout
 from pgolf.errors import PgolfError
 from pgolf.quant.schemes import dequantize_state_dict, quantize_state_dict
@@ -145,8 +145,8 @@ def test_ans_rejects_garbage_and_wrong_framing():
     # header fields: payload length too small for the table, and too large for the side blob
     for total in (len(data) - 1, len(data) + 1):
         head = bytearray(ANS_MAGIC)
-        entropy.write_varint(head, total)
-        rest = entropy.ByteReader(blob, "x")
+        rans.write_varint(head, total)
+        rest = rans.ByteReader(blob, "x")
         rest.take(4, "magic")
         rest.varint("len")
         with pytest.raises(PgolfError):
@@ -155,15 +155,15 @@ def test_ans_rejects_garbage_and_wrong_framing():
 
 def test_entropy_decoder_rejects_leftover_and_missing_words():
     values = np.random.default_rng(3).integers(-31, 32, 5000).astype(np.int8)
-    model = entropy.fit_model(*entropy.histogram(values))
-    words = entropy.encode_symbols(values, model)
-    assert np.array_equal(entropy.decode_symbols(words, model, values.size, "s"), values)
+    model = rans.fit_model(*rans.histogram(values))
+    words = rans.encode_symbols(values, model)
+    assert np.array_equal(rans.decode_symbols(words, model, values.size, "s"), values)
     with pytest.raises(PgolfError, match="left over"):
-        entropy.decode_symbols(words, model, values.size - 1, "s")
+        rans.decode_symbols(words, model, values.size - 1, "s")
     with pytest.raises(PgolfError):
-        entropy.decode_symbols(words[4:], model, values.size, "s")
+        rans.decode_symbols(words[4:], model, values.size, "s")
     with pytest.raises(PgolfError):
-        entropy.decode_symbols(words[:-3], model, values.size, "s")
+        rans.decode_symbols(words[:-3], model, values.size, "s")
 
 
 # ---------------------------------------------------------------------------------------------- entropy coder parts
@@ -174,7 +174,7 @@ def test_quantized_frequencies_sum_exactly_and_keep_every_symbol(counts, precisi
     counts = np.array(counts, dtype=np.int64)
     if (counts > 0).sum() > 1 << precision:
         return
-    freqs = entropy.quantize_counts(counts, precision)
+    freqs = rans.quantize_counts(counts, precision)
     assert int(freqs.sum()) == 1 << precision
     assert np.all((freqs > 0) == (counts > 0))
 
@@ -184,12 +184,12 @@ def test_quantized_frequencies_sum_exactly_and_keep_every_symbol(counts, precisi
 def test_varints_roundtrip(unsigned, signed):
     out = bytearray()
     for v in unsigned:
-        entropy.write_varint(out, v)
+        rans.write_varint(out, v)
     for v in signed:
-        entropy.write_varint(out, entropy.zigzag(v))
-    reader = entropy.ByteReader(bytes(out), "v")
+        rans.write_varint(out, rans.zigzag(v))
+    reader = rans.ByteReader(bytes(out), "v")
     assert [reader.varint("u") for _ in unsigned] == unsigned
-    assert [entropy.unzigzag(reader.varint("s")) for _ in signed] == signed
+    assert [rans.unzigzag(reader.varint("s")) for _ in signed] == signed
     reader.finish()
 
 
@@ -201,35 +201,35 @@ def test_models_roundtrip_and_single_symbol_streams_cost_nothing(seed, dtype, n)
     lo = int(rng.integers(info.min, info.max + 1))
     hi = int(rng.integers(lo, min(info.max, lo + int(rng.choice([0, 1, 5, 300]))) + 1))
     values = rng.integers(lo, hi + 1, n).astype(dtype)
-    model = entropy.fit_model(*entropy.histogram(values))
-    table = entropy.model_bytes(model)
-    reader = entropy.ByteReader(table, "m")
-    back = entropy.read_model(reader, int(info.min), int(info.max))
+    model = rans.fit_model(*rans.histogram(values))
+    table = rans.model_bytes(model)
+    reader = rans.ByteReader(table, "m")
+    back = rans.read_model(reader, int(info.min), int(info.max))
     reader.finish()
     assert back.low == model.low and np.array_equal(back.freqs, model.freqs) and back.precision == model.precision
-    words = entropy.encode_symbols(values, model)
+    words = rans.encode_symbols(values, model)
     if values.min() == values.max():
         assert words == b""
-    assert np.array_equal(entropy.decode_symbols(words, back, n, "s").astype(dtype), values)
+    assert np.array_equal(rans.decode_symbols(words, back, n, "s").astype(dtype), values)
 
 
 def test_read_model_refuses_bad_tables():
-    def table(*fields: int) -> entropy.ByteReader:
+    def table(*fields: int) -> rans.ByteReader:
         out = bytearray()
         for f in fields:
-            entropy.write_varint(out, f)
-        return entropy.ByteReader(bytes(out), "m")
+            rans.write_varint(out, f)
+        return rans.ByteReader(bytes(out), "m")
 
     with pytest.raises(PgolfError, match="outside"):  # low = 100 (zigzag 200), 100 symbols: past 127
-        entropy.read_model(table(200, 100), -128, 127)
+        rans.read_model(table(200, 100), -128, 127)
     with pytest.raises(PgolfError, match="outside"):  # zero symbols
-        entropy.read_model(table(0, 0), -128, 127)
+        rans.read_model(table(0, 0), -128, 127)
     with pytest.raises(PgolfError, match="precision"):
-        entropy.read_model(table(0, 2, 30, 1, 1), -128, 127)
+        rans.read_model(table(0, 2, 30, 1, 1), -128, 127)
     with pytest.raises(PgolfError, match="sum"):
-        entropy.read_model(table(0, 2, 4, 3, 3), -128, 127)
+        rans.read_model(table(0, 2, 4, 3, 3), -128, 127)
     with pytest.raises(PgolfError, match="truncated"):
-        entropy.read_model(table(0, 3, 4, 8), -128, 127)
+        rans.read_model(table(0, 3, 4, 8), -128, 127)
 
 
 # ------------------------------------------------------------------------------------------------- compression
@@ -244,7 +244,7 @@ def test_ans_beats_brotli_and_is_within_one_percent_of_the_order0_bound():
     data = q.tobytes()
     ans = compress("ans", data, 11, layout)
     brotli11 = brotli.compress(data, quality=11, lgwin=24)
-    bound = entropy.entropy_bits(entropy.histogram(q)[1]) / 8
+    bound = rans.entropy_bits(rans.histogram(q)[1]) / 8
     assert len(ans) < len(brotli11)
     assert len(ans) <= 1.01 * bound
     assert decompress("ans", ans, layout) == data
@@ -263,7 +263,7 @@ def test_ans_column_classes_exploit_uneven_input_features():
     data = q.tobytes()
     ans = compress("ans", data, 11, layout)
     assert decompress("ans", ans, layout) == data
-    order0 = entropy.entropy_bits(entropy.histogram(q)[1]) / 8
+    order0 = rans.entropy_bits(rans.histogram(q)[1]) / 8
     assert len(ans) < 0.97 * order0  # below the single-model bound: the classes are used
     assert len(ans) < len(brotli.compress(data, quality=11, lgwin=24))
 

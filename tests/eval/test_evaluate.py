@@ -86,3 +86,18 @@ def test_bpb_formula_and_errors():
     with pytest.raises(PgolfError):
         score_flat(Bigram(4), np.array([1], dtype=np.uint16), np.zeros(0), seq_len=4, batch_tokens=4,
                    device=torch.device("cpu"))
+
+
+def test_scoring_time_overrides_reach_eval_and_ttt_only(capsys):
+    """`pgolf eval --set`: eval.* and ttt.* (the old eval.ttt_* names too, with one note); never the model."""
+    from pgolf.config import Config
+    from pgolf.eval.evaluate import apply_eval_overrides
+
+    cfg = Config()
+    apply_eval_overrides(cfg, ["eval.stride=32", "ttt.lr=0.005", "eval.ttt_rank=4"])
+    assert (cfg.eval.stride, cfg.ttt.lr, cfg.ttt.rank) == (32, 0.005, 4)
+    assert capsys.readouterr().err.count("pgolf: note:") == 1
+    with pytest.raises(PgolfError, match="only eval.* and ttt.* settings can change"):
+        apply_eval_overrides(cfg, ["model.num_layers=3"])
+    with pytest.raises(PgolfError, match="ttt.chunk, ttt.rank"):
+        apply_eval_overrides(cfg, ["ttt.rank=0"])

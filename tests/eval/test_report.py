@@ -10,10 +10,9 @@ import pytest
 
 from pgolf.cli import main
 
-PHASED = ["eval.mode=phased-ttt", "eval.report_modes=flat,sliding", "eval.stride=32", "eval.ttt_chunk=64",
-          "eval.ttt_batch_docs=10", "eval.ttt_prefix_docs=28", "eval.ttt_phases=2", "eval.ttt_rank=4",
-          "eval.ttt_targets=q,k,v,o,mlp,head", "eval.ttt_lr=0.01", "eval.ttt_chunk_tokens=1024",
-          "eval.ttt_warm_start_a=true", "eval.ttt_chains=2", "eval.ttt_alpha=8"]
+PHASED = ["eval.mode=phased-ttt", "eval.report_modes=flat,sliding", "eval.stride=32", "ttt.chunk=64",
+          "ttt.batch_docs=10", "ttt.prefix_docs=28", "ttt.phases=2", "ttt.rank=4", "ttt.targets=q,k,v,o,mlp,head",
+          "ttt.lr=0.01", "ttt.chunk_tokens=1024", "ttt.warm_start_a=true", "ttt.chains=2", "ttt.alpha=8"]
 
 
 @pytest.fixture(scope="module")

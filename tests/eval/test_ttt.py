@@ -10,11 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pgolf.config import TTTConfig
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluate import score_stream
 from pgolf.eval.legality import check_mode
 from pgolf.eval.modes import DocumentMode
-from pgolf.eval.ttt import BatchedLoRAMode, PhasedLoRAMode, SGDTTTMode, TTTSettings, make_schedule
+from pgolf.eval.ttt_lora import BatchedLoRAMode, PhasedLoRAMode, make_schedule
+from pgolf.eval.ttt_sgd import SGDTTTMode
 from pgolf.model.gpt import GPT
 from pgolf.model.lora import LORA_TARGETS
 
@@ -58,15 +60,16 @@ def _score(model, tokens, mode, **kw):
 
 
 def _settings(lr=0.05, **kw):
-    base = dict(chunk=16, rank=4, alpha=8.0, targets=LORA_TARGETS, lr=lr, betas=(0.0, 0.99), weight_decay=0.5,
-                warm_start_a=True, batch_docs=2, chains=2, chunk_tokens=64, sgd_lr=0.05 if lr else 0.0, epochs=1,
-                phases=2, prefix_docs=4, phase_lr=0.02 if lr else 0.0)
-    return TTTSettings(**{**base, **kw})
+    base = dict(chunk=16, rank=4, alpha=8.0, targets=",".join(LORA_TARGETS), lr=lr, beta1=0.0, beta2=0.99,
+                weight_decay=0.5, warm_start_a=True, batch_docs=2, chains=2, chunk_tokens=64,
+                sgd_lr=0.05 if lr else 0.0, epochs=1, phases=2, prefix_docs=4, phase_lr=0.02 if lr else 0.0)
+    return TTTConfig(**{**base, **kw})
 
 
-def _modes(lr=0.05, seq_len=32, **kw):
+def _modes(lr=0.05, seq_len=32, compile="auto", **kw):
     s = _settings(lr, **kw)
-    return [BatchedLoRAMode(seq_len, s, BOS), SGDTTTMode(seq_len, s, BOS, stride=16), PhasedLoRAMode(seq_len, s, BOS)]
+    return [BatchedLoRAMode(seq_len, s, BOS, compile), SGDTTTMode(seq_len, s, BOS, stride=16),
+            PhasedLoRAMode(seq_len, s, BOS, compile)]
 
 
 def _per_position(mode, model, tokens, rank=0, world=1) -> np.ndarray:
@@ -272,14 +275,14 @@ def test_compiled_ttt_on_cuda_matches_eager(model):
 def test_a_chunk_longer_than_the_window_is_refused():
     """A chunk is scored in one window of at most seq_len tokens (it used to index before the window)."""
     from pgolf.eval.evaluate import build_mode
-    with pytest.raises(PgolfError, match="ttt_chunk=256 must be at most the eval window seq_len=64"):
+    with pytest.raises(PgolfError, match=r"ttt\.chunk=256 must be at most the eval window seq_len=64"):
         build_mode("lora-ttt", seq_len=64, ttt=_settings(chunk=256))
 
 
 def test_adapter_draws_use_a_cpu_generator():
     """`BatchedLoRA.draw_a` draws on the CPU (the same numbers on every device), so its generator must be a CPU one
     on CUDA too: a CUDA generator fails on a CPU tensor. The draw is reproducible from its key alone."""
-    from pgolf.eval.ttt import _draw_generator
+    from pgolf.eval.ttt_lora import _draw_generator
     from pgolf.model.lora import BatchedLoRA
     from pgolf.config import ModelConfig
 
@@ -293,3 +296,16 @@ def test_adapter_draws_use_a_cpu_generator():
         lora.draw_a(_draw_generator(1337, 0, 0, 1))
         draws.append(torch.cat([a.detach().reshape(-1) for a in lora.a.values()]))
     assert torch.equal(draws[0], draws[1]) and draws[0].abs().sum() > 0
+
+
+def test_modes_are_built_from_the_ttt_section_and_follow_eval_compile():
+    """`build_mode` gives the TTT modes the `[ttt]` settings and `eval.compile` (no second copy of the knobs)."""
+    from pgolf.eval.evaluate import build_mode
+    from pgolf.options import resolve_config
+
+    cfg = resolve_config("baseline", ["ttt.chunk=16", "ttt.targets=q,attn.c_v,head", "eval.compile=on"], environ={})
+    for name in ("lora-ttt", "phased-ttt"):
+        mode = build_mode(name, seq_len=32, ttt=cfg.ttt, compile=cfg.eval.compile)
+        assert mode.s is cfg.ttt and mode.compile == "on" and mode.targets == ("q", "v", "head")
+    assert build_mode("sgd-ttt", seq_len=32, stride=8, ttt=cfg.ttt).s is cfg.ttt
+    assert build_mode("lora-ttt", seq_len=32, ttt=cfg.ttt).compile == "off"  # build_mode's default, as windowed modes

@@ -14,7 +14,8 @@ import torch
 def build(spec: dict):
     """The spec's model (seeded random weights), tokens and mode: the same in the test and on every rank."""
     from pgolf.eval.modes import make_mode
-    from pgolf.eval.ttt import TTTSettings, ttt_factories
+    from pgolf.config import TTTConfig
+    from pgolf.eval.ttt import ttt_factories
     from pgolf.model.gpt import GPT
     from pgolf.options import resolve_config
 
@@ -25,7 +26,7 @@ def build(spec: dict):
         for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0, 0.2)
-    settings = TTTSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()})
+    settings = TTTConfig(**spec["settings"])
     mode = make_mode(spec["mode"], seq_len=spec["seq_len"], bos_id=spec["bos"], extra=ttt_factories(settings))
     return model.eval(), np.array(spec["tokens"], dtype=np.int64), mode
 

@@ -25,7 +25,7 @@ def test_no_recompiles_across_sequence_lengths_and_the_loop_switch():
     states = [(t, looping) for t in (16, 32, 64) for looping in (False, True)]
     for rep in range(2):
         for t, looping in states:
-            model.looping = looping
+            model.set_looping(looping)
             x = torch.randint(0, 64, (2, t))
             compiled(x, x).backward()
         assert counter.frame_count == len(states), rep  # the second pass compiles nothing

@@ -60,7 +60,7 @@ def test_segment_attention_equals_each_segment_alone():
 def test_packed_documents_score_as_if_alone(looping):
     """Logits of documents packed into one row with segments equal each document's logits run alone."""
     model = randomised(_cfg(**RECORD_LIKE))
-    model.looping = looping
+    model.set_looping(looping)
     docs = _documents([5, 11, 1, 9, 6])
     packed = torch.cat(docs)[None]
     seg = document_segments(packed, BOS, max_len=0)

@@ -53,7 +53,7 @@ RECORD_AT_TEST_SIZE = [
     "model.vocab_size=1024", "model.num_layers=4", "model.model_dim=256", "model.num_heads=4", "model.num_kv_heads=2",
     "model.num_loops=1", "model.loop_start=1", "model.loop_end=2", "model.parallel_start=2", "train.train_seq_len=128",
     "optim.muon_compile=off", "eval.compile=off",  # torch.compile cannot run without a device: eager here
-    "eval.ttt_batch_docs=4", "eval.ttt_rank=8", "eval.ttt_chunk=16", "eval.ttt_prefix_docs=8",
+    "ttt.batch_docs=4", "ttt.rank=8", "ttt.chunk=16", "ttt.prefix_docs=8",
 ]
 
 
@@ -377,12 +377,12 @@ def test_phased_ttt_scores_and_adapts_on_fake_cuda(cuda_autocast):
     moved, the adapted forward under autocast), then one adaptation step on that forward: the loss
     `_chunk_step` takes, backward into the adapters only, the AdamW step. (`_chunk_step` itself reads data:
     its count check and masked scatter need values, which fake tensors do not have.)"""
-    from pgolf.eval.ttt import PhasedLoRAMode, ttt_settings
+    from pgolf.eval.ttt_lora import PhasedLoRAMode
     from pgolf.model.gpt import GPT
 
     cfg = _record_config()
-    settings = ttt_settings(cfg.eval)
-    mode = PhasedLoRAMode(64, settings, cfg.model.bos_id)
+    settings = cfg.ttt
+    mode = PhasedLoRAMode(64, settings, cfg.model.bos_id, cfg.eval.compile)
     rng = np.random.default_rng(0)
     docs = [np.concatenate(([cfg.model.bos_id], rng.integers(2, cfg.model.vocab_size, n))) for n in (70, 25, 40, 9, 33)]
     tokens = np.concatenate(docs).astype(np.uint16)
@@ -412,8 +412,8 @@ def test_phased_ttt_scores_and_adapts_on_fake_cuda(cuda_autocast):
         chunks.close()
 
     assert logp.dtype == torch.float32 and logp.shape == (rows, settings.chunk, cfg.model.vocab_size)
-    assert {k.split("_")[0] for k in mode.lora.a} == set(settings.targets)
-    assert len(mode.lora.a) == (len(settings.targets) - 1) * model.slots + 1  # per virtual layer, one head
+    assert {k.split("_")[0] for k in mode.lora.a} == set(mode.targets)
+    assert len(mode.lora.a) == (len(mode.targets) - 1) * model.slots + 1  # per virtual layer, one head
     _on_cuda(grads.items(), {n: torch.float32 for n in grads})
     _on_cuda(((k, v) for s in mode.opt.state.values() for k, v in s.items()))
     assert all(p.grad is None for p in model.parameters())  # the base weights stay frozen while adapting

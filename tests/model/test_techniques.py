@@ -134,7 +134,7 @@ def test_model_runs_blocks_in_virtual_order():
     model(torch.randint(0, 128, (1, 4)))
     assert calls == [0, 1, 2, 1, 2, 3, 4] and model.skip_weights.shape[0] == 3
     calls.clear()
-    model.looping = False
+    model.set_looping(False)
     model(torch.randint(0, 128, (1, 4)))
     assert calls == [0, 1, 2, 3, 4]
 

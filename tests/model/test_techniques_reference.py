@@ -291,7 +291,7 @@ def test_recurrence_reference_follows_the_looping_switch():
     ids = token_ids()
     with torch.no_grad():
         looped = model(ids)
-        model.looping = False
+        model.set_looping(False)
         plain = model(ids)
         assert torch.allclose(plain, reference_logits(model, ids).float(), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(looped, plain, atol=1e-3)
@@ -359,7 +359,7 @@ def test_record_wiring_matches_the_reference_with_looping_on_and_off():
     outputs = []
     with torch.no_grad():
         for looping in (True, False):
-            model.looping = looping
+            model.set_looping(looping)
             hidden = model.hidden(ids)
             assert torch.allclose(hidden, reference_hidden(model, ids), rtol=1e-6, atol=1e-6), looping
             assert torch.allclose(model(ids), reference_logits(model, ids).float(), rtol=1e-5, atol=1e-5), looping

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf.config import ModelConfig, OptimConfig
+from pgolf.model.control import CONTROL_PATTERNS
 from pgolf.model.gpt import GPT
-from pgolf.optim.groups import CONTROL_PATTERNS, build_optimizers
+from pgolf.optim.groups import build_optimizers
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import muon_momentum, warmdown_multiplier
 

@@ -64,12 +64,12 @@ def test_float32_shared_hessians_equal_the_separate_float64_ones(pair):
 def test_looped_layers_accumulate_every_application(pair):
     """A looped layer's Hessian is the sum over its applications: three here, so more than one pass's."""
     model, new, _ = pair
-    model.looping = False
+    model.set_looping(False)
     try:
         g = torch.Generator().manual_seed(1)
         once = _collect(model, [torch.randint(0, 512, (2, 32), generator=g) for _ in range(3)])
     finally:
-        model.looping = True
+        model.set_looping(True)
     looped = "blocks.1.attn.c_q.weight"
     assert float(new.hessians[looped].trace()) > 2 * float(once.hessians[looped].trace())
 

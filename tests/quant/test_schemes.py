@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf.errors import PgolfError
-from pgolf.quant.schemes import dequantize_state_dict, quantize_state_dict
+from pgolf.quant.schemes import (ROW_SCALED_SCHEMES, SCHEMES, QuantizedTensor, dequantize_state_dict,
+                                 quantize_state_dict)
 
 
 def test_per_row_int8_error_is_half_a_step_inside_the_clip():
@@ -71,3 +72,12 @@ def test_quantization_is_deterministic_and_bounded(rows, cols, seed, scale):
         assert np.array_equal(a.tensors[0].arrays[key], b.tensors[0].arrays[key])
     deq = dequantize_state_dict(a)["w"]
     assert deq.shape == w.shape and torch.isfinite(deq).all()
+
+
+def test_row_scaled_means_the_per_row_integer_storage_schemes():
+    """`is_row_scaled` is what the fitter used to match as "_row" in the scheme name: every intN_row(_lqer), no
+    other storage scheme."""
+    assert ROW_SCALED_SCHEMES == {n for n in SCHEMES if n.startswith("int") and "_row" in n}
+    assert QuantizedTensor("w", (2, 2), "float32", "int6_row_lqer").is_row_scaled
+    assert QuantizedTensor("w", (2, 2), "float32", "int8_row").is_row_scaled
+    assert not any(QuantizedTensor("w", (4,), "float32", n).is_row_scaled for n in ("int8_tensor", "fp16", "raw"))

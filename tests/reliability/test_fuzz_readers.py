@@ -26,9 +26,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pgolf.artifact import codecs as codecs_mod
 from pgolf.artifact.codecs import CODECS, Segment, compress, decompress
 from pgolf.artifact.format import MAGIC, decode_artifact, encode_artifact, load_artifact, payload_layout
+from pgolf.artifact.rans import write_varint
 from pgolf.data.manifest import FORMAT, MANIFEST, check_data_dir, read_manifest
 from pgolf.data.shards import HEADER_BYTES, SHARD_MAGIC, read_header, read_shard, write_shard
 from pgolf.data.tokenizer import file_sha256, load_tokenizer
@@ -423,7 +423,7 @@ def test_artifact_decompression_bomb_is_bounded(codec, declared):
 
 def _varint(n: int) -> bytes:
     out = bytearray()
-    codecs_mod.write_varint(out, n)
+    write_varint(out, n)
     return bytes(out)
 
 

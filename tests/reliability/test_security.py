@@ -2,7 +2,7 @@
 
 Every module of the package is parsed with `ast` and checked for: unpickling (`pickle`, `cPickle`, `dill`, `shelve`,
 `marshal`, `joblib` imports and their loaders), `torch.load` without `weights_only=True`, `numpy.load` with
-`allow_pickle=True`, `yaml.load`/`unsafe_load`, `eval`/`exec` outside the self-extracting bundle (`submit/
+`allow_pickle=True`, `yaml.load`/`unsafe_load`, `eval`/`exec` outside the self-extracting bundle (`bundle/
 selfextract.py`, whose stub is the submission's own code), `os.system`/`os.popen`, and `subprocess` calls with
 `shell=True`. The checker is itself tested on snippets that must be flagged.
 """
@@ -17,7 +17,7 @@ import pytest
 import pgolf
 
 PACKAGE = Path(pgolf.__file__).resolve().parent
-EXEC_ALLOWED = {"submit/selfextract.py"}
+EXEC_ALLOWED = {"bundle/selfextract.py"}
 UNPICKLING_MODULES = {"pickle", "cPickle", "_pickle", "dill", "shelve", "marshal", "joblib", "cloudpickle"}
 
 
@@ -101,8 +101,8 @@ def test_the_package_has_no_unsafe_loading_or_execution():
 def test_the_bundle_stub_is_the_only_exec():
     """selfextract.py is allowed exec because its generated stub runs the submission's own (bundled) code; nothing
     else may, and the CLI commands that read other people's files (eval, verify, inspect) import no exec path."""
-    assert (PACKAGE / "submit" / "selfextract.py").is_file()
-    src = (PACKAGE / "submit" / "selfextract.py").read_text(encoding="utf-8")
+    assert (PACKAGE / "bundle" / "selfextract.py").is_file()
+    src = (PACKAGE / "bundle" / "selfextract.py").read_text(encoding="utf-8")
     assert "exec(" in src  # what the exception is for; if it goes away, drop it from EXEC_ALLOWED
     for rel in ("cli.py", "submit/verify.py", "eval/evaluate.py", "artifact/format.py"):
         text = (PACKAGE / rel).read_text(encoding="utf-8")
@@ -143,4 +143,4 @@ def test_the_checker_passes_safe_code(snippet):
 
 
 def test_exec_is_allowed_only_in_selfextract():
-    assert problems("exec('x')", "submit/selfextract.py") == []
+    assert problems("exec('x')", "bundle/selfextract.py") == []

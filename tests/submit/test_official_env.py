@@ -60,3 +60,9 @@ def test_no_arguments_trains_from_the_environment(tiny_data, tmp_path, monkeypat
     monkeypatch.setenv("INT8_KEEP_FLOAT_FP32_NAME_PATTERNS", "x")
     assert train_main([], preset="cpu-smoke") == 2
     assert "INT8_KEEP_FLOAT_FP32_NAME_PATTERNS: not supported" in capsys.readouterr().err
+
+
+def test_ttt_fields_take_their_ttt_prefix():
+    """`[ttt]` fields are `TTT_<FIELD>` (the names of the old eval.ttt_* fields); torchrun's RANK is not ttt.rank."""
+    run = official_run({"TTT_RANK": "16", "TTT_LR": "0.001", "RANK": "3", "LR": "9", "TTT_WARM_START_A": "1"})
+    assert run.sets == ["ttt.lr=0.001", "ttt.rank=16", "ttt.warm_start_a=1"]

@@ -121,9 +121,9 @@ def test_pack_legality_and_over_cap(tmp_path):
 
 
 def test_pack_command(tmp_path, capsys, monkeypatch):
-    import pgolf.submit.bundle
+    import pgolf.bundle.build
 
-    monkeypatch.setattr(pgolf.submit.bundle, "write_bundle", fake_bundle)
+    monkeypatch.setattr(pgolf.bundle.build, "write_bundle", fake_bundle)
     runs = [str(fake_run(tmp_path / "runs", s, 1.1)) for s in (1, 2)]
     assert main(["pack", *runs, "--out", str(tmp_path / "out"), "--name", "My run"]) == 0
     assert f"wrote {tmp_path / 'out'}: 2 seed(s), val_bpb 1.10000000" in capsys.readouterr().out

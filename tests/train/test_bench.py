@@ -32,8 +32,8 @@ RECORD_OPTIONS = ["model.num_loops=1", "model.loop_start=0", "model.loop_end=0",
 
 def test_bench_reports_training_eval_and_ttt(tmp_path, capsys):
     out, md = tmp_path / "bench.json", tmp_path / "BENCH.md"
-    sets = SETS + ["--set", "train.loader=packed", "--set", "eval.mode=lora-ttt", "--set", "eval.ttt_batch_docs=4",
-                   "--set", "eval.ttt_chains=1", "--set", "eval.ttt_chunk=16"]
+    sets = SETS + ["--set", "train.loader=packed", "--set", "eval.mode=lora-ttt", "--set", "ttt.batch_docs=4",
+                   "--set", "ttt.chains=1", "--set", "ttt.chunk=16"]
     code = main(["bench", "--preset", "cpu-smoke", *sets, "--steps", "2", "--warmup", "1", "--eval-tokens", "1024",
                  "--device", "cpu", "--json", str(out), "--markdown", str(md)])
     assert code == 0
@@ -119,7 +119,7 @@ def test_flop_count_equals_a_real_eager_step_unpacked(options, virtual_layers, e
     cfg = resolve_config("cpu-smoke", TINY_MODEL_SETS + options)
     torch.manual_seed(0)
     model = GPT(cfg.model)
-    model.looping = cfg.model.num_loops > 0
+    model.set_looping(cfg.model.num_loops > 0)
     ids = synthetic_tokens(513, 512, cfg.model.bos_id, mean_doc=32)
     x, y = ids[:-1].view(8, 64), ids[1:].view(8, 64)
     with flop_counter.FlopCounterMode(display=False) as plain:

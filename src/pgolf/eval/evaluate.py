@@ -24,9 +24,10 @@ import torch
 
 from pgolf.errors import PgolfError
 from pgolf.eval.bpb import bpb_from_sums
-from pgolf.eval.modes import EVAL_MODES, EvalMode, FlatMode, ScoredChunk, make_mode  # noqa: F401  (re-exported)
+from pgolf.eval.modes import EvalMode, FlatMode, ScoredChunk, make_mode  # noqa: F401  (re-exported)
+from pgolf.eval.names import EVAL_MODES  # noqa: F401  (re-exported: every mode `score_stream` runs)
 from pgolf.eval.windows import sliding_plan
-from pgolf.runtime import DistContext, PhaseClock
+from pgolf.runtime import COMPILE_MODES, DistContext, PhaseClock
 
 
 @dataclass
@@ -148,12 +149,15 @@ def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndar
 
 def build_mode(name: str, *, seq_len: int, stride: int = 0, bos_id: int = 1, ttt=None,
                compile: str = "off") -> EvalMode:
-    """Any mode of `pgolf.eval.names.EVAL_MODES` (TTT modes take `ttt`, a `TTTSettings`, whose `compile` they
-    follow; defaults otherwise); windowed modes follow `compile` (`eval.compile`) in their `prepare`."""
+    """Any mode of `pgolf.eval.names.EVAL_MODES` (TTT modes take `ttt`, the `[ttt]` section `TTTConfig`; its
+    defaults otherwise); windowed modes in their `prepare`, and the LoRA TTT modes, follow `compile`
+    (`eval.compile`)."""
+    from pgolf.config import TTTConfig
     from pgolf.eval.modes import WindowedMode
-    from pgolf.eval.ttt import TTTSettings, ttt_factories
+    from pgolf.eval.ttt import ttt_factories
 
-    mode = make_mode(name, seq_len=seq_len, stride=stride, bos_id=bos_id, extra=ttt_factories(ttt or TTTSettings()))
+    mode = make_mode(name, seq_len=seq_len, stride=stride, bos_id=bos_id,
+                     extra=ttt_factories(ttt or TTTConfig(), compile))
     if isinstance(mode, WindowedMode) and not mode.adaptive:  # adaptive modes compile what they train, if anything
         mode.compile = compile
     return mode
@@ -194,8 +198,8 @@ class ValidationData:
               max_seconds: float = 0.0, ttt=None, log: Callable[[str], None] | None = None,
               scorer: EvalMode | None = None, progress: bool = False) -> EvalResult:
         """Score the stream with the named mode (`pgolf.eval.names.EVAL_MODES`); stride 0 = the mode's default;
-        `ttt` (a `TTTSettings`) configures the test-time-training modes, which report progress to `log`; `scorer`,
-        when given, is the mode already built (and prepared)."""
+        `ttt` (the `[ttt]` section) configures the test-time-training modes, which report progress to `log`;
+        `scorer`, when given, is the mode already built (and prepared)."""
         scorer = scorer or build_mode(mode, seq_len=seq_len, stride=stride, bos_id=self.bos_id, ttt=ttt)
         if log is not None and hasattr(scorer, "log"):
             scorer.log = log
@@ -227,16 +231,15 @@ def model_from_artifact(artifact, path: str | Path, device: torch.device) -> tup
     return model.to(device), cfg
 
 
-def apply_eval_overrides(cfg, overrides: list[str]) -> None:
-    """`--set eval.FIELD=VALUE` at scoring time: only the eval section may change (the model is the artifact's)."""
-    from pgolf.config import _assign, parse_override
+SCORING_SECTIONS = ("eval", "ttt")  # what may change when an artifact is scored (the model is the artifact's)
 
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if section != "eval":
-            raise PgolfError(f"--set {text}: only eval.* settings can change when scoring an artifact")
-        _assign(cfg, section, key, value, source="--set")
-    cfg.validate()
+
+def apply_eval_overrides(cfg, overrides: list[str]) -> None:
+    """`--set eval.FIELD=VALUE` or `ttt.FIELD=VALUE` at scoring time (`SCORING_SECTIONS`)."""
+    from pgolf.config import apply_overrides
+
+    apply_overrides(cfg, overrides, sections=SCORING_SECTIONS,
+                    refusal="only eval.* and ttt.* settings can change when scoring an artifact")
 
 
 def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str = "", seq_len: int = 0,
@@ -258,7 +261,6 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     """
     from pgolf.artifact.format import check_cap, load_artifact
     from pgolf.eval.names import report_label
-    from pgolf.eval.ttt import ttt_settings
 
     device = device or torch.device("cpu")
     clock = clock or PhaseClock(sync=torch.cuda.synchronize if device.type == "cuda" else None)
@@ -272,6 +274,8 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     with clock.phase("model_load"):
         model, cfg = model_from_artifact(artifact, artifact_path, device)
     apply_eval_overrides(cfg, overrides or [])
+    if cfg.eval.compile not in COMPILE_MODES:  # an artifact's config is not `check_options`ed (pgolf.options)
+        raise PgolfError(f"config: eval.compile={cfg.eval.compile!r} must be one of {', '.join(COMPILE_MODES)}")
     with clock.phase("val_load"):
         val = ValidationData(data_dir, expected_vocab=cfg.model.vocab_size, max_tokens=max_tokens)
     sha = artifact.tokenizer.get("sha256")
@@ -284,11 +288,10 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     stride = stride or cfg.eval.stride
     batch_tokens = batch_tokens or cfg.eval.batch_tokens
     max_seconds = cfg.eval.max_seconds if max_seconds is None else max_seconds
-    ttt = ttt_settings(cfg.eval)
     evals = []
     for name in [*(m for m in report_modes or [] if m != mode), mode]:
         final = name == mode
-        scorer = build_mode(name, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=ttt,
+        scorer = build_mode(name, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=cfg.ttt,
                             compile=cfg.eval.compile)
         scored_model = model if final or not scorer.adaptive else copy.deepcopy(model)
         world = ctx.world_size if ctx is not None else 1
@@ -299,7 +302,7 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
                 log(f"{name}: compile warmup done ({seconds:.1f}s, random tokens, no val data)")
         with clock.phase("scoring" if final else f"scoring_{name}"):
             result = val.score(scored_model, seq_len=seq_len, batch_tokens=batch_tokens, device=device, ctx=ctx,
-                               mode=name, stride=stride, max_seconds=max_seconds, ttt=ttt, log=log, scorer=scorer,
+                               mode=name, stride=stride, max_seconds=max_seconds, ttt=cfg.ttt, log=log, scorer=scorer,
                                progress=progress)
         entry = {"mode": name, "label": report_label(name), "val_loss": result.val_loss, "val_bpb": result.val_bpb,
                  "eval_time_ms": round(1000 * result.seconds, 1), "final": final, "detail": scorer.describe()}

@@ -31,7 +31,6 @@ a concrete counterexample, printed in the table.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -260,11 +259,12 @@ def check_mode(make: Callable[[], EvalMode], model: torch.nn.Module, tokens: np.
 
 def mode_factories() -> dict:
     """Every mode the checker can name: the eval modes and the fixtures."""
+    from pgolf.config import TTTConfig
     from pgolf.eval.fixtures import FIXTURES
     from pgolf.eval.modes import MODE_FACTORIES
-    from pgolf.eval.ttt import TTTSettings, ttt_factories
+    from pgolf.eval.ttt import ttt_factories
 
-    return {**MODE_FACTORIES, **ttt_factories(TTTSettings()), **FIXTURES}
+    return {**MODE_FACTORIES, **ttt_factories(TTTConfig()), **FIXTURES}
 
 
 def check_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str, tokens: int = 4096,
@@ -288,10 +288,10 @@ def check_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     seq_len = seq_len or cfg.eval.seq_len or cfg.train.train_seq_len
     stride = stride or cfg.eval.stride
 
-    from pgolf.eval.ttt import ttt_factories, ttt_settings
+    from pgolf.eval.ttt import ttt_factories
 
     # Eager TTT: compiling every rerun's fresh forward would only cost time (the compiled forward is the same math).
-    extra = {**FIXTURES, **ttt_factories(dataclasses.replace(ttt_settings(cfg.eval), compile="off"))}
+    extra = {**FIXTURES, **ttt_factories(cfg.ttt, compile="off")}
 
     def make() -> EvalMode:
         return make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, extra=extra)

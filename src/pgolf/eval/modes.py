@@ -44,11 +44,11 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.errors import PgolfError, choose
+from pgolf.eval.names import FIXED_MODES  # noqa: F401  (re-exported: the fixed-predictor modes built here)
 from pgolf.eval.windows import (WindowPlan, batch_bounds, check_window_args, document_segments, sliding_plan,
                                 split_for_rank)
 from pgolf.runtime import autocast_for, should_compile
 
-from pgolf.eval.names import FIXED_MODES as EVAL_MODES  # noqa: E402  (the fixed-predictor modes)
 DEFAULT_STRIDE = 64
 PAD_TOKEN = 0
 
@@ -239,6 +239,7 @@ class DocumentMode(WindowedMode):
 
 ModeFactory = Callable[[int, int, int], EvalMode]
 
+# One factory per fixed-predictor mode (`FIXED_MODES`); `pgolf.eval.ttt` builds the TTT modes.
 MODE_FACTORIES: dict[str, ModeFactory] = {
     "flat": lambda seq_len, stride, bos_id: FlatMode(seq_len),
     "sliding": lambda seq_len, stride, bos_id: SlidingMode(seq_len, stride),

@@ -2,7 +2,7 @@
 
 FIXED_MODES = ("flat", "sliding", "doc")  # fixed predictors (pgolf/eval/modes.py)
 TTT_MODES = ("lora-ttt", "sgd-ttt", "phased-ttt")  # score-first test-time training (pgolf/eval/ttt.py)
-EVAL_MODES = FIXED_MODES + TTT_MODES
+EVAL_MODES = FIXED_MODES + TTT_MODES  # every mode: what `eval.mode`, `--mode` and `score_stream` accept
 
 # How a mode's score is named in log.txt and result.json (the records' log labels: `quantized`,
 # `quantized_sliding_window`, `quantized_ttt_phased`).

@@ -1,11 +1,10 @@
-"""Names of the model's control tensors, importable without the model.
+"""Control tensors, importable without the model.
 
 Control tensors are the small per-channel or scalar parameters that steer the blocks (scales, mixes, gains, gates,
-skip weights). The optimizer groups train them with Adam at `optim.scalar_lr` instead of Muon, and the int8 export
-keeps them in float32 (docs/rules.md#artifact-accounting). Matching is by substring, so plural names such as
-`skip_weights` match too. Kept apart from `pgolf.model.gpt` so that the optimizer and the quantizer do not import
-the network to learn these names.
+skip weights, lane mixes, the value-residual alpha, the bigram scale). The optimizer groups train them with Adam at
+`optim.scalar_lr` instead of Muon, and the int8 export keeps them in float32 (docs/rules.md#artifact-accounting).
+Which parameters they are is declared in `pgolf.model.roles` (the roles CONTROL and GATE); this module keeps the
+names that the int8 policy and `cast_body` import.
 """
 
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_",
-                    "attn_gate", "lane_", "ve_layer_scale", "value_embed_scale")
+from pgolf.model.roles import CONTROL_PATTERNS, is_control  # noqa: F401  (re-exported)

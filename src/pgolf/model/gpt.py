@@ -165,6 +165,11 @@ class GPT(nn.Module):
             block.mlp.fused = on
         self.fused_loss = on and self.cfg.logit_softcap > 0
 
+    def set_looping(self, on: bool) -> None:
+        """Run the depth-recurrent (looped) layer order or the plain one: the one switch the trainer's schedule,
+        resuming and the bench use, so the flag has a single writer outside this class."""
+        self.looping = bool(on)
+
     def _orthogonal_init(self) -> None:
         """Orthogonal (gain 1) init of every block matrix that does not start at zero."""
         with torch.no_grad():

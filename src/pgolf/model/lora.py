@@ -26,19 +26,26 @@ import torch
 from torch import nn
 
 from pgolf.config import ModelConfig
+from pgolf.model.roles import Role
 
-LORA_TARGETS = ("q", "k", "v", "o", "mlp", "head")
+# Target -> the role of the weight whose output the adapter corrects (every adapter reads a model_dim-wide input).
+# `o` and `mlp` go around the whole attention and MLP, so they end where their output projection does; `head` is
+# the untied head or, tied, the embedding (EMBED) used as one. The adapters themselves have role LORA.
+LORA_TARGET_ROLES: dict[str, Role] = {"q": Role.ATTN_Q, "k": Role.ATTN_K, "v": Role.ATTN_V, "o": Role.ATTN_PROJ,
+                                      "mlp": Role.MLP_PROJ, "head": Role.HEAD}
+LORA_TARGETS = tuple(LORA_TARGET_ROLES)
 
 # An adapter as the layers see it: (target name, input) -> correction to add to that target's output, or None.
 Adapter = Callable[[str, torch.Tensor], "torch.Tensor | None"]
 
 
 def lora_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
-    """(in, out) features of every target."""
+    """(in, out) features of every target: in is the model width, out the output width of the weight it adapts."""
     dim = cfg.model_dim
     kv_dim = cfg.num_kv_heads * (dim // cfg.num_heads)
-    return {"q": (dim, dim), "k": (dim, kv_dim), "v": (dim, kv_dim), "o": (dim, dim), "mlp": (dim, dim),
-            "head": (dim, cfg.vocab_size)}
+    out = {Role.ATTN_Q: dim, Role.ATTN_K: kv_dim, Role.ATTN_V: kv_dim, Role.ATTN_PROJ: dim, Role.MLP_PROJ: dim,
+           Role.HEAD: cfg.vocab_size}
+    return {target: (dim, out[role]) for target, role in LORA_TARGET_ROLES.items()}
 
 
 def _key(target: str, slot: int) -> str:

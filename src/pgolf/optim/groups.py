@@ -1,9 +1,10 @@
 """Which parameter is trained by which optimizer, at which learning rate (the baseline's grouping).
 
-Muon takes every 2-D matrix inside the blocks except control tensors; Adam takes the embedding (tied: also the
-head), an untied head, and every vector/scalar/control tensor, each group with its own betas and decoupled weight
-decay (AdamW; the 1.0611 record decays the embedding by 0.085 and the scalars by 0.02). Each group records its
-`base_lr` so the trainer's schedule can scale all of them by one multiplier.
+Muon takes the linear weights inside the blocks; Adam takes the embedding (tied: also the head), an untied head,
+and every other tensor (control tensors, gates, extra embedding tables) at the scalar learning rate; which is which
+is each parameter's role (`pgolf.model.roles`). Each Adam group has its own betas and decoupled weight decay
+(AdamW; the 1.0611 record decays the embedding by 0.085 and the scalars by 0.02). Each group records its `base_lr` so
+the trainer's schedule can scale all of them by one multiplier.
 """
 
 from __future__ import annotations
@@ -12,24 +13,33 @@ import torch
 from torch import nn
 
 from pgolf.config import OptimConfig, parse_betas
-from pgolf.model.control import CONTROL_PATTERNS
+from pgolf.errors import PgolfError
+from pgolf.model.roles import Role, param_role
 from pgolf.optim.muon import Muon
 from pgolf.optim.sharded_muon import ShardedMuon
 
 
+# Optimizer group of every role (pgolf/model/roles.py). Only the blocks' matrices go to Muon; the bigram and value
+# embedding tables and their projections train with the scalars, as every non-block tensor but the embedding and head
+# does. LoRA adapters are absent: test-time training gives them their own optimizer (pgolf/eval/ttt_optim.py).
+OPTIMIZER_GROUPS: dict[Role, str] = {
+    Role.EMBED: "embed", Role.HEAD: "head",
+    Role.ATTN_Q: "matrix", Role.ATTN_K: "matrix", Role.ATTN_V: "matrix", Role.ATTN_PROJ: "matrix",
+    Role.MLP_FC: "matrix", Role.MLP_PROJ: "matrix",
+    Role.BIGRAM_TABLE: "scalar", Role.VALUE_EMBED: "scalar", Role.EMBED_PROJ: "scalar", Role.GATE: "scalar",
+    Role.CONTROL: "scalar",
+}
+
+
 def parameter_roles(model: nn.Module) -> dict[str, str]:
-    """name -> one of 'matrix', 'scalar', 'embed', 'head'."""
-    roles = {}
+    """name -> optimizer group, one of 'matrix', 'scalar', 'embed', 'head' (from each parameter's role)."""
+    groups = {}
     for name, p in model.named_parameters():
-        if name.startswith("tok_emb"):
-            roles[name] = "embed"
-        elif name.startswith("lm_head"):
-            roles[name] = "head"
-        elif name.startswith("blocks.") and p.ndim == 2 and not any(c in name for c in CONTROL_PATTERNS):
-            roles[name] = "matrix"
-        else:
-            roles[name] = "scalar"
-    return roles
+        role = param_role(name, p)
+        if role not in OPTIMIZER_GROUPS:
+            raise PgolfError(f"internal: parameter {name!r} ({role.name}) has no optimizer group")
+        groups[name] = OPTIMIZER_GROUPS[role]
+    return groups
 
 
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:

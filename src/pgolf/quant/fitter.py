@@ -180,7 +180,7 @@ def _prune_pm1(qm: QuantizedModel, count: int) -> QuantizedModel:
     """A copy of `qm` with the `count` +-1 integers of smallest scale (least important) set to 0."""
     entries = []
     for i, qt in enumerate(qm.tensors):
-        if qt.scheme.startswith("int") and qt.scheme.endswith(("_row", "_row_lqer")):
+        if qt.is_row_scaled:
             q, s = qt.arrays["q"], qt.arrays["scale"].astype(np.float32)
             rows, cols = np.nonzero(np.abs(q) == 1)
             entries.append((s[rows] ** 2, i, rows, cols))
@@ -205,7 +205,7 @@ def _zero_integers(qm: QuantizedModel) -> QuantizedModel:
     tensors = []
     for qt in qm.tensors:
         arrays = dict(qt.arrays)
-        if qt.scheme.startswith("int") and "_row" in qt.scheme:
+        if qt.is_row_scaled:
             arrays["q"] = np.zeros_like(arrays["q"])
         tensors.append(type(qt)(qt.name, qt.shape, qt.dtype, qt.scheme, arrays))
     return QuantizedModel(tensors)
@@ -215,7 +215,7 @@ def _group_est_bytes(qm: QuantizedModel, groups: dict[str, dict[str, torch.Tenso
     """`_est_bytes` of each fitted group's real (GPTQ) integers in `qm`."""
     ints: dict[str, list[np.ndarray]] = {}
     for qt in qm.tensors:
-        if tensor_group(qt.name) in groups and qt.scheme.startswith("int") and "_row" in qt.scheme:
+        if tensor_group(qt.name) in groups and qt.is_row_scaled:
             ints.setdefault(tensor_group(qt.name), []).append(qt.arrays["q"])
     return {g: _est_bytes(qs, sum(q.shape[0] for q in qs)) for g, qs in sorted(ints.items())}
 
@@ -285,7 +285,7 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
         qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, smallest))
         unpruned = encoded_size(qm)
         total_pm1 = sum(int((np.abs(qt.arrays["q"]) == 1).sum()) for qt in qm.tensors
-                        if qt.scheme.startswith("int") and "_row" in qt.scheme)
+                        if qt.is_row_scaled)
         if encoded_size(_prune_pm1(qm, total_pm1)) > budget_bytes:
             raise PgolfError(f"budget fitter: even the smallest plan with every +-1 pruned exceeds "
                              f"{budget_bytes:,} bytes; shrink the model")

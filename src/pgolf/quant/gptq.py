@@ -25,26 +25,16 @@ self-generated calibration: no train or val data is touched after the clock).
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from pgolf.errors import PgolfError
+from pgolf.model.roles import shared_input
 from pgolf.quant.grid import round_to_grid
 from pgolf.quant.schemes import qmax
 
 # `quant.calib`: where the Hessians' inputs come from (training batches inside the budget, or self-generated).
 CALIBRATION_SOURCES = ("train", "self")
-
-
-# The linears whose inputs are one tensor (an attention's Q, K and V projections): `name` -> the name of the
-# first, which keys their one shared Hessian.
-_SHARED_INPUT = re.compile(r"\.c_[qkv]\.weight$")
-
-
-def _shared_key(name: str) -> str:
-    return _SHARED_INPUT.sub(".c_q.weight", name)
 
 
 class HessianCollector:
@@ -64,7 +54,8 @@ class HessianCollector:
         self._sums: dict[str, torch.Tensor] = {}
         self._handles = []
         self._linears = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear)}
-        self._key = {name: _shared_key(name) if share_inputs else name for name in self._linears}
+        # Linears that read one input tensor (an attention's Q, K and V) share the Hessian keyed by the first.
+        self._key = {name: shared_input(name) if share_inputs else name for name in self._linears}
         self._readers: dict[str, set[str]] = {}
         for name, key in self._key.items():
             self._readers.setdefault(key, set()).add(name)

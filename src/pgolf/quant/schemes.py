@@ -7,7 +7,9 @@ Two registries keep this open for later work (int6, GPTQ, LQER, ternary) without
   validates arrays read from a file (keys, dtypes, shapes) and a bit width. The container stores the scheme name per
   tensor and its arrays as opaque typed blobs, so a new scheme is one new registry entry.
 - `POLICIES`: *model-level recipes* that choose a storage scheme for every tensor of a state dict by name, shape and
-  size. `quantize_state_dict(sd, scheme="int8")` runs the policy named `scheme` (the config's `quant.scheme`).
+  size. `quantize_state_dict(sd, scheme="int8")` runs the policy named `scheme` (the config's `quant.scheme`, the
+  export recipe; `int8` is here, `mixed` is `pgolf.quant.recipe.quantize_mixed`), not to be confused with a tensor's
+  storage scheme (`QuantizedTensor.scheme`, a key of `SCHEMES`).
 
 The `int8` policy is the official baseline's export (`quantize_state_dict_int8`, docs/rules.md#baseline-int8-export):
 
@@ -86,6 +88,12 @@ class QuantizedTensor:
     def bits(self) -> int:
         """Bits per stored element: the scheme's width, or the dtype's width for `raw`."""
         return tensor_bits(self)
+
+    @property
+    def is_row_scaled(self) -> bool:
+        """Whether the storage scheme holds per-row integers (`ROW_SCALED_SCHEMES`): arrays `q` [rows, cols] int8 and
+        `scale` [rows] fp16, what the budget fitter sizes and prunes."""
+        return self.scheme in ROW_SCALED_SCHEMES
 
 
 @dataclass
@@ -305,6 +313,9 @@ SCHEMES: dict[str, Scheme] = {
     "int8_row_lqer": _make_int_row_scheme(8, True),
     "int8_tensor": Scheme(_int8_tensor_quantize, _int8_tensor_deq, _int8_tensor_check, 8),
 }
+# The per-row integer schemes (`intN_row`, `intN_row_lqer`, N = 2..8): `q` [rows, cols] int8 with one fp16 `scale`
+# per row (`QuantizedTensor.is_row_scaled`): the one place that knows which scheme names these are.
+ROW_SCALED_SCHEMES = frozenset(f"int{b}_row{lqer}" for b in range(2, 9) for lqer in ("", "_lqer"))
 
 
 def tensor_bits(qt: QuantizedTensor) -> int:
@@ -364,7 +375,8 @@ POLICIES: dict[str, Callable[..., QuantizedTensor]] = {"int8": int8_policy}
 
 def quantize_state_dict(state_dict: dict[str, torch.Tensor], scheme: str = "int8",
                         **options: Any) -> QuantizedModel:
-    """Quantize every tensor of `state_dict` with the policy named `scheme` (a key of `POLICIES`).
+    """Quantize every tensor of `state_dict` with the policy named `scheme` (a key of `POLICIES`: the export recipe
+    `quant.scheme`, which picks a storage scheme per tensor).
 
     `options` go to the policy (for `int8`: `control_patterns`, `keep_float_max_numel`).
     """

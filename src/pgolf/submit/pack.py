@@ -1,6 +1,6 @@
 """`pgolf pack`: turn finished runs (one per seed, same configuration) into the records folder the official
 process expects (docs/rules.md#submission-process): README.md, submission.json, one train log per seed
-(`train_seedS.log`), the bundled `train_gpt.py` (pgolf.submit.bundle), requirements.txt, and each seed's artifact
+(`train_seedS.log`), the bundled `train_gpt.py` (pgolf.bundle.build), requirements.txt, and each seed's artifact
 (`artifact_seedS.pgolf`, so that `pgolf verify` can recount and re-score it).
 
 The folder is written under a temporary name beside `--out` and renamed into place only when complete; a
@@ -91,6 +91,7 @@ def technique_summary(config: dict) -> dict:
     from pgolf.config import Config
 
     defaults = Config().to_dict()
+    config = Config.from_dict(config).to_dict()  # older setting names (eval.ttt_*) in today's layout
     m, q, e, t = config["model"], config["quant"], config["eval"], config["train"]
     changed = {f"{s}.{k}": v for s, values in config.items() if isinstance(values, dict)
                for k, v in values.items() if defaults.get(s, {}).get(k) != v and (s, k) != ("train", "seed")}
@@ -290,7 +291,7 @@ def pack(run_paths: list[str | Path], out: str | Path, *, preset: str | None = N
     legality_text = Path(legality).read_text(encoding="utf-8") if legality else None
     verdict = _legality_verdict(legality_text) if legality_text is not None else None
     if bundle_writer is None:
-        from pgolf.submit.bundle import write_bundle as bundle_writer
+        from pgolf.bundle.build import write_bundle as bundle_writer
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".packing", dir=out.parent))
     try:

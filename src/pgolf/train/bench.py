@@ -181,7 +181,7 @@ def counting_model(cfg: Config) -> GPT:
     with torch.device("meta"):
         model = GPT(dataclasses.replace(cfg.model, ortho_init=False))
     model.use_kernels(False)
-    model.looping = cfg.model.num_loops > 0
+    model.set_looping(cfg.model.num_loops > 0)
     return model
 
 
@@ -251,7 +251,7 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
     cast_body(model, body_dtype(cfg.train.body_dtype, device))
     kernels = wanted(cfg.train.kernels, device)
     model.use_kernels(kernels)
-    model.looping = cfg.model.num_loops > 0  # the slower, looped shape most of a record run uses
+    model.set_looping(cfg.model.num_loops > 0)  # the slower, looped shape most of a record run uses
     compiled = should_compile(cfg.train.compile, device)
     step_model = torch.compile(model, dynamic=False, fullgraph=True) if compiled else model
     opts = build_optimizers(model, cfg.optim)
@@ -296,12 +296,11 @@ def bench_training(cfg: Config, device: torch.device, steps: int, warmup: int, m
 def bench_eval(cfg: Config, device: torch.device, eval_tokens: int, ttt: bool) -> dict:
     """Scoring throughput of flat eval and, with `ttt`, of the preset's TTT mode, on synthetic documents."""
     from pgolf.eval.evaluate import build_mode, score_stream
-    from pgolf.eval.ttt import ttt_settings
     from pgolf.model.gpt import GPT
 
     torch.manual_seed(0)
     model = GPT(cfg.model).to(device)
-    model.looping = cfg.model.num_loops > 0
+    model.set_looping(cfg.model.num_loops > 0)
     seq = cfg.eval.seq_len or cfg.train.train_seq_len
     stream = synthetic_tokens(eval_tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, mean_doc=max(2, seq // 2))
     tokens = stream.numpy().astype(np.int64)
@@ -315,7 +314,7 @@ def bench_eval(cfg: Config, device: torch.device, eval_tokens: int, ttt: bool) -
         modes.append(("ttt", cfg.eval.mode))
     for label, name in modes:
         mode = build_mode(name, seq_len=seq, stride=cfg.eval.stride, bos_id=cfg.model.bos_id,
-                          ttt=ttt_settings(cfg.eval) if label == "ttt" else None, compile=cfg.eval.compile)
+                          ttt=cfg.ttt if label == "ttt" else None, compile=cfg.eval.compile)
         # As pgolf/eval/evaluate.py scores: the compile warm-up first (on random tokens), timed on its own.
         out[f"{label}_compile_seconds"] = round(mode.prepare(model, device, batch_tokens=batch_tokens), 3)
         _sync(device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,9 @@ import pgolf
 from pgolf.config import Config
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json
+from pgolf.runtime import DistContext, PhaseClock
+from pgolf.train.runlog import RunLog
+from pgolf.train.state import RunState
 
 ARTIFACT_NAME = "artifact.pgolf"
 
@@ -40,19 +44,20 @@ def quantize_to_fit(state: dict[str, torch.Tensor], cfg: Config, hessians: dict[
     return qm, ({"lqer": mixed.lqer} if mixed else {})
 
 
-def export_and_score(run, steps: int, train_ms: float, pre_quant: dict | None,
+def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ctx: DistContext, run_dir: Path,
+                     data_dir: Path, data_manifest: dict, clock: PhaseClock, log: RunLog, n_params: int,
                      hessians: dict[str, torch.Tensor] | None, calibration: dict | None) -> dict | None:
-    """Write `run`'s artifact (a pgolf.train.trainer.Trainer after training), score it on every rank and return
-    result.json's content on rank 0 (None elsewhere). Raises PgolfError, after writing result.json with
+    """Write the artifact of `model` after training (`state`: where the run ended), score it on every rank and
+    return result.json's content on rank 0 (None elsewhere). Raises PgolfError, after writing result.json with
     `within_cap: false`, when artifact + code exceed the cap."""
     from pgolf.artifact.format import CAP_BYTES, encode_artifact
+    from pgolf.bundle.code_bytes import count_code_bytes
     from pgolf.eval.evaluate import score_artifact
-    from pgolf.submit.code_bytes import count_code_bytes
 
-    cfg, ctx, clock, log = run.cfg, run.ctx, run.clock, run.log
-    path = run.run_dir / ARTIFACT_NAME
+    steps = state.step
+    path = run_dir / ARTIFACT_NAME
     code_bytes, method = count_code_bytes(cfg.preset)
-    tok = run.manifest["tokenizer"]
+    tok = data_manifest["tokenizer"]
     quant_report: dict = {"scheme": cfg.quant.scheme, "codec": cfg.quant.codec}
     if ctx.is_main:
         meta = {"code_bytes": code_bytes, "code_bytes_method": method, "pgolf_version": pgolf.__version__,
@@ -63,10 +68,10 @@ def export_and_score(run, steps: int, train_ms: float, pre_quant: dict | None,
                                    level=cfg.quant.level, meta=meta)
 
         with clock.phase("quantization"):
-            state = {k: v.detach().float().cpu() for k, v in run.base_model.state_dict().items()}
+            weights = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
             if cfg.train.save_float:
-                torch.save(state, run.run_dir / "model_fp32.pt")  # plain tensors: loads with weights_only
-            qm, report = quantize_to_fit(state, cfg, hessians, code_bytes, encode, log.line)
+                torch.save(weights, run_dir / "model_fp32.pt")  # plain tensors: loads with weights_only
+            qm, report = quantize_to_fit(weights, cfg, hessians, code_bytes, encode, log.line)
             quant_report.update(report)
         with clock.phase("compression"):
             data = encode(qm)
@@ -79,7 +84,7 @@ def export_and_score(run, steps: int, train_ms: float, pre_quant: dict | None,
         log.line(f"Total submission size {tag}: {len(data) + code_bytes} bytes")
     ctx.barrier()
     report_modes = [m.strip() for m in cfg.eval.report_modes.split(",") if m.strip()]
-    scored = score_artifact(path, run.data_dir, device=ctx.device, ctx=ctx, clock=clock, code_bytes=code_bytes,
+    scored = score_artifact(path, data_dir, device=ctx.device, ctx=ctx, clock=clock, code_bytes=code_bytes,
                             enforce_cap=False, report_modes=report_modes, log=log.line,
                             progress=ctx.is_main and sys.stderr.isatty())
     name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
@@ -91,8 +96,9 @@ def export_and_score(run, steps: int, train_ms: float, pre_quant: dict | None,
     result = None
     if ctx.is_main:
         quant = quant_report | ({"calibration": calibration} if hessians else {})
-        result = result_record(run, scored, steps, train_ms, pre_quant, quant, code_bytes, method)
-        atomic_write_json(run.run_dir / "result.json", result)
+        result = result_record(scored, state, quant, code_bytes, method, cfg=cfg, ctx=ctx, data_dir=data_dir,
+                               data_manifest=data_manifest, clock=clock, n_params=n_params)
+        atomic_write_json(run_dir / "result.json", result)
     log.close()
     total = scored["total_bytes"]
     if total > CAP_BYTES:
@@ -101,13 +107,14 @@ def export_and_score(run, steps: int, train_ms: float, pre_quant: dict | None,
     return result
 
 
-def result_record(run, scored: dict, steps: int, train_ms: float, pre_quant: dict | None, quant: dict,
-                  code_bytes: int, code_bytes_method: str) -> dict:
+def result_record(scored: dict, state: RunState, quant: dict, code_bytes: int, code_bytes_method: str, *,
+                  cfg: Config, ctx: DistContext, data_dir: Path, data_manifest: dict, clock: PhaseClock,
+                  n_params: int) -> dict:
     """result.json: the artifact's score, its bytes against the cap, the run's steps, time and phases, and every
     version and data fact `pgolf verify` checks."""
     from pgolf.artifact.format import CAP_BYTES
 
-    cfg, ctx, manifest = run.cfg, run.ctx, run.manifest
+    manifest, steps, train_ms = data_manifest, state.step, state.train_ms
     total = scored["total_bytes"]
     return {
         "artifact": ARTIFACT_NAME,
@@ -118,7 +125,7 @@ def result_record(run, scored: dict, steps: int, train_ms: float, pre_quant: dic
         "evals": scored["evals"],
         "val_tokens": scored["val_tokens"],
         "val_bytes": scored["val_bytes"],
-        "pre_quant": pre_quant,
+        "pre_quant": state.pre_quant,
         "quant": quant,
         "artifact_bytes": scored["artifact_bytes"],
         "code_bytes": code_bytes,
@@ -127,17 +134,17 @@ def result_record(run, scored: dict, steps: int, train_ms: float, pre_quant: dic
         "cap_bytes": CAP_BYTES,
         "within_cap": total <= CAP_BYTES,
         "steps": steps,
-        "resumed_from": run.resumes,
+        "resumed_from": state.resumes,
         "train_seconds": round(train_ms / 1000, 4),
         "train_tokens": steps * cfg.train.train_batch_tokens,
         "step_avg_ms": round(train_ms / max(steps, 1), 4),
-        "phases": run.clock.as_dict(),
+        "phases": clock.as_dict(),
         "seed": cfg.train.seed,
         "preset": cfg.preset,
-        "params": run.n_params,
+        "params": n_params,
         "world_size": ctx.world_size,
         "device": ctx.device.type,
-        "data": {"dir": str(run.data_dir.resolve()), "tokenizer": dict(manifest["tokenizer"]),
+        "data": {"dir": str(data_dir.resolve()), "tokenizer": dict(manifest["tokenizer"]),
                  "train_tokens": manifest["splits"]["train"]["tokens"],
                  "val_tokens": manifest["splits"]["val"]["tokens"],
                  "val_bytes": manifest["splits"]["val"]["bytes"]},

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import types
 
-from pgolf.submit.rename import rename_shared
+from pgolf.bundle.rename import rename_shared
 
 PACKAGE = "fakepkg"
 

@@ -15,7 +15,7 @@ statically, so that decoding stays a few vectorized rANS calls:
   plain. The references form a forest of depth at most `MAX_DEPTH`; decoding runs level by level.
 
 An element's context is (row class, column class) in a plain row and (row class, clipped reference value) in a
-referencing row; each context has its own `entropy` model and rANS stream. The labels and the row/reference flags
+referencing row; each context has its own `rans` model and rANS stream. The labels and the row/reference flags
 are rANS-coded too, reference indices are packed bits. The encoder chooses labels by hard-EM co-clustering
 (alternately re-assigning every column and every row to the class with the cheapest code under the current
 histograms, the information-theoretic co-clustering of I. Dhillon, S. Mallela and D. Modha, KDD 2003), and chooses
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgolf.artifact.entropy import (ByteReader, SymbolDecoder, SymbolModel, encode_symbols, fit_model, histogram,
-                                    model_bytes, read_model, write_varint)
+from pgolf.artifact.rans import (ByteReader, SymbolDecoder, SymbolModel, encode_symbols, fit_model, histogram,
+                                 model_bytes, read_model, write_varint)
 from pgolf.errors import PgolfError
 
 BUCKET = 8  # a reference value v gives context clip(v, -8, 8)

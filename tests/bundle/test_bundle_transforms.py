@@ -1,9 +1,13 @@
-"""The pieces that make a bundle small: the base-251 self-extracting wrapper (`pgolf.submit.selfextract`),
-annotation stripping, unreachable statements, method pruning, and what the record bundle's sources carry."""
+"""The pieces that make a bundle small: the base-251 self-extracting wrapper (`pgolf.bundle.selfextract`),
+annotation stripping, unreachable statements, method pruning, the stubs of what is left out, and what the record
+bundle's sources carry."""
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 import textwrap
 
 import brotli
@@ -11,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.submit import bundle, selfextract
-from pgolf.submit.bundle import analyse, minified_sources, prune_methods
-from pgolf.submit.selfextract import base251_digits, self_extracting_script
+from pgolf.bundle import build as bundle, selfextract
+from pgolf.errors import PgolfError
+from pgolf.bundle.build import analyse, minified_sources, prune_methods
+from pgolf.bundle.selfextract import base251_digits, self_extracting_script
 
 
 def _run_script(script: bytes) -> dict:
@@ -144,6 +149,58 @@ def record_sources() -> dict[str, str]:
 
 def test_record_bundle_sources_keep_what_runs_and_drop_what_never_does(record_sources):
     assert "TextIO" not in record_sources["pgolf/train/trainer.py"]  # its only use was an annotation
-    assert "pgolf/submit/bundle.py" not in record_sources  # the tool, never at train time
+    assert "pgolf/bundle/build.py" not in record_sources  # the tool, never at train time
     loader = record_sources["pgolf/data/loader.py"]
     assert all(name in loader for name in ("'sequential'", "'shuffled'", "'packed'"))  # every choice travels
+
+
+def test_left_out_functions_become_stubs_and_what_only_they_used_goes(record_sources):
+    resume = record_sources["pgolf/train/resume.py"]
+    assert resume.count("is left out of this train_gpt.py bundle") == 3  # check, load and save: stubs only
+    assert "state_dict" not in resume and "world_size" not in resume  # their bodies are gone
+    checkpoint = record_sources["pgolf/train/checkpoint.py"]
+    assert "PGCKPT01" not in checkpoint and "sha256" not in checkpoint  # the container is no longer reached
+    assert "'checkpoint.json'" in checkpoint  # what a fresh run uses (clearing an old run's outputs) stays
+    code_bytes = record_sources["pgolf/bundle/code_bytes.py"]
+    assert "minifier" not in code_bytes and "bundle_file" in code_bytes  # a bundle counts its own file
+
+
+def test_a_stub_raises_one_pgolf_error_naming_the_function():
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[bundle._stub("pgolf.train.resume", "save_checkpoint")], type_ignores=[]),
+                 "stub", "exec"), namespace)
+    with pytest.raises(PgolfError, match=r"^pgolf\.train\.resume\.save_checkpoint is left out of this train_gpt\.py "
+                                         r"bundle \(resumable checkpoints .*\); run it with the pgolf package$"):
+        namespace["save_checkpoint"]("run", 1, 2.0, stop_after=None)
+
+
+def test_a_stale_left_out_entry_stops_the_build(monkeypatch):
+    monkeypatch.setitem(bundle.LEFT_OUT, ("pgolf.train.resume", "no_such_function"), "gone")
+    with pytest.raises(PgolfError, match="LEFT_OUT names pgolf.train.resume.no_such_function"):
+        analyse()
+
+
+def test_an_excluded_module_imported_at_run_time_is_one_clear_error(tmp_path):
+    """A NOT_AT_TRAIN_TIME module that kept code imports inside a function ships as a stub: taking that path in a
+    bundle raises PgolfError (one `pgolf: error:` line from the CLI), not ModuleNotFoundError or NameError."""
+    closure = analyse((("pgolf.cli", "_cmd_data_fineweb"),))
+    assert closure.excluded == {"pgolf.data.hub"}
+    sources = minified_sources(closure)
+    assert "is left out of this train_gpt.py bundle" in sources["pgolf/data/hub.py"]
+    _, script, _ = selfextract.smallest_script("baseline", [list(sources.items())])
+    path = tmp_path / "train_gpt.py"
+    path.write_bytes(script)
+    driver = textwrap.dedent(f"""
+        import runpy
+        runpy.run_path({str(path)!r}, run_name="not_main")  # installs the bundle's finder, runs nothing
+        import pgolf.cli
+        try:
+            pgolf.cli._cmd_data_fineweb(None)
+        except Exception as exc:  # the bundle's PgolfError, under its short bundle name
+            print(type(exc).__module__, exc)
+    """)
+    out = subprocess.run([sys.executable, "-I", "-c", driver], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ("pgolf.errors pgolf.data.hub is left out of this train_gpt.py bundle (downloads the "
+                                  "official export from the Hugging Face Hub); run it with the pgolf package")

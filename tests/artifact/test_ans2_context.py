@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.artifact import context
-from pgolf.artifact.codecs import ANS2_MAGIC, Segment, compress, decompress
+from pgolf.artifact import ans2_context
+from pgolf.artifact.ans_container import ANS2_MAGIC
+from pgolf.artifact.codecs import Segment, compress, decompress
 from pgolf.artifact.format import decode_artifact, encode_artifact
 from pgolf.errors import PgolfError
 from pgolf.quant.schemes import dequantize_state_dict, quantize_state_dict
@@ -77,7 +78,7 @@ def test_ans2_uses_references_for_near_duplicate_rows():
     data, layout = _layout([("tok_emb.weight", "embed", q)])
     ans2 = compress("ans2", data, 11, layout)
     assert decompress("ans2", ans2, layout) == data
-    plan = context.choose_plan([q], q.ravel()[:0])
+    plan = ans2_context.choose_plan([q], q.ravel()[:0])
     assert plan.refs and (plan.parents[0] >= 0).sum() >= 180
     assert len(ans2) < 0.8 * len(compress("ans", data, 11, layout))
     assert len(ans2) < 0.95 * len(brotli.compress(data, quality=11, lgwin=24))
@@ -92,7 +93,7 @@ def test_ans2_column_and_row_classes_beat_ans():
     data, layout = _layout([("blocks.0.mlp.proj.weight", "mlp.proj", q)])
     ans2 = compress("ans2", data, 11, layout)
     assert decompress("ans2", ans2, layout) == data
-    plan = context.choose_plan([q], q.ravel()[:0])
+    plan = ans2_context.choose_plan([q], q.ravel()[:0])
     assert plan.kc > 1 and plan.kr > 1
     assert len(ans2) < 0.97 * len(compress("ans", data, 11, layout))
 
@@ -121,7 +122,7 @@ def _sample():
 def test_ans2_refuses_truncated_extended_and_foreign_blobs():
     data, layout = _sample()
     blob = compress("ans2", data, 11, layout)
-    assert context.choose_plan([_sample_matrix()], np.zeros(0, np.int8)).refs  # the parser of references is reached
+    assert ans2_context.choose_plan([_sample_matrix()], np.zeros(0, np.int8)).refs  # the reference parser is reached
     for n in range(len(blob)):
         with pytest.raises(PgolfError):
             decompress("ans2", blob[:n], layout)
@@ -148,18 +149,18 @@ def test_ans2_damage_gives_pgolf_error_or_other_bytes(data):
 
 
 def test_reference_forests_are_checked():
-    assert context.levels(np.array([-1, 0, 1, 0]), "x").tolist() == [0, 1, 2, 1]
+    assert ans2_context.levels(np.array([-1, 0, 1, 0]), "x").tolist() == [0, 1, 2, 1]
     with pytest.raises(PgolfError, match="cycle"):
-        context.levels(np.array([1, 0, -1]), "x")
+        ans2_context.levels(np.array([1, 0, -1]), "x")
     with pytest.raises(PgolfError, match="out of range"):
-        context.levels(np.array([-1, 5]), "x")
+        ans2_context.levels(np.array([-1, 5]), "x")
     with pytest.raises(PgolfError, match="out of range"):
-        context.levels(np.array([-1, 1]), "x")  # a row referencing itself
-    chain = np.arange(-1, context.MAX_DEPTH + 1)  # row i references row i - 1: depth MAX_DEPTH + 1 at the end
+        ans2_context.levels(np.array([-1, 1]), "x")  # a row referencing itself
+    chain = np.arange(-1, ans2_context.MAX_DEPTH + 1)  # row i references row i - 1: depth MAX_DEPTH + 1 at the end
     with pytest.raises(PgolfError, match="deeper"):
-        context.levels(chain, "x")
-    cut = context._acyclic(np.r_[np.arange(1, 80), 0], np.zeros(80))  # one 80-cycle
-    assert context.levels(cut, "x").max() <= context.MAX_DEPTH
+        ans2_context.levels(chain, "x")
+    cut = ans2_context._acyclic(np.r_[np.arange(1, 80), 0], np.zeros(80))  # one 80-cycle
+    assert ans2_context.levels(cut, "x").max() <= ans2_context.MAX_DEPTH
 
 
 def test_artifact_roundtrip_with_ans2():

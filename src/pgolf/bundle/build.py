@@ -10,15 +10,18 @@ self-extracting wrapper (the 2-line LZMA2 + base85 scripts from 2026-04-09, and 
    the top-level definitions that kept code can reach (a conservative, name-based tree shake: a name used as an
    attribute or identifier-like string anywhere keeps every definition of that name, except import bindings).
    Modules in `NOT_AT_TRAIN_TIME` (data download, ablations, this tool) are left out when imported inside a
-   function only; a module-level import still pulls them in. Before the shake, annotations, `if TYPE_CHECKING:`
+   function only (a module-level import still pulls them in), and the functions in `LEFT_OUT` (resuming and
+   writing checkpoints, measuring a bundle: what a submission never runs) are kept as stubs whose bodies are not
+   followed; either one, reached at run time, raises one PgolfError saying it is left out of the bundle, never a
+   NameError or a bare ModuleNotFoundError. Before the shake, annotations, `if TYPE_CHECKING:`
    blocks and statements after a `return`/`raise`/`continue`/`break` go, so the shake also drops what only those
    used. After it, unused import names and methods nothing can call go (`prune_methods`);
 2. names shortened (`minified_sources`): names one module imports from another get one short spelling everywhere
-   (`pgolf.submit.rename`), then python-minifier drops docstrings and comments and renames locals and
+   (`pgolf.bundle.rename`), then python-minifier drops docstrings and comments and renames locals and
    module-private names (builtins are left unaliased: the compressor sees their repetition across modules);
 3. one payload: a small stage-2 loader, a NUL, then `path NUL source NUL ...` for the modules and the preset's
    TOML, compressed with raw LZMA2 or brotli in four file orders, keeping the smallest, and written as the digits
-   of one base-251 number in a string literal of a 4-line latin-1 script (`pgolf.submit.selfextract`). At run time
+   of one base-251 number in a string literal of a 4-line latin-1 script (`pgolf.bundle.selfextract`). At run time
    stage 2 installs an in-memory `importlib` finder/loader (with a resource reader for `pgolf/presets`) ahead of
    everything on `sys.meta_path`, then runs `pgolf train --preset NAME` with the command-line arguments.
 
@@ -26,7 +29,7 @@ Every transform works on ordinary Python: none asks the library for a particular
 literals, annotations that steer folding, flag constants), and code the bundle cannot prove unused stays. So every
 preset's bundle carries the same modules and definitions; only the preset's TOML and name differ. The output
 depends only on the sources and the preset, so the same checkout always gives a byte-identical bundle, which is why
-`pgolf.submit.code_bytes` can count its size once per preset and cache it.
+`pgolf.bundle.code_bytes` can count its size once per preset and cache it.
 """
 
 from __future__ import annotations
@@ -37,13 +40,13 @@ import copy
 import functools
 import tomllib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgolf.bundle.rename import rename_shared, word
+from pgolf.bundle.selfextract import smallest_script
 from pgolf.errors import PgolfError
 from pgolf.options import resolve_config
-from pgolf.submit.rename import rename_shared, word
-from pgolf.submit.selfextract import smallest_script
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = (("pgolf.cli", "train_main"),)
@@ -51,7 +54,20 @@ NOT_AT_TRAIN_TIME = {
     "pgolf.__main__": "the `python -m pgolf` entry point; the bundle has its own",
     "pgolf.data.hub": "downloads the official export from the Hugging Face Hub",
     "pgolf.train.ablate": "runs technique ablations, not one training run",
-    "pgolf.submit.bundle": "this tool; a running bundle counts its own file instead",
+    "pgolf.bundle.build": "this tool; a running bundle counts its own file instead",
+}
+# Top-level functions a submission never runs, shipped as stubs that raise one PgolfError naming the function and
+# why: (module, function) -> what it is for. A submission runs `python train_gpt.py` the official way
+# (pgolf.official_env: settings in the environment, no arguments), so it cannot resume, and a checkpoint it wrote
+# could only be resumed by the package; and a running bundle counts its own file, never builds one. Each entry must
+# name a top-level function (`_check_left_out`), so a rename cannot leave the table stale.
+LEFT_OUT = {
+    ("pgolf.train.resume", "check_resume"): "resuming a checkpointed run: pgolf train --resume",
+    ("pgolf.train.resume", "load_checkpoint"): "resuming a checkpointed run: pgolf train --resume",
+    ("pgolf.train.resume", "save_checkpoint"): "resumable checkpoints (train.checkpoint_every, SIGINT/SIGTERM)",
+    ("pgolf.train.checkpoint", "read_manifest"): "resuming a checkpointed run: pgolf train --resume",
+    ("pgolf.bundle.code_bytes", "bundle_code_bytes"): "building a bundle; a running bundle counts its own file",
+    ("pgolf.bundle.code_bytes", "source_code_bytes"): "building a bundle; a running bundle counts its own file",
 }
 
 
@@ -243,15 +259,20 @@ class Closure:
     modules: dict[str, _Module]
     kept: dict[str, set[str]]
     excluded: set[str]
+    stubbed: set[tuple[str, str]] = field(default_factory=set)  # the LEFT_OUT functions reached
+    entries: tuple[tuple[str, str], ...] = ENTRY_POINTS  # what the analysis started from
 
     def source(self, name: str) -> str:
-        """The module's source with unreachable top-level definitions and unused import names removed."""
+        """The module's source with unreachable top-level definitions and unused import names removed, and each
+        reached LEFT_OUT function replaced by its stub."""
         mod = self.modules[name]
         kept = self.kept[name]
         body = []
         for node in mod.tree.body:
             bound = _bound_names(node)
-            if bound is None:
+            if isinstance(node, ast.FunctionDef) and (name, node.name) in self.stubbed:
+                body.append(_stub(name, node.name))
+            elif bound is None:
                 body.append(node)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 aliases = [a for a in node.names if (a.asname or a.name) in kept]
@@ -263,19 +284,60 @@ class Closure:
                 body.append(node)
         return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])))
 
+    def shipped(self) -> list[str]:
+        """The modules the bundle carries, sorted: the kept ones and a stub for each excluded one."""
+        return sorted(set(self.modules) | self.excluded)
+
+    def shipped_source(self, name: str) -> str:
+        return _excluded_stub(name) if name in self.excluded else self.source(name)
+
+    def absolute(self, module: str, node: ast.ImportFrom) -> str:
+        """The absolute module name of a `from ... import` in a shipped module (stubs import absolutely)."""
+        return self.modules[module].absolute(node) if module in self.modules else node.module or ""
+
+
+def _left_out_message(what: str, why: str) -> str:
+    return f"{what} is left out of this train_gpt.py bundle ({why}); run it with the pgolf package"
+
+
+def _stub(module: str, name: str) -> ast.FunctionDef:
+    """What a reached LEFT_OUT function becomes in the bundle: a function that raises one PgolfError saying so."""
+    message = _left_out_message(f"{module}.{name}", LEFT_OUT[module, name])
+    return ast.parse(f"def {name}(*args, **kwargs):\n    from pgolf.errors import PgolfError\n"
+                     f"    raise PgolfError({message!r})").body[0]
+
+
+def _excluded_stub(module: str) -> str:
+    """The source a bundle ships for a NOT_AT_TRAIN_TIME module that kept code imports inside a function: importing
+    it raises one PgolfError saying so."""
+    message = _left_out_message(module, NOT_AT_TRAIN_TIME[module])
+    return f"from pgolf.errors import PgolfError\nraise PgolfError({message!r})"
+
+
+def _check_left_out() -> None:
+    """Every LEFT_OUT entry names a top-level function of a pgolf module (so a rename cannot leave it stale)."""
+    for module, name in LEFT_OUT:
+        path = _module_path(module)
+        tree = ast.parse(path.read_text(encoding="utf-8")) if path else None
+        if tree is None or not any(isinstance(node, ast.FunctionDef) and node.name == name for node in tree.body):
+            raise PgolfError(f"bundle: LEFT_OUT names {module}.{name}, which is not a top-level function")
+
 
 def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
     """Reachability from `entries` ((module, function) pairs) over modules and their top-level definitions.
 
     Conservative by construction: a definition is kept when its name is used as a bare name in its own module,
     imported by name from another, or appears anywhere as an attribute name or identifier-like string (so
-    `module.func`, `getattr(obj, "func")` and methods keep it). Statements with effects always run.
+    `module.func`, `getattr(obj, "func")` and methods keep it). Statements with effects always run. A LEFT_OUT
+    function that is reached is kept as a stub: what only its body used is not followed.
     """
+    _check_left_out()
     modules: dict[str, _Module] = {}
     kept: dict[str, set[str]] = {}
     words: set[str] = set()
     excluded: set[str] = set()
     todo: list[tuple[str, str]] = []  # (module, name) to keep
+    stubbed: set[tuple[str, str]] = set()
 
     def use(mod: _Module, uses: _Uses, *, lazy: bool) -> None:
         for name in uses.names:
@@ -289,6 +351,8 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
         for base, name in uses.imports:
             if base in NOT_AT_TRAIN_TIME and lazy:
                 excluded.add(base)  # imported inside a function only: a path training never takes
+                load(base.rpartition(".")[0])  # its stub's package
+                keep_pgolf_error()  # its stub's one import
                 continue
             if not _is_pgolf(base):
                 continue
@@ -299,6 +363,10 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
                 load(f"{base}.{name}")
             else:
                 todo.append((base, name))
+
+    def keep_pgolf_error() -> None:
+        load("pgolf.errors")
+        todo.append(("pgolf.errors", "PgolfError"))
 
     def load(name: str) -> None:
         if name in modules:
@@ -328,6 +396,10 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
         kept[module].add(name)
         if name not in mod.binds:
             continue  # bound by a statement that always runs (a dunder, a name set inside `if`/`try`)
+        if (module, name) in LEFT_OUT:
+            stubbed.add((module, name))
+            keep_pgolf_error()  # the stub's one import
+            continue
         for node in mod.binds[name]:
             if isinstance(node, ast.ImportFrom):
                 base = mod.absolute(node)
@@ -336,7 +408,7 @@ def analyse(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> Closure:
             else:
                 lazy = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                 use(mod, _uses(mod, node), lazy=lazy)
-    return Closure(modules=modules, kept=kept, excluded=excluded - set(modules))
+    return Closure(modules=modules, kept=kept, excluded=excluded - set(modules), stubbed=stubbed, entries=entries)
 
 
 def import_closure(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> list[str]:
@@ -416,9 +488,9 @@ def prune_methods(trees: dict[str, ast.Module]) -> list[str]:
             dropped.append(f"{cls.name}.{fn.name}")
 
 
-def never_renamed() -> set[str]:
-    """Names no renaming may touch: builtins and the entry points stage 2 calls."""
-    return set(dir(builtins)) | {function for _, function in ENTRY_POINTS}
+def never_renamed(entries: tuple[tuple[str, str], ...] = ENTRY_POINTS) -> set[str]:
+    """Names no renaming may touch: builtins and the entry points (those stage 2 calls, by default)."""
+    return set(dir(builtins)) | {function for _, function in entries}
 
 
 def preserved_globals(closure: Closure, trees: dict[str, ast.Module]) -> frozenset[str]:
@@ -428,10 +500,10 @@ def preserved_globals(closure: Closure, trees: dict[str, ast.Module]) -> frozens
     bundle is a closed world: nothing outside it imports from it), so renaming it keeps behaviour. Builtins are
     preserved too: the minifier would otherwise alias them per module (`D=len`), which shortens each module but
     hides the repetition across modules from the compressor (docs/BENCHMARKS.md has the measurement)."""
-    names = never_renamed()
+    names = never_renamed(closure.entries)
     for module, tree in trees.items():
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and _is_pgolf(closure.modules[module].absolute(node)):
+            if isinstance(node, ast.ImportFrom) and _is_pgolf(closure.absolute(module, node)):
                 names.update(alias.name for alias in node.names)
             elif word(node):
                 names.add(word(node))
@@ -453,17 +525,17 @@ def _strip_toml(text: str) -> str:
 
 def minified_sources(closure: Closure) -> dict[str, str]:
     """The closure's modules as the bundle ships them, path -> source: kept definitions only, uncallable methods
-    pruned, shared names shortened (`pgolf.submit.rename`), then minified with private names renamed."""
-    modules = sorted(closure.modules)
-    trees = {module: ast.parse(closure.source(module)) for module in modules}
+    pruned, shared names shortened (`pgolf.bundle.rename`), then minified with private names renamed."""
+    modules = closure.shipped()
+    trees = {module: ast.parse(closure.shipped_source(module)) for module in modules}
     prune_methods(trees)
     submodules = {module.rpartition(".")[2] for module in modules}  # `from pgolf.eval import ttt` names a module
-    rename_shared(trees, never_renamed() | submodules,
-                  lambda module, node: _is_pgolf(closure.modules[module].absolute(node)))
+    rename_shared(trees, never_renamed(closure.entries) | submodules,
+                  lambda module, node: _is_pgolf(closure.absolute(module, node)))
     preserve = preserved_globals(closure, trees)
     out: dict[str, str] = {}
     for module in modules:
-        rel = closure.modules[module].path.relative_to(PACKAGE_ROOT.parent).as_posix()
+        rel = _module_path(module).relative_to(PACKAGE_ROOT.parent).as_posix()
         minified = minify_source(ast.unparse(trees[module]), rel, preserve)
         if "\0" in minified:
             raise PgolfError(f"bundle: {rel} contains a NUL character, which the bundle format uses as separator")

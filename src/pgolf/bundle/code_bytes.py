@@ -3,9 +3,10 @@ docs/rules.md#code-bytes).
 
 The convention (the records' own, accepted from PR #1530 on and stated in the 04-16 README): the counted code is a
 minified, compressed, self-extracting `train_gpt.py`. pgolf counts exactly the file `pgolf bundle` writes
-(`pgolf.submit.bundle`):
+(`pgolf.bundle.build`):
 
-- running FROM a bundle (`python train_gpt.py --data ...`), code bytes are the size of that running file;
+- running FROM a bundle (`python train_gpt.py --data ...`), code bytes are the size of that running file (a bundle
+  carries only this path: building and caching are `LEFT_OUT` of it, see `pgolf.bundle.build`);
 - running from the package (`pgolf train --preset NAME`), code bytes are the size of the bundle this checkout
   builds for the run's preset, which `pgolf bundle --preset NAME` then writes byte for byte.
 
@@ -47,7 +48,7 @@ FALLBACK_METHOD = "zlib-9 of the pgolf package sources (*.py, *.toml under src/p
 def running_bundle() -> Path | None:
     """The `train_gpt.py` this process runs from, or None when pgolf is imported from the package.
 
-    A bundle's in-memory loader carries the script path as `bundle_file` (see `pgolf.submit.selfextract`)."""
+    A bundle's in-memory loader carries the script path as `bundle_file` (see `pgolf.bundle.selfextract`)."""
     spec = getattr(pgolf, "__spec__", None)
     path = getattr(getattr(spec, "loader", None), "bundle_file", None)
     return Path(path) if path else None
@@ -78,7 +79,7 @@ def bundle_code_bytes(preset: str, cache_dir: Path | None = None) -> int:
     """Size of the bundle `pgolf bundle --preset PRESET` writes from this checkout: read from the cache in
     `cache_dir` (default `default_cache_dir()`) when a process built it from the same inputs before, else built
     and stored there; cached per process too."""
-    from pgolf.submit.bundle import build_bundle
+    from pgolf.bundle.build import build_bundle
 
     folder = cache_dir or default_cache_dir()
     path = folder / f"{cache_key(preset)}.json" if folder else None
@@ -117,7 +118,7 @@ def cache_key(preset: str, root: Path | None = None) -> str:
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
     for field in (preset, _installed("python-minifier"), _installed("brotli"), minor):
         digest.update(field.encode() + b"\0")
-    if Path(preset).is_file():  # a preset given as a path (`pgolf.submit.bundle.resolve_preset`)
+    if Path(preset).is_file():  # a preset given as a path (`pgolf.bundle.build.resolve_preset`)
         digest.update(Path(preset).read_bytes())
     digest.update(_sources_blob(root))
     return digest.hexdigest()

@@ -3,7 +3,7 @@ and the base-251 literal that carries it.
 
 The payload is stage 2 (`STAGE2`, an in-memory importer), a NUL, then `path NUL source NUL ...`; it is compressed
 with raw LZMA2 and brotli-11 in each file order the caller offers, and the smallest result is written as the
-digits of one base-251 number in a 4-line latin-1 script (`self_extracting_script`). `pgolf.submit.bundle` decides
+digits of one base-251 number in a 4-line latin-1 script (`self_extracting_script`). `pgolf.bundle.build` decides
 what goes into the files; this module only decides how they travel.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import lzma
 
 # Runs inside the bundle with `D` (the decompressed payload) and `__file__` (the script) in scope. `F.bundle_file`
-# is how pgolf.submit.code_bytes recognises that it is running from a bundle. Written pre-minified on purpose:
+# is how pgolf.bundle.code_bytes recognises that it is running from a bundle. Written pre-minified on purpose:
 # every byte here is counted code. Formatted with the preset name (`%r`).
 STAGE2 = '''import sys,importlib.util as U
 P=D[D.index(0)+1:].decode().split("\\0");P=dict(zip(P[::2],P[1::2]))
