@@ -258,7 +258,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from pgolf.config import launch_env
+    from pgolf.runtime import launch_env
     from pgolf.eval.evaluate import score_artifact
     from pgolf.runtime import init_distributed
 

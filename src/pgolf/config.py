@@ -615,31 +615,3 @@ def build_config(preset: str = "baseline", overrides: list[str] | None = None,
     _note_old_names(old)
     cfg.validate()
     return cfg
-
-
-@dataclass(frozen=True)
-class LaunchEnv:
-    """What torchrun tells each process (RANK, WORLD_SIZE, LOCAL_RANK); world size 1 without torchrun."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
-    """Read torchrun's variables; the only place outside overrides where pgolf looks at the environment."""
-    environ = os.environ if environ is None else environ
-    try:
-        return LaunchEnv(rank=int(environ.get("RANK", 0)), world_size=int(environ.get("WORLD_SIZE", 1)),
-                         local_rank=int(environ.get("LOCAL_RANK", 0)))
-    except ValueError:
-        raise PgolfError("environment: RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
-
-
-def config_json(cfg: Config) -> str:
-    """The resolved config as stable JSON (for config.json and the artifact header)."""
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

@@ -37,13 +37,36 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
 
-from pgolf.config import LaunchEnv, launch_env
 from pgolf.errors import PgolfError
+
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """What torchrun tells each process (RANK, WORLD_SIZE, LOCAL_RANK); world size 1 without torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
+    """Read torchrun's variables; the only place outside overrides where pgolf looks at the environment."""
+    environ = os.environ if environ is None else environ
+    try:
+        return LaunchEnv(rank=int(environ.get("RANK", 0)), world_size=int(environ.get("WORLD_SIZE", 1)),
+                         local_rank=int(environ.get("LOCAL_RANK", 0)))
+    except ValueError:
+        raise PgolfError("environment: RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
 
 
 # Test hook (tests/reliability/test_rank_death.py), not a user setting: "RANK:N" makes rank RANK leave with

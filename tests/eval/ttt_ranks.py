@@ -32,7 +32,7 @@ def build(spec: dict):
 
 
 def main(path: str) -> None:
-    from pgolf.config import launch_env
+    from pgolf.runtime import launch_env
     from pgolf.eval.evaluate import score_stream
     from pgolf.runtime import init_distributed
 

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from pgolf import cli, runtime
-from pgolf.config import LaunchEnv
+from pgolf.runtime import LaunchEnv
 from pgolf.errors import PgolfError
 from pgolf.runtime import DistContext, NCCL_ENV_DEFAULTS, collective_failure, init_distributed, nccl_env_defaults
 

@@ -24,7 +24,7 @@ BOUND_S = 60
 SCRIPT = r'''
 import os, sys, time
 import torch
-from pgolf.config import launch_env
+from pgolf.runtime import launch_env
 from pgolf.errors import PgolfError
 from pgolf.runtime import init_distributed
 

@@ -29,7 +29,7 @@ HANG_BOUND_S = HANG_TIMEOUT_S + 80
 SCRIPT = r'''
 import os, sys, time
 import torch
-from pgolf.config import launch_env
+from pgolf.runtime import launch_env
 from pgolf.errors import PgolfError
 from pgolf.runtime import NCCL_ENV_DEFAULTS, init_distributed
 

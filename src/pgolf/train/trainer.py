@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 import pgolf
-from pgolf.config import Config, LaunchEnv, launch_env
+from pgolf.config import Config
 from pgolf.data.loader import make_loader
 from pgolf.data.manifest import check_data_dir
 from pgolf.errors import PgolfError
@@ -45,7 +45,7 @@ from pgolf.model.precision import body_dtype, cast_body
 from pgolf.optim.groups import build_optimizers, parameter_roles
 from pgolf.optim.schedule import lr_multiplier, parse_seq_len_schedule, seq_len_at, training_progress, wd_taper
 from pgolf.quant.qat import configure_qat, set_qat_active
-from pgolf.runtime import DistContext, PhaseClock, autocast_for, init_distributed, should_compile
+from pgolf.runtime import DistContext, LaunchEnv, PhaseClock, autocast_for, init_distributed, launch_env, should_compile
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.calibration import calibrates_on_train, collect_hessians
 from pgolf.train.export import export_and_score
