@@ -153,6 +153,29 @@ def _train_and_report(args: argparse.Namespace, data_dir: Path, default_run_dir:
     return 0
 
 
+def _resumed_config(args: argparse.Namespace) -> tuple["Config", Path]:
+    """`train --resume RUN_DIR`: the config the run was checkpointed with, and its run directory; refuses the flags
+    that would change it (docs/training.md#checkpoints-and-resume)."""
+    from pgolf.config import Config
+    from pgolf.train.checkpoint import read_manifest
+
+    given = [flag for flag, value in (("--preset", args.preset), ("--set", args.set), ("--seed", args.seed),
+                                      ("--max-steps", args.max_steps), ("--max-seconds", args.max_seconds),
+                                      ("--overwrite", args.overwrite or None)) if value is not None]
+    if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
+        given.append("--run-dir")
+    if given:
+        raise PgolfError(f"train --resume: the run continues with the config it was checkpointed with; drop "
+                         f"{', '.join(given)}")
+    run_dir = _out_dir(args.resume, "run directory")
+    try:
+        return Config.from_dict(read_manifest(run_dir)["config"]), run_dir
+    except PgolfError as exc:
+        if "checkpoint" in str(exc):
+            raise
+        raise PgolfError(f"{run_dir}: the checkpoint's config does not load in this pgolf ({exc})") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train into a new (or empty) run directory, or into a non-empty one with --overwrite, or continue the
     checkpointed run of --resume RUN_DIR with its own config (docs/training.md#checkpoints-and-resume)."""
@@ -160,24 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pgolf.train.trainer import TrainingInterrupted, train
 
     if args.resume is not None:
-        from pgolf.config import Config
-        from pgolf.train.checkpoint import read_manifest
-
-        given = [flag for flag, value in (("--preset", args.preset), ("--set", args.set), ("--seed", args.seed),
-                                          ("--max-steps", args.max_steps), ("--max-seconds", args.max_seconds),
-                                          ("--overwrite", args.overwrite or None)) if value is not None]
-        if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
-            given.append("--run-dir")
-        if given:
-            raise PgolfError(f"train --resume: the run continues with the config it was checkpointed with; drop "
-                             f"{', '.join(given)}")
-        run_dir = _out_dir(args.resume, "run directory")
-        try:
-            cfg, existing = Config.from_dict(read_manifest(run_dir)["config"]), "resume"
-        except PgolfError as exc:
-            if "checkpoint" in str(exc):
-                raise
-            raise PgolfError(f"{run_dir}: the checkpoint's config does not load in this pgolf ({exc})") from None
+        (cfg, run_dir), existing = _resumed_config(args), "resume"
     else:
         cfg = resolve_config(args.preset or args.default_preset, _budget_sets(args))
         run_dir = _out_dir(args.run_dir or Path("runs") / f"{cfg.preset}-seed{cfg.train.seed}", "run directory")

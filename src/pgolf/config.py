@@ -99,6 +99,8 @@ class ModelConfig:
     """Each later attention adds sigmoid(alpha) times the first layer's values (ResFormer, PR #569)."""
     rope_ntk_train_len: int = 0
     """NTK-aware RoPE base scaling for contexts longer than this (set it to train_seq_len); 0 = off."""
+    asym_logit: bool = False
+    """AsymLogit (PR #1923): separate fp32 caps for positive and negative logits, both starting at logit_softcap."""
 
 
 @dataclass
@@ -273,6 +275,16 @@ class QuantConfig:
     """Add a low-rank error correction to the N matrices with the largest error (LQER, PR #1797); 0 = off."""
     lqer_rank: int = 4
     """Rank of each LQER correction."""
+    lqer_group: int = 64
+    """Entries of an LQER B factor per fp16 scale (64 in PR #1855, 32 in PR #2135)."""
+    awq_top: int = 0
+    """AWQ-lite (PR #1908): GPTQ quantizes the N most salient column groups per matrix at awq_bits; 0 = off."""
+    awq_bits: int = 8
+    """AWQ-lite: bit width of the salient column groups."""
+    awq_group: int = 64
+    """AWQ-lite: columns per group."""
+    calib_reserve: str = "fixed"
+    """calib=train: fixed (gptq_reserve_seconds) or measured (at least the calibration's time, timed in the run)."""
     fit: bool = False
     """Fit the cap: keep the bits/clip_k plan when artifact plus code fit 16,000,000 bytes, else shrink it (reported)."""
     qat_bits: int = 0
@@ -299,6 +311,16 @@ class EvalConfig:
     """Compile the eval forward (every mode) for fixed, padded shapes: auto (CUDA only), on, off."""
     report_modes: str = ""
     """Modes the trainer also scores and logs before the final one, comma-separated (e.g. flat,sliding)."""
+    ngram_order: int = 0
+    """Causal n-gram tilt (PR #2135): boost the token that most often followed the last order-1 tokens; 0 = off."""
+    ngram_threshold: float = 0.8
+    """n-gram tilt: hint only where the top token's share of the context's continuations is at least this."""
+    ngram_boost: float = 2.625
+    """n-gram tilt: logit boost of the hinted token (the distribution is renormalised in closed form)."""
+    ngram_gamma: float = 0.0
+    """n-gram tilt: confidence-adaptive boost, boost * (1 - p_model(hint))^gamma (PR #2129); 0 = fixed boost."""
+    ngram_hashed: bool = False
+    """n-gram tilt: key contexts by PR #2135's XOR hash (collisions merge contexts) instead of exactly."""
 
 
 @dataclass
@@ -347,6 +369,10 @@ class TTTConfig:
     """lora/phased: pad windows to a multiple of this (0 = no padding; a compiled forward pads to 256)."""
     seed: int = 0
     """lora/phased: seed of the adapters' A draws (the same on every rank and device)."""
+    phase_docs: str = "scored-order"
+    """phased: global-phase documents: scored-order (first scored: longest) or batch-index (PR #1855's: shortest)."""
+    train_logit_caps: bool = False
+    """phased: the global SGD phases also train the AsymLogit caps (model.asym_logit; PR #1923/#1945)."""
 
 
 @dataclass
@@ -432,6 +458,14 @@ class Config:
                              "ttt.chains must be >= 1 (ttt.epochs >= 0)")
         if tt.pad_multiple < 0 or tt.seed < 0:
             raise PgolfError("config: ttt.pad_multiple and ttt.seed must be >= 0")
+        if q.lqer_group < 1 or q.awq_top < 0 or q.awq_group < 1 or not 2 <= q.awq_bits <= 8:
+            raise PgolfError("config: quant.lqer_group and quant.awq_group must be >= 1, quant.awq_top >= 0 and "
+                             "quant.awq_bits in 2..8")
+        if e.ngram_order < 0 or e.ngram_order == 1 or not 0.0 < e.ngram_threshold <= 1.0 or e.ngram_gamma < 0:
+            raise PgolfError("config: eval.ngram_order must be 0 (off) or >= 2, eval.ngram_threshold in (0, 1] and "
+                             "eval.ngram_gamma >= 0")
+        if tt.train_logit_caps and not m.asym_logit:
+            raise PgolfError("config: ttt.train_logit_caps needs model.asym_logit = true")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank so that the global batch is `train_batch_tokens`."""

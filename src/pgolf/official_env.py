@@ -42,7 +42,7 @@ OFFICIAL_FIELDS = {
 }
 # Official variables that are not settings of a pgolf field, and why.
 UNSUPPORTED = {
-    "CONTROL_TENSOR_NAME_PATTERNS": "pgolf's control tensors are fixed by name (pgolf/model/control.py)",
+    "CONTROL_TENSOR_NAME_PATTERNS": "pgolf's control tensors are their roles (pgolf/model/roles.py)",
     "INT8_KEEP_FLOAT_FP32_NAME_PATTERNS": "pgolf's int8 export keeps the control tensors in float32 by name",
 }
 OFFICIAL_DATA_PATH = "./data/datasets/fineweb10B_sp1024"  # the official script's defaults

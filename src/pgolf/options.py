@@ -15,7 +15,7 @@ from pgolf.config import Config, build_config
 from pgolf.data.loader import LOADERS, check_loader_schedule
 from pgolf.errors import PgolfError
 from pgolf.eval.names import EVAL_MODES
-from pgolf.eval.ttt_lora import lora_targets
+from pgolf.eval.ttt_lora import PHASE_DOCS, lora_targets
 from pgolf.model.attention import ATTN_GATES
 from pgolf.model.gpt import MLP_ACTIVATIONS, PARALLEL_MODES
 from pgolf.model.kernels import KERNEL_MODES
@@ -24,7 +24,7 @@ from pgolf.optim.clip import CLIP_SCOPES
 from pgolf.optim.muon import NS_COEFFICIENTS
 from pgolf.optim.schedule import parse_seq_len_schedule
 from pgolf.quant.grid import CLIP_METHODS
-from pgolf.quant.gptq import CALIBRATION_SOURCES
+from pgolf.quant.gptq import CALIB_RESERVES, CALIBRATION_SOURCES
 from pgolf.quant.recipe import EXPORT_SCHEMES, parse_group_values
 from pgolf.runtime import COMPILE_MODES, DEVICES
 
@@ -69,6 +69,8 @@ def check_options(cfg: Config) -> Config:
             raise PgolfError(f"config: eval.report_modes={e.report_modes!r}: {name!r} must be one of "
                              f"{', '.join(EVAL_MODES)}")
     lora_targets(cfg.ttt.targets)
+    _one_of(q.calib_reserve, CALIB_RESERVES, "quant.calib_reserve")
+    _one_of(cfg.ttt.phase_docs, PHASE_DOCS, "ttt.phase_docs")
     return cfg
 
 

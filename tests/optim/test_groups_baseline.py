@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf.config import ModelConfig, OptimConfig
-from pgolf.model.control import CONTROL_PATTERNS
 from pgolf.model.gpt import GPT
+from pgolf.model.roles import is_control
 from pgolf.optim.groups import build_optimizers
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import muon_momentum, warmdown_multiplier
@@ -21,9 +21,13 @@ def baseline():
     return model, build_optimizers(model, OptimConfig())
 
 
-def test_baseline_control_patterns_are_known():
-    for name in ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight"):
-        assert name in CONTROL_PATTERNS
+def test_the_baselines_control_tensors_are_control(baseline):
+    """The official baseline's CONTROL_TENSOR_NAME_PATTERNS (attn_scale, mlp_scale, resid_mix, q_gain, skip_weight)
+    are exactly the baseline model's control tensors."""
+    model, _ = baseline
+    official = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
+    for name, _ in model.named_parameters():
+        assert is_control(name) == any(p in name for p in official), name
 
 
 def test_baseline_tensors_land_in_the_baseline_groups(baseline):

@@ -48,6 +48,7 @@ from pgolf.runtime import DistContext, autocast_for, should_compile
 PAD_MULTIPLE = 256  # compiled TTT windows are padded to a multiple of this (a few fixed shapes)
 PHASE_BATCH_SEQS = 256  # sequences per global-phase SGD step (the record: 32 per rank x 8 ranks)
 PHASE_CLIP = 1.0
+PHASE_DOCS = ("scored-order", "batch-index")  # `ttt.phase_docs`: which scored documents a global phase trains on
 LEGACY_TARGETS = {"attn.c_q": "q", "attn.c_k": "k", "attn.c_v": "v", "attn.proj": "o"}  # earlier linear-layer names
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pgolf.model.control import CONTROL_PATTERNS
 from pgolf.model.layers import CastedLinear
+from pgolf.model.roles import is_control
 
 BODY_DTYPES = ("auto", "fp32", "bf16")  # `train.body_dtype`
 
@@ -38,7 +38,7 @@ def cast_body(model: nn.Module, dtype: torch.dtype) -> list[str]:
     keep = {id(m.weight) for m in model.modules() if isinstance(m, CastedLinear)}
     cast = []
     for name, p in model.named_parameters():
-        if id(p) in keep or p.ndim < 2 or any(c in name for c in CONTROL_PATTERNS):
+        if id(p) in keep or p.ndim < 2 or is_control(name):
             p.data = p.data.float()
         elif p.dtype != dtype:
             p.data = p.data.to(dtype)

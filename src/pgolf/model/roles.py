@@ -89,12 +89,6 @@ _RULES: tuple[tuple[str, Role], ...] = (
 )
 _COMPILED = tuple((re.compile(pattern), role) for pattern, role in _RULES)
 
-# The substring view of the control roles, for the callers that still match names themselves (the int8 policy in
-# pgolf/quant/schemes.py, `cast_body` in pgolf/model/precision.py): substring match, so `skip_weight` covers
-# `skip_weights`. tests/model/test_roles.py checks that it agrees with `param_role` on every parameter.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "skip_gate", "smear_",
-                    "attn_gate", "lane_", "ve_layer_scale", "value_embed_scale", "vres_alpha", "bigram.scale")
-
 
 class RoleError(PgolfError):
     """A parameter name (or shape) that no rule in `pgolf.model.roles` accounts for."""

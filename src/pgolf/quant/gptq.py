@@ -35,6 +35,7 @@ from pgolf.quant.schemes import qmax
 
 # `quant.calib`: where the Hessians' inputs come from (training batches inside the budget, or self-generated).
 CALIBRATION_SOURCES = ("train", "self")
+CALIB_RESERVES = ("fixed", "measured")  # `quant.calib_reserve`: how much of the training clock calibration keeps
 
 
 class HessianCollector:

@@ -14,8 +14,9 @@ Two registries keep this open for later work (int6, GPTQ, LQER, ternary) without
 The `int8` policy is the official baseline's export (`quantize_state_dict_int8`, docs/rules.md#baseline-int8-export):
 
 - non-float tensors are stored as they are (`raw`);
-- float tensors of at most 65,536 elements stay float: `fp32` when the name contains a control pattern
-  (`CONTROL_PATTERNS`, substring match, so plural names like `skip_weights` match too), else `fp16`;
+- float tensors of at most 65,536 elements stay float: `fp32` for a control tensor (`pgolf.model.roles.is_control`:
+  the baseline's `attn_scale`, `mlp_scale`, `resid_mix`, `q_gain`, `skip_weights` and the record options' control
+  tensors and gates), else `fp16`;
 - larger 2-D float tensors: `int8_row`, symmetric int8 with one fp16 scale per row;
 - larger float tensors of any other rank: `int8_tensor`, symmetric int8 with one fp32 scale.
 
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from pgolf.errors import PgolfError
-from pgolf.model.control import CONTROL_PATTERNS
+from pgolf.model.roles import is_control
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
 INT8_CLIP_PERCENTILE = 99.99984
@@ -359,13 +360,12 @@ def check_tensor(qt: QuantizedTensor) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------- policies
 
-def int8_policy(name: str, t: torch.Tensor, *, control_patterns: tuple[str, ...] = CONTROL_PATTERNS,
-                keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> QuantizedTensor:
+def int8_policy(name: str, t: torch.Tensor, *, keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> QuantizedTensor:
     """The baseline's per-tensor choice (docs/rules.md#baseline-int8-export; see the module docstring)."""
     if not t.is_floating_point():
         return quantize_tensor(name, t, "raw")
     if t.numel() <= keep_float_max_numel:
-        return quantize_tensor(name, t, "fp32" if any(p in name for p in control_patterns) else "fp16")
+        return quantize_tensor(name, t, "fp32" if is_control(name) else "fp16")
     return quantize_tensor(name, t, "int8_row" if t.ndim == 2 else "int8_tensor")
 
 
@@ -378,7 +378,7 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], scheme: str = "int8
     """Quantize every tensor of `state_dict` with the policy named `scheme` (a key of `POLICIES`: the export recipe
     `quant.scheme`, which picks a storage scheme per tensor).
 
-    `options` go to the policy (for `int8`: `control_patterns`, `keep_float_max_numel`).
+    `options` go to the policy (for `int8`: `keep_float_max_numel`).
     """
     policy = POLICIES.get(scheme) if isinstance(scheme, str) else None
     if policy is None:
