@@ -17,7 +17,7 @@
 # stage's limit is cut to what is left, and a stage with under 20 s left is skipped and says so. Limits, on one
 # H100/H200 (the reasoning for each is in docs/BENCHMARKS.md#gpu-check-budget):
 #   key:    bench-record-train 170, bench-baseline-train 75, official-baseline 80, record-script 150  (475 s)
-#   after:  pytest-gpu 90, bench-record-eval 120, bench-record-nokernels 120, profile-record 50
+#   after:  pytest-gpu 90, ngram-hints 45, bench-record-eval 120, bench-record-nokernels 120, profile-record 50
 # Everything is written under $OUT:
 #   summary.txt        one line per stage: ok / failed (exit code; 124 = its timeout) / skipped (why), and seconds
 #   timeline.txt       when each stage started (UTC and seconds into the run) and the limit it got
@@ -38,11 +38,12 @@ mkdir -p "$OUT"
 if [ "$SMOKE" = 1 ]; then  # same stages, CPU-sized
   DEVICE=cpu
   BASELINE=baseline-cpu RECORD=record-cpu STEPS=${STEPS:-2} WARMUP=1
-  BASE_EVAL=4096 RECORD_EVAL=4096 PROFILE_BATCH=2 PROFILE_SEQ=256 SHARD_TOKENS=200000
+  BASE_EVAL=4096 RECORD_EVAL=4096 PROFILE_BATCH=2 PROFILE_SEQ=256 SHARD_TOKENS=200000 NGRAM_TOKENS=200000
 else
   DEVICE=cuda
   BASELINE=baseline RECORD=record STEPS=${STEPS:-20} WARMUP=5
   BASE_EVAL=524288 RECORD_EVAL=262144 PROFILE_BATCH=32 PROFILE_SEQ=2048 SHARD_TOKENS=20000000
+  NGRAM_TOKENS=47851520  # the CaseOps val stream's length (synthetic tokens: ../shared does not travel)
 fi
 
 note() {  # note NAME OUTCOME: one summary line
@@ -147,6 +148,8 @@ fi
 
 # ---- after them, each with its own limit: correctness on CUDA, eval and TTT throughput, kernels A/B, profile ----
 stage pytest-gpu 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider $(grep -rl "mark.gpu" tests --include="test_*.py")
+# The n-gram tilt's hints over a val-sized stream on the device (issue 22: at most 15 s of the eval budget).
+stage ngram-hints 45 "$PY" benchmarks/ngram_hints.py --device "$DEVICE" --tokens "$NGRAM_TOKENS" --repeat 2
 bench bench-record-eval 120 "$RECORD" --no-train --eval-tokens "$RECORD_EVAL" --set eval.mode=phased-ttt \
   --set ttt.prefix_docs=200
 bench bench-record-nokernels 120 "$RECORD" --eval-tokens 0 --set train.kernels=off

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 KEY = ("bench-record-train", "bench-baseline-train", "official-baseline", "record-script")
-AFTER = ("pytest-gpu", "bench-record-eval", "bench-record-nokernels", "profile-record")
+AFTER = ("pytest-gpu", "ngram-hints", "bench-record-eval", "bench-record-nokernels", "profile-record")
 NOTES = ("wheels", "synthetic-shards")
 CALL_SECONDS = 540  # the device call's timeout the script is run under
 

@@ -278,7 +278,7 @@ class QuantConfig:
     lqer_group: int = 64
     """Entries of an LQER B factor per fp16 scale (64 in PR #1855, 32 in PR #2135)."""
     awq_top: int = 0
-    """AWQ-lite (PR #1908): GPTQ quantizes the N most salient column groups per matrix at awq_bits; 0 = off."""
+    """AWQ-lite (PR #1908): GPTQ quantizes the model's N most salient column groups at awq_bits; 0 = off."""
     awq_bits: int = 8
     """AWQ-lite: bit width of the salient column groups."""
     awq_group: int = 64
@@ -464,6 +464,8 @@ class Config:
         if e.ngram_order < 0 or e.ngram_order == 1 or not 0.0 < e.ngram_threshold <= 1.0 or e.ngram_gamma < 0:
             raise PgolfError("config: eval.ngram_order must be 0 (off) or >= 2, eval.ngram_threshold in (0, 1] and "
                              "eval.ngram_gamma >= 0")
+        if m.asym_logit and not m.logit_softcap > 0:
+            raise PgolfError("config: model.asym_logit needs model.logit_softcap > 0 (the caps start there)")
         if tt.train_logit_caps and not m.asym_logit:
             raise PgolfError("config: ttt.train_logit_caps needs model.asym_logit = true")
 

@@ -49,7 +49,7 @@ def _check(name, model, tokens):
                       batch_tokens=256, perturbations=5)
 
 
-@pytest.mark.parametrize("name", ["flat", "sliding", "doc", "score-first-cache"])
+@pytest.mark.parametrize("name", ["flat", "sliding", "doc", "score-first-cache", "ngram-tilt"])
 def test_legal_modes_pass(model, tokens, name):
     report = _check(name, model, tokens)
     assert report.passed, report.table()
@@ -67,7 +67,7 @@ def test_broken_fixtures_are_flagged(model, tokens, name):
 
 
 def test_every_fixture_is_named_and_judged():
-    assert set(FIXTURES) == set(EXPECTED_VIOLATION) | {"score-first-cache"}
+    assert set(FIXTURES) == set(EXPECTED_VIOLATION) | {"score-first-cache", "ngram-tilt"}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,20 @@ def test_eval_cli_budget_error_is_one_clean_line(trained, capsys):
     assert rc != 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("pgolf: error: ") and "time budget" in lines[0]
+
+
+def test_eval_cli_applies_the_ngram_tilt_to_the_final_score(trained, capsys):
+    data, artifact = trained
+    scores = {}
+    for sets in ([], ["--set", "eval.ngram_order=3"]):
+        assert main(["eval", str(artifact), "--data", str(data), "--mode", "flat", "--json", "--threads", "1",
+                     *sets]) == 0
+        scores[bool(sets)] = json.loads(capsys.readouterr().out)
+    plain, tilted = scores[False], scores[True]
+    assert tilted["val_tokens"] == plain["val_tokens"] and tilted["val_bytes"] == plain["val_bytes"]
+    assert tilted["val_bpb"] != plain["val_bpb"]
+    assert "n-gram tilt (order 3" in tilted["evals"][-1]["detail"]
+    assert tilted["evals"][-1]["report"]["ngram_tilt"]["hinted"] > 0
 
 
 def test_the_artifact_config_chooses_the_default_mode(trained, capsys):

@@ -347,7 +347,7 @@ def test_record_training_step_traces_on_fake_cuda(monkeypatch, cuda_autocast):
             assert torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
             loss = model(x, y, segments=segments)
         backward_here(loss)
-        grads = {n: p.grad for n, p in model.named_parameters()}
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}  # AsymLogit caps: untrained
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
         for opt in optimizers:
             opt.step()
@@ -356,8 +356,9 @@ def test_record_training_step_traces_on_fake_cuda(monkeypatch, cuda_autocast):
     assert loss.device.type == "cuda" and loss.dtype == torch.float32 and loss.shape == ()
     assert cast == ["tok_emb.weight"] and model.tok_emb.weight.dtype == torch.bfloat16
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
-    _on_cuda(grads.items(), dtypes)  # a gradient for every parameter, on its device, in its dtype
-    assert all(grads[n].shape == p.shape for n, p in model.named_parameters())
+    _on_cuda(grads.items(), dtypes)  # a gradient for every trained parameter, on its device, in its dtype
+    assert all(grads[n].shape == p.shape for n, p in model.named_parameters() if p.requires_grad)
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == {"logit_cap_pos", "logit_cap_neg"}
     _on_cuda(model.named_parameters(), dtypes)
     _on_cuda(((f"{type(o).__name__}.{k}", v) for o in optimizers for s in o.state.values() for k, v in s.items()))
     _on_cuda(ema.shadow.items())
@@ -417,7 +418,8 @@ def test_phased_ttt_scores_and_adapts_on_fake_cuda(cuda_autocast):
     _on_cuda(grads.items(), {n: torch.float32 for n in grads})
     _on_cuda(((k, v) for s in mode.opt.state.values() for k, v in s.items()))
     assert all(p.grad is None for p in model.parameters())  # the base weights stay frozen while adapting
-    assert all(p.requires_grad for p in model.parameters())  # `run` gives requires_grad back
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("logit_cap_"))  # `run` gives
+    # requires_grad back (the AsymLogit caps are never trained by LoRA TTT)
     assert contract.calls["aten::uniform_"] > 0  # the adapters' draw went through the generator check
 
 

@@ -21,11 +21,12 @@ from pgolf.quant.schemes import quantize_state_dict
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Every technique that creates a parameter: value residual, BigramHash, value embeddings, two lanes, a loop (more
-# skips), gates, SmearGate, XSA, skip gates.
+# skips), gates, SmearGate, XSA, skip gates, AsymLogit's caps.
 ALL_ON = dict(vocab_size=128, num_layers=6, model_dim=64, num_heads=4, num_kv_heads=2, value_residual=True,
               bigram_rows=64, bigram_dim=16, value_embed_last_n=2, value_embed_dim=16, parallel_mode="two_lane",
               parallel_start=3, num_loops=1, loop_start=1, loop_end=2, attn_gate="gated", smear_gate=True,
-              xsa_last_n=6, skip_gates=True, ln_scale=True, rope_dims=8, mlp_activation="leaky_relu2")
+              xsa_last_n=6, skip_gates=True, ln_scale=True, rope_dims=8, mlp_activation="leaky_relu2",
+              asym_logit=True)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
@@ -73,6 +74,10 @@ def test_the_bf16_body_keeps_every_control_tensor_in_fp32(model):
     assert "tok_emb.weight" in cast  # the embedding table is body
 
 
+def params_require_grad(model: nn.Module) -> dict[str, bool]:
+    return {n: p.requires_grad for n, p in model.named_parameters()}
+
+
 def test_optimizer_groups_follow_the_roles(model):
     cfg = OptimConfig()
     opts = build_optimizers(model, cfg)
@@ -80,6 +85,9 @@ def test_optimizer_groups_follow_the_roles(model):
     where = {names[id(p)]: (isinstance(o, Muon), g["lr"]) for o in opts for g in o.param_groups for p in g["params"]}
     tied = model.lm_head is None
     for name, role in _roles(model).items():
+        if role is Role.LOGIT_CAP:  # in no optimizer: training never moves AsymLogit's caps (PR #2135)
+            assert name not in where and not params_require_grad(model)[name], name
+            continue
         lr = {Role.EMBED: cfg.tied_embed_lr if tied else cfg.embed_lr, Role.HEAD: cfg.head_lr}.get(role, None)
         want = (True, cfg.matrix_lr) if role.matrix else (False, lr if lr is not None else cfg.scalar_lr)
         assert where[name] == want, (name, role)
@@ -97,14 +105,14 @@ def test_int8_export_keeps_every_control_tensor_in_fp32(model):
 GROUP = {Role.EMBED: "embed", Role.HEAD: "head", Role.BIGRAM_TABLE: "bigram", Role.VALUE_EMBED: "value_embed",
          Role.EMBED_PROJ: "embed_proj", Role.ATTN_Q: "attn.q", Role.ATTN_K: "attn.k", Role.ATTN_V: "attn.v",
          Role.ATTN_PROJ: "attn.proj", Role.MLP_FC: "mlp.fc", Role.MLP_PROJ: "mlp.proj", Role.GATE: "gate",
-         Role.CONTROL: "other"}
+         Role.CONTROL: "other", Role.LOGIT_CAP: "other"}
 
 
 def test_mixed_export_groups_and_gates_follow_the_roles(model):
     from pgolf.options import resolve_config
     from pgolf.quant.recipe import quantize_mixed
 
-    q = resolve_config("record-cpu", [], environ={}).quant
+    q = resolve_config("record-1.0611-cpu", [], environ={}).quant
     assert q.int8_gates
     qm, _ = quantize_mixed(model.state_dict(), q)
     roles = _roles(model)
@@ -115,6 +123,8 @@ def test_mixed_export_groups_and_gates_follow_the_roles(model):
             assert qt.scheme == "int8_row"
         elif role is Role.CONTROL:
             assert qt.scheme == "fp16"  # passthrough: the mixed recipe stores small tensors as fp16
+        elif role is Role.LOGIT_CAP:
+            assert qt.scheme == "fp32"  # ... except AsymLogit's caps (`keeps_fp32`)
 
 
 def test_gptq_shares_one_hessian_between_q_k_and_v_only(model):

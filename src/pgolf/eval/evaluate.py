@@ -26,6 +26,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.bpb import bpb_from_sums
 from pgolf.eval.modes import EvalMode, FlatMode, ScoredChunk, make_mode  # noqa: F401  (re-exported)
 from pgolf.eval.names import EVAL_MODES  # noqa: F401  (re-exported: every mode `score_stream` runs)
+from pgolf.eval.tilt import with_tilt
 from pgolf.eval.windows import sliding_plan
 from pgolf.runtime import COMPILE_MODES, DistContext, PhaseClock
 
@@ -293,6 +294,8 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         final = name == mode
         scorer = build_mode(name, seq_len=seq_len, stride=stride, bos_id=val.bos_id, ttt=cfg.ttt,
                             compile=cfg.eval.compile)
+        if final:  # the n-gram tilt (eval.ngram_order) changes the final score only; report modes show the model's
+            scorer = with_tilt(scorer, cfg.eval)
         scored_model = model if final or not scorer.adaptive else copy.deepcopy(model)
         world = ctx.world_size if ctx is not None else 1
         seconds = scorer.prepare(scored_model, device, batch_tokens=max(1, batch_tokens // world))

@@ -17,9 +17,15 @@ legality --mode NAME`;
 - `broken-cycle` (C1): the score-first cache, but the second half of the stream is scored (with the first half's
   unscored tokens in its windows) and released before the first half is scored with the cache: tokens near the
   middle and those just after it predict each other.
+- `ngram-tilt` (legal): sliding windows with the n-gram tilt of `pgolf.eval.tilt` (order 3, so that hints fire on
+  a few thousand tokens), the production code path.
+- `broken-ngram-target` (C1): the same tilt, but every hint is the token being scored (an n-gram table that counts
+  the target before reading it, on a context seen for the first time: the caches keyed on the target, PR #779).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -27,6 +33,8 @@ import torch.nn.functional as F
 
 from pgolf.errors import PgolfError
 from pgolf.eval.modes import ModeFactory, SlidingMode, WindowPlan
+from pgolf.eval.ngram import ngram_hints
+from pgolf.eval.tilt import NgramTiltMode, TiltSettings
 
 GOLD_BONUS = 2.0
 
@@ -128,6 +136,25 @@ class PeekMode(SlidingMode):
         return super().log_probs(model, y, y, cols)
 
 
+FIXTURE_TILT = TiltSettings(order=3)
+
+
+def _target_hints(tokens: np.ndarray, order: int, *, hashed: bool = False, device=None):
+    """Broken: every position with a context is hinted its own token (what a table that counts the token before
+    reading it gives on a context seen for the first time), with share 1."""
+    hints = ngram_hints(tokens, order, hashed=hashed, device=device)
+    target = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=hints.token.device)
+    has_context = torch.arange(len(target), device=target.device) >= order - 1
+    return dataclasses.replace(hints, token=torch.where(has_context, target, hints.token),
+                               share=has_context.to(hints.share.dtype))
+
+
+def _tilted(seq_len: int, stride: int, name: str, hints=ngram_hints) -> NgramTiltMode:
+    mode = NgramTiltMode(SlidingMode(seq_len, stride), FIXTURE_TILT, hints=hints)
+    mode.name = name
+    return mode
+
+
 FIXTURES: dict[str, ModeFactory] = {
     "score-first-cache": lambda seq_len, stride, bos_id: UnigramCacheMode(seq_len, stride),
     "broken-adapt-first": lambda seq_len, stride, bos_id: _renamed(UnigramCacheMode(seq_len, stride,
@@ -138,6 +165,9 @@ FIXTURES: dict[str, ModeFactory] = {
     "broken-target-unnormalized": lambda seq_len, stride, bos_id: TargetUnnormalizedMode(seq_len, stride),
     "broken-peek": lambda seq_len, stride, bos_id: PeekMode(seq_len, stride),
     "broken-cycle": lambda seq_len, stride, bos_id: CycleCacheMode(seq_len, stride, weight=0.5),
+    "ngram-tilt": lambda seq_len, stride, bos_id: _tilted(seq_len, stride, "ngram-tilt"),
+    "broken-ngram-target": lambda seq_len, stride, bos_id: _tilted(seq_len, stride, "broken-ngram-target",
+                                                                   hints=_target_hints),
 }
 
 # The condition each broken fixture is built to violate (the checker's tests assert it is flagged).
@@ -148,6 +178,7 @@ EXPECTED_VIOLATION = {
     "broken-target-unnormalized": "C2",
     "broken-peek": "C1",
     "broken-cycle": "C1",
+    "broken-ngram-target": "C1",
 }
 
 

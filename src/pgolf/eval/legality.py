@@ -40,6 +40,7 @@ import torch
 
 from pgolf.errors import PgolfError
 from pgolf.eval.modes import EvalMode, make_mode
+from pgolf.eval.tilt import with_tilt
 
 CONDITIONS = {
     "C1": "causality",
@@ -294,7 +295,9 @@ def check_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
     extra = {**FIXTURES, **ttt_factories(cfg.ttt, compile="off")}
 
     def make() -> EvalMode:
-        return make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, extra=extra)
+        built = make_mode(mode, seq_len=seq_len, stride=stride, bos_id=val.bos_id, extra=extra)
+        # the artifact's n-gram tilt (eval.ngram_order) is part of what its score runs; fixtures bring their own
+        return built if mode in FIXTURES else with_tilt(built, cfg.eval)
 
     make()  # unknown names and bad strides fail here, before any scoring
     return check_mode(make, model, val.tokens, device=device, batch_tokens=batch_tokens,

@@ -14,11 +14,14 @@ of `pgolf.eval.ttt_gate`:
   of its own document ending at the chunk's end, the head runs only on the chunk's positions, and then (except for a
   document's last chunk) one AdamW step on the mean loss of that chunk, reusing the scoring forward's graph;
 * `phased-ttt` adds global phases: the first `prefix_docs` documents in scoring order are divided by `phases`
-  boundaries; after the batch in which the count of scored documents reaches a boundary, the documents up to the
-  boundary (all scored) are concatenated and one epoch of SGD (momentum 0.9, clip 1.0) on the base weights runs
-  over them in chunks of `chunk_tokens` tokens, one step per chunk (its `seq_len` sequences, cut at document
-  starts), with a cosine learning rate from `phase_lr` across the chunks; the last chunk is not trained on, as in
-  the record. Then fresh adapters continue.
+  boundaries; after the batch in which the count of scored documents reaches a boundary, `boundary` of the scored
+  documents (`phase_documents`: by `phase_docs`, the first scored, or as the record picks them, the first by their
+  batch's ascending-length index) are concatenated and one epoch of SGD (momentum 0.9, clip 1.0) on the base
+  weights runs over them in chunks of `chunk_tokens` tokens, one step per chunk (its `seq_len` sequences, cut at
+  document starts), with a cosine learning rate from `phase_lr` across the chunks; the last chunk is not trained
+  on, as in the record. Then fresh adapters continue. With AsymLogit (`model.asym_logit`) the phases' loss uses the
+  symmetric softcap and leaves the two caps alone, as PR #2135 runs it; `train_logit_caps` trains the caps there
+  too, through the asymmetric cap (PRs #1923/#1945). The per-document adapters never train them.
 
 Under torchrun the batches are dealt round-robin to the ranks, each phase's sequences are split across ranks with
 the gradients all-reduced, and the evaluator sums the nats, tokens and bytes: the score equals one process's up to
@@ -43,6 +46,7 @@ from pgolf.eval.modes import PAD_TOKEN, EvalMode, ScoredChunk
 from pgolf.eval.ttt_gate import ScoredPositions
 from pgolf.eval.ttt_optim import cosine_lr, frozen, make_optimizer, requires_grad, set_lr
 from pgolf.eval.windows import document_segments
+from pgolf.model.roles import Role, RoleError, param_role
 from pgolf.runtime import DistContext, autocast_for, should_compile
 
 PAD_MULTIPLE = 256  # compiled TTT windows are padded to a multiple of this (a few fixed shapes)
@@ -68,13 +72,15 @@ class Schedule:
     """Which documents are scored together, in what order, by which rank, and where the global phases fall.
 
     Documents are target segments [starts[d], ends[d]) (`pgolf.eval.windows.document_segments`); `batches[j]` lists
-    the documents of the j-th batch in scoring order; `phase_after[j]` is the number of documents (in scoring
-    order) a global phase trains on after batch j, or 0."""
+    the documents of the j-th batch in scoring order (ascending length); `phase_after[j]` is the number of documents
+    a global phase trains on after batch j (`phase_documents`), or 0; `batch_index[j]` is batch j's index among the
+    batches numbered by ascending length, before they were put longest first (the record's `orig_batch_idx`)."""
 
     starts: np.ndarray
     ends: np.ndarray
     batches: list[np.ndarray]
     phase_after: dict[int, int]
+    batch_index: np.ndarray
 
     @property
     def order(self) -> np.ndarray:
@@ -89,7 +95,9 @@ def make_schedule(tokens: np.ndarray, bos_id: int, batch_docs: int, phases: int,
     lengths = ends - starts
     by_length = np.argsort(lengths, kind="stable")
     batches = [by_length[i:i + batch_docs] for i in range(0, len(by_length), batch_docs)]
-    batches.sort(key=lambda b: -int(lengths[b].max()))  # stable: equal longest documents keep their order
+    # longest first; stable: batches with equal longest documents keep their order
+    batch_index = np.array(sorted(range(len(batches)), key=lambda i: -int(lengths[batches[i]].max())), dtype=np.int64)
+    batches = [batches[i] for i in batch_index]
     prefix = min(prefix_docs, len(starts))
     boundaries = sorted({prefix * (k + 1) // phases for k in range(phases)} - {0}) if phases > 0 else []
     done = np.cumsum([len(b) for b in batches])
@@ -99,7 +107,31 @@ def make_schedule(tokens: np.ndarray, bos_id: int, batch_docs: int, phases: int,
         if j < len(batches) - 1:  # a phase after the last batch could not help any score
             phase_after[j] = boundary
             last = j
-    return Schedule(starts, ends, batches, phase_after)
+    return Schedule(starts, ends, batches, phase_after, batch_index)
+
+
+def phase_documents(sched: Schedule, j: int, rule: str = "scored-order") -> np.ndarray:
+    """The documents the global phase after batch j trains on, in the order they are concatenated: `phase_after[j]`
+    of the documents of batches 0..j (all scored by then), picked by `ttt.phase_docs`:
+    - `scored-order`: the first scored (the batches of the longest documents, which run first);
+    - `batch-index`: PR #1855's rule (its `scored_docs_for_global.sort`): the scored documents sorted by (the index
+      of their batch among the batches numbered by ascending length, their position in the batch), and the first
+      of those kept, so the shortest scored documents, shortest first."""
+    boundary = sched.phase_after[j]
+    if rule == "scored-order":
+        return sched.order[:boundary]
+    if rule == "batch-index":
+        scored = sorted(range(j + 1), key=lambda b: int(sched.batch_index[b]))
+        return np.concatenate([sched.batches[b] for b in scored])[:boundary]
+    raise PgolfError(f"config: ttt.phase_docs={rule!r} must be one of {', '.join(PHASE_DOCS)}")
+
+
+def _is_logit_cap(name: str) -> bool:
+    """Whether parameter `name` is one of AsymLogit's caps (False for a name no role rule knows)."""
+    try:
+        return param_role(name) is Role.LOGIT_CAP
+    except RoleError:
+        return False
 
 
 def _draw_generator(*key: int) -> torch.Generator:
@@ -122,6 +154,8 @@ class BatchedLoRAMode(EvalMode):
     def __init__(self, seq_len: int, s: TTTConfig, bos_id: int, compile: str = "auto") -> None:
         if s.chunk > seq_len:  # a chunk is scored in one window of at most seq_len tokens
             raise PgolfError(f"{self.name}: ttt.chunk={s.chunk} must be at most the eval window seq_len={seq_len}")
+        if s.phase_docs not in PHASE_DOCS:
+            raise PgolfError(f"config: ttt.phase_docs={s.phase_docs!r} must be one of {', '.join(PHASE_DOCS)}")
         self.seq_len, self.s, self.bos_id = seq_len, s, bos_id
         self.targets = lora_targets(s.targets)
         self.compile = compile  # `eval.compile`: the adapted forward compiled for fixed shapes (auto: on CUDA)
@@ -135,7 +169,9 @@ class BatchedLoRAMode(EvalMode):
                 f"betas {s.beta1:g}/{s.beta2:g}, wd {s.weight_decay:g}"
                 f"{', warm-start A' if s.warm_start_a else ''})")
         if self.phased:
-            text = text[:-1] + f", {s.phases} phases over {s.prefix_docs} docs, phase lr {s.phase_lr:g})"
+            text = (text[:-1] + f", {s.phases} phases over {s.prefix_docs} docs, phase lr {s.phase_lr:g}"
+                    f"{f', phase docs {s.phase_docs}' if s.phase_docs != PHASE_DOCS[0] else ''}"
+                    f"{', logit caps trained' if s.train_logit_caps else ''})")
         return text
 
     # ---------------------------------------------------------------------------------------------- the loop
@@ -309,14 +345,14 @@ class BatchedLoRAMode(EvalMode):
 
     # ------------------------------------------------------------------------------------- global SGD phases
     def _global_phase(self, model: nn.Module, j: int, phase: int, start: float) -> None:
-        """After batch j, on every rank: one SGD epoch on the base weights over the first documents in scoring
-        order (all scored, by some rank)."""
+        """After batch j, on every rank: one SGD epoch on the base weights over the documents `phase_documents`
+        picks (all scored, by some rank)."""
         sched = self._sched
         self._ctx.barrier()  # every rank has scored every batch up to j
         for doc in np.concatenate(sched.batches[:j + 1]):
             self._gate.add(np.arange(sched.starts[doc] + 1, sched.ends[doc] + 1))
         t0 = time.perf_counter()
-        docs = sched.order[:sched.phase_after[j]]
+        docs = phase_documents(sched, j, self.s.phase_docs)
         done = sum(len(b) for b in sched.batches[:j + 1])
         self._say(f"ttpp: phase:{phase}/{len(sched.phase_after)} pd:{done} gd:{len(docs)} t:{t0 - start:.1f}s")
         positions = np.concatenate([np.arange(sched.starts[d] + 1, sched.ends[d] + 1) for d in docs])
@@ -340,9 +376,13 @@ class BatchedLoRAMode(EvalMode):
         stream = torch.cat([torch.cat((h[None], p)) for h, p in zip(heads, pieces)])
         total = len(stream) - 1
         n_chunks = -(-total // s.chunk_tokens)
-        params = [p for p in model.parameters()]
+        # The base weights train here (frozen again after); AsymLogit's caps only with train_logit_caps.
+        params = [p for name, p in model.named_parameters() if s.train_logit_caps or not _is_logit_cap(name)]
+        trained = {id(p) for p in params}
         self._phase_steps = 0
-        with requires_grad(model, True):  # the base weights train here, frozen again after
+        with requires_grad(model, True):
+            for p in model.parameters():
+                p.requires_grad_(id(p) in trained)
             opt = make_optimizer("sgd", params, s.phase_lr)
             for c in range(n_chunks - 1):  # the record leaves the last chunk out
                 lr = cosine_lr(s.phase_lr, c, n_chunks)
@@ -365,7 +405,8 @@ class BatchedLoRAMode(EvalMode):
 
     def _segments_loss(self, model: nn.Module, seqs: list[torch.Tensor]) -> torch.Tensor:
         """Summed loss of sequences (inputs seq[:-1], targets seq[1:]), each cut where an input is BOS, so no
-        document attends to another (the record's cu_seqlens at BOS positions)."""
+        document attends to another (the record's cu_seqlens at BOS positions). The logits are softcapped
+        symmetrically, as the record's training forward does, unless the phase trains AsymLogit's caps."""
         rows = []
         for seq in seqs:
             cuts = (seq[:-1] == self.bos_id).nonzero().squeeze(1).tolist()
@@ -377,7 +418,7 @@ class BatchedLoRAMode(EvalMode):
         for i, r in enumerate(rows):
             x[i, :len(r) - 1], y[i, :len(r) - 1] = r[:-1], r[1:]
         with autocast_for(x.device):
-            logits = model.logits(x)
+            logits = model.head(model.hidden(x), symmetric=not self.s.train_logit_caps)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=-100,
                                reduction="sum")
 

@@ -27,7 +27,13 @@ docs/techniques.md#record-techniques):
 - `attn_gate` (`out`, `gated`, `sparse`) and `attn_gate_scale`: attention output gates (`pgolf/model/attention.py`);
 - `parallel_mode` (`gptj`, `two_lane`) from layer `parallel_start`: parallel residuals (see `Block`);
 - `value_residual`: every later attention adds sigmoid(alpha) times the first applied layer's V (ResFormer);
-- `rope_ntk_train_len = L`: NTK-aware RoPE base scaling for eval contexts longer than L (`Rotary`).
+- `rope_ntk_train_len = L`: NTK-aware RoPE base scaling for eval contexts longer than L (`Rotary`);
+- `asym_logit`: AsymLogit (PR #1923, in PRs #1945/#2135): the logits the evaluation scores (`head`, `logits`,
+  `forward(x)`, the TTT forward) are capped by two fp32 scalars, `logit_cap_pos` for positive and `logit_cap_neg`
+  for negative logits, both starting at `logit_softcap` (then the same function as the symmetric cap). The training
+  loss keeps the one symmetric cap (and the fused kernel), and no optimizer group holds the caps
+  (`pgolf/optim/groups.py`), so training never moves them, as in PR #2135; only phased TTT's global phases with
+  `ttt.train_logit_caps` do (`pgolf/eval/ttt_lora.py`).
 
 Test-time training adapts this same forward: `hidden(ids, lora)` and `head(h, lora)` take per-document LoRA
 adapters, one per virtual-layer slot (`pgolf/model/lora.py`).
@@ -45,6 +51,7 @@ from torch import nn
 
 from pgolf.config import ModelConfig
 from pgolf.data.segments import Segments
+from pgolf.errors import PgolfError
 from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
 from pgolf.model import kernels
 from pgolf.model.bigram import BigramHash
@@ -132,7 +139,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """The baseline GPT. `forward(x, y)` returns the CE loss; `forward(x)` returns softcapped float32 logits."""
+    """The baseline GPT. `forward(x, y)` returns the CE loss (the training loss: symmetric softcap); `forward(x)`
+    returns softcapped float32 logits (the evaluation's: AsymLogit's caps when `asym_logit` is on)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -157,6 +165,15 @@ class GPT(nn.Module):
         self.fused_loss = False  # use_kernels: the Triton softcapped cross-entropy
         if cfg.ortho_init:
             self._orthogonal_init()
+        if cfg.asym_logit and not cfg.logit_softcap > 0:
+            raise PgolfError("config: model.asym_logit needs model.logit_softcap > 0 (both caps start at it)")
+        # AsymLogit's caps: fp32 scalars outside every optimizer (requires_grad off, so DDP does not wait for a
+        # gradient the symmetric training loss never gives them); phased TTT turns them on to train them.
+        self.logit_cap_pos = self._logit_cap() if cfg.asym_logit else None
+        self.logit_cap_neg = self._logit_cap() if cfg.asym_logit else None
+
+    def _logit_cap(self) -> nn.Parameter:
+        return nn.Parameter(torch.tensor(float(self.cfg.logit_softcap), dtype=torch.float32), requires_grad=False)
 
     def use_kernels(self, on: bool) -> None:
         """Switch the fused Triton kernels (`pgolf/model/kernels.py`) on or off: the MLP up-projection with its
@@ -228,13 +245,23 @@ class GPT(nn.Module):
     def logits(self, input_ids: torch.Tensor, segments: Segments | None = None) -> torch.Tensor:
         return self.head(self.hidden(input_ids, segments=segments))
 
-    def head(self, h: torch.Tensor, lora=None) -> torch.Tensor:
+    def head(self, h: torch.Tensor, lora=None, symmetric: bool = False) -> torch.Tensor:
         """Softcapped float32 logits of final hidden states (the tied embedding or the untied head; `lora` adds
-        its head adapter before the softcap)."""
+        its head adapter before the softcap); see `softcap` for `symmetric`."""
         z = self._head_matmul(h)
         if lora is not None:
             z = with_adapter(z, lora.at(0), "head", h)
-        z = z.float()
+        return self.softcap(z.float(), symmetric)
+
+    def softcap(self, z: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
+        """c * tanh(z / c) with c = `logit_softcap` (0: no cap). With `asym_logit` (and not `symmetric`, which the
+        training loss asks for), c is `logit_cap_pos` where z > 0 and `logit_cap_neg` elsewhere: the cap is chosen
+        per logit and one tanh runs: the values of where(z > 0, cp*tanh(z/cp), cn*tanh(z/cn)) (PR #1923) for half
+        the tanh work. While both caps equal `logit_softcap` this is the symmetric cap (bit for bit on the CPU; CUDA
+        divides by a Python number through its reciprocal, so there the last bit may differ)."""
+        if self.logit_cap_pos is not None and not symmetric:
+            cap = torch.where(z > 0, self.logit_cap_pos.float(), self.logit_cap_neg.float())
+            return cap * torch.tanh(z / cap)
         c = self.cfg.logit_softcap
         return c * torch.tanh(z / c) if c > 0 else z
 
@@ -252,7 +279,8 @@ class GPT(nn.Module):
             if reduction == "none":
                 return loss.view_as(target_ids)
             return loss.sum() if reduction == "sum" else loss.mean()
-        logits = self.logits(input_ids, segments)
+        # The training loss keeps the symmetric cap (AsymLogit's caps act on evaluation only, as in PR #1923).
+        logits = self.head(self.hidden(input_ids, segments=segments), symmetric=target_ids is not None)
         if target_ids is None:
             return logits
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)

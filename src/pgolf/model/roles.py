@@ -15,14 +15,20 @@ else; without one, `param_role` raises and tests/model/test_roles.py (every tech
 | ATTN_Q .. MLP_PROJ | the blocks' six linear weights (`matrix`)    | Muon              | fp16       | attn.*, mlp.* |
 | GATE               | attention-gate weights (also control)        | Adam, scalar lr   | fp32       | gate        |
 | CONTROL            | scales, mixes, gains, skips, lanes, alphas   | Adam, scalar lr   | fp32       | other       |
+| LOGIT_CAP          | logit_cap_pos, logit_cap_neg (AsymLogit)     | none (see below)  | fp32       | other, fp32 |
 | LORA               | test-time adapters (BatchedLoRA a.*, b.*)    | TTT's own AdamW   | not exported | other     |
 
 The int8 export (pgolf/quant/schemes.py) stores floats of up to 65,536 elements as the "int8 small" column says and
 larger ones as int8 rows. The mixed export (pgolf/quant/recipe.py) stores floats of up to `passthrough_numel`
-elements as fp16 (GATE: int8 rows with `int8_gates`) and larger ones as integer rows at their group's bit width,
-by GPTQ where a Hessian exists: every linear weight, Q, K and V of one attention sharing one (`shared_input`, they
-read one input), and the tied embedding. Control tensors steer the network (a small error in one moves every
-activation after it), which is why the int8 export keeps them in fp32 and `cast_body` keeps them out of bf16.
+elements as fp16 (LOGIT_CAP: fp32, `keeps_fp32`; GATE: int8 rows with `int8_gates`) and larger ones as integer rows
+at their group's bit width, by GPTQ where a Hessian exists: every linear weight, Q, K and V of one attention sharing
+one (`shared_input`, they read one input), and the tied embedding. Control tensors steer the network (a small error
+in one moves every activation after it), which is why the int8 export keeps them in fp32 and `cast_body` keeps them
+out of bf16.
+
+LOGIT_CAP (model.asym_logit, PR #1923) is control too: each of the two scalars scales every positive or every
+negative logit. No optimizer group holds them (training never moves them, as in PR #2135); phased TTT's global
+phases train them with `ttt.train_logit_caps` (pgolf/eval/ttt_lora.py). Every export keeps them in fp32.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class Role(Enum):
     MLP_PROJ = "mlp.proj"
     GATE = "gate"
     CONTROL = "control"
+    LOGIT_CAP = "logit_cap"
     LORA = "lora"
 
     @property
@@ -57,12 +64,12 @@ class Role(Enum):
     @property
     def control(self) -> bool:
         """A tensor that steers the network (kept float32 by the int8 export and by `cast_body`)."""
-        return self in (Role.CONTROL, Role.GATE)
+        return self in (Role.CONTROL, Role.GATE, Role.LOGIT_CAP)
 
     @property
     def ndim(self) -> int | None:
         """The rank a tensor of this role has (None: any)."""
-        return None if self is Role.CONTROL else 3 if self is Role.LORA else 2
+        return {Role.CONTROL: None, Role.LORA: 3, Role.LOGIT_CAP: 0}.get(self, 2)
 
 
 _MATRICES = (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_PROJ, Role.MLP_FC, Role.MLP_PROJ)
@@ -85,6 +92,7 @@ _RULES: tuple[tuple[str, Role], ...] = (
     (_BLOCK + r"(attn_scale|mlp_scale|resid_mix|ve_layer_scale|lane_rho|lane_mix|attn\.q_gain|attn\.vres_alpha)",
      Role.CONTROL),
     (r"skip_weights|skip_gates|value_embed_scale|smear\.smear_gate|smear\.smear_lambda|bigram\.scale", Role.CONTROL),
+    (r"logit_cap_(pos|neg)", Role.LOGIT_CAP),
     (r"[ab]\.([a-z]+_\d+|head)", Role.LORA),  # pgolf/model/lora.py: a/b per target and virtual-layer slot
 )
 _COMPILED = tuple((re.compile(pattern), role) for pattern, role in _RULES)
@@ -114,6 +122,16 @@ def is_control(name: str) -> bool:
     built by hand), as `tensor_group` puts those in `other`; test_roles.py makes sure every GPT parameter has a role."""
     try:
         return param_role(name).control
+    except RoleError:
+        return False
+
+
+def keeps_fp32(name: str) -> bool:
+    """Whether every export stores `name` in float32, even where small floats are fp16 (the mixed export's
+    passthrough): the AsymLogit caps, two scalars that set the scale of every logit. False for a name that is no
+    GPT parameter."""
+    try:
+        return param_role(name) is Role.LOGIT_CAP
     except RoleError:
         return False
 

@@ -2,9 +2,11 @@
 
 Muon takes the linear weights inside the blocks; Adam takes the embedding (tied: also the head), an untied head,
 and every other tensor (control tensors, gates, extra embedding tables) at the scalar learning rate; which is which
-is each parameter's role (`pgolf.model.roles`). Each Adam group has its own betas and decoupled weight decay
-(AdamW; the 1.0611 record decays the embedding by 0.085 and the scalars by 0.02). Each group records its `base_lr` so
-the trainer's schedule can scale all of them by one multiplier.
+is each parameter's role (`pgolf.model.roles`). AsymLogit's caps (Role.LOGIT_CAP, PR #1923) are in no group: PR
+#2135 never trains them, so they stay at the symmetric cap they start from (only phased TTT may move them). Each
+Adam group has its own betas and decoupled weight decay (AdamW; the 1.0611 record decays the embedding by 0.085 and
+the scalars by 0.02). Each group records its `base_lr` so the trainer's schedule can scale all of them by one
+multiplier.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ from pgolf.optim.sharded_muon import ShardedMuon
 # Optimizer group of every role (pgolf/model/roles.py). Only the blocks' matrices go to Muon; the bigram and value
 # embedding tables and their projections train with the scalars, as every non-block tensor but the embedding and head
 # does. LoRA adapters are absent: test-time training gives them their own optimizer (pgolf/eval/ttt_optim.py).
+# UNTRAINED roles are in no optimizer.
+UNTRAINED = "none"
 OPTIMIZER_GROUPS: dict[Role, str] = {
     Role.EMBED: "embed", Role.HEAD: "head",
     Role.ATTN_Q: "matrix", Role.ATTN_K: "matrix", Role.ATTN_V: "matrix", Role.ATTN_PROJ: "matrix",
     Role.MLP_FC: "matrix", Role.MLP_PROJ: "matrix",
     Role.BIGRAM_TABLE: "scalar", Role.VALUE_EMBED: "scalar", Role.EMBED_PROJ: "scalar", Role.GATE: "scalar",
-    Role.CONTROL: "scalar",
+    Role.CONTROL: "scalar", Role.LOGIT_CAP: UNTRAINED,
 }
 
 
 def parameter_roles(model: nn.Module) -> dict[str, str]:
-    """name -> optimizer group, one of 'matrix', 'scalar', 'embed', 'head' (from each parameter's role)."""
+    """name -> optimizer group, one of 'matrix', 'scalar', 'embed', 'head', or UNTRAINED (in none; from each
+    parameter's role)."""
     groups = {}
     for name, p in model.named_parameters():
         role = param_role(name, p)
@@ -45,7 +50,7 @@ def parameter_roles(model: nn.Module) -> dict[str, str]:
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
     roles = parameter_roles(model)
     params = dict(model.named_parameters())
-    by_role: dict[str, list[nn.Parameter]] = {"matrix": [], "scalar": [], "embed": [], "head": []}
+    by_role: dict[str, list[nn.Parameter]] = {"matrix": [], "scalar": [], "embed": [], "head": [], UNTRAINED: []}
     for name, role in roles.items():
         by_role[role].append(params[name])
     tied = getattr(getattr(model, "cfg", None), "tie_embeddings", True)

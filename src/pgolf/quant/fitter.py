@@ -13,7 +13,8 @@ The cap is the decimal 16,000,000 bytes minus the exact code bytes:
    group's integers (the entropy coder reaches it within a fraction of a percent; LZ-type codecs are calibrated
    below) plus its fp16 scales, and (b) the loss proxy: the diagonal-Hessian-weighted squared error
    sum_ij E_ij^2 H_jj / tr(H) (the second-order term of the layer loss, as in OBS/GPTQ; plain squared error without
-   Hessians). A smaller option is always charged more error than the plan's own: the round-to-nearest proxy ranks
+   Hessians). AWQ-lite's wide column groups (pgolf/quant/awq.py, chosen once under the explicit plan) are rounded
+   at `awq_bits` and counted as the separate stream the codec makes of them (their own entropy). A smaller option is always charged more error than the plan's own: the round-to-nearest proxy ranks
    the ways to shrink, it does not overrule the plan, and no group changes for free.
 3. Choose one option per group minimizing the summed proxy under the byte budget: a multiple-choice knapsack solved
    by a Lagrangian sweep (per group, argmin error + lambda * bytes, the plan's option winning ties; bisection on
@@ -39,7 +40,8 @@ import torch
 from pgolf.errors import PgolfError
 from pgolf.quant.grid import round_to_grid, row_scales
 from pgolf.quant.groups import tensor_group
-from pgolf.quant.recipe import GroupPlan, is_row_matrix, plan_for, quantize_mixed
+from pgolf.quant.awq import fine_columns
+from pgolf.quant.recipe import GroupPlan, awq_groups, is_row_matrix, plan_for, quantize_mixed
 from pgolf.quant.schemes import QuantizedModel
 
 if TYPE_CHECKING:
@@ -117,26 +119,39 @@ def _diag_error(w: torch.Tensor, w_hat: torch.Tensor, h_diag: torch.Tensor | Non
 
 
 def group_options(mats: dict[str, torch.Tensor], plan: GroupPlan, clip: str,
-                  h_diags: dict[str, torch.Tensor]) -> list[Option]:
-    """Every (bits, k) candidate of one group with its estimated bytes and proxy error (round to nearest)."""
+                  h_diags: dict[str, torch.Tensor], awq: dict[str, list[int]] | None = None,
+                  qcfg: QuantConfig | None = None) -> list[Option]:
+    """Every (bits, k) candidate of one group with its estimated bytes and proxy error (round to nearest); the
+    matrices in `awq` keep their wide column groups at `qcfg.awq_bits` in every candidate narrower than that."""
     options = []
     for bits in range(max(2, plan.bits - 3), min(8, plan.bits + 1) + 1):
         for f in K_FACTORS:
             k = round(plan.k * f, 4)
-            ints, err, rows = [], 0.0, 0
+            ints, wide, err, rows = [], [], 0.0, 0
             for name, w in mats.items():
                 s = row_scales(w, bits, clip, k)
                 q = round_to_grid(w, s, bits)
+                w_hat = q * s[:, None]
+                if awq and name in awq and bits < qcfg.awq_bits:
+                    fine = fine_columns(w.shape[1], awq[name], qcfg.awq_group, s, bits, qcfg.awq_bits)
+                    q_wide = round_to_grid(w[:, fine.mask], fine.scale, fine.bits)
+                    w_hat[:, fine.mask] = q_wide * fine.scale[:, None]
+                    wide.append(q_wide.to(torch.int8).numpy())
+                    q = q[:, ~fine.mask]
                 ints.append(q.to(torch.int8).numpy().ravel())
-                err += _diag_error(w, q * s[:, None], h_diags.get(name))
+                err += _diag_error(w, w_hat, h_diags.get(name))
                 rows += w.shape[0]
-            options.append(Option(bits, k, _est_bytes(ints, rows), err))
+            options.append(Option(bits, k, _est_bytes(ints, rows, wide), err))
     return options
 
 
-def _est_bytes(ints: list[np.ndarray], rows: int) -> float:
-    """A group's estimated bytes: the order-0 entropy of all its integers plus one fp16 scale per row."""
-    return entropy_bytes(np.concatenate([a.ravel() for a in ints])) + 2 * rows
+def _est_bytes(ints: list[np.ndarray], rows: int, wide: list[np.ndarray] | None = None) -> float:
+    """A group's estimated bytes: the order-0 entropy of all its integers plus one fp16 scale per row, and the
+    entropy of AWQ-lite's wide columns apart (their own stream; their step is derived, not stored)."""
+    est = entropy_bytes(np.concatenate([a.ravel() for a in ints])) + 2 * rows
+    if wide:
+        est += entropy_bytes(np.concatenate([a.ravel() for a in wide]))
+    return est
 
 
 def shrink_options(options: list[Option], plan: GroupPlan) -> list[Option]:
@@ -206,18 +221,23 @@ def _zero_integers(qm: QuantizedModel) -> QuantizedModel:
     for qt in qm.tensors:
         arrays = dict(qt.arrays)
         if qt.is_row_scaled:
-            arrays["q"] = np.zeros_like(arrays["q"])
+            for key in ("q", "q_awq"):
+                if key in arrays:
+                    arrays[key] = np.zeros_like(arrays[key])
         tensors.append(type(qt)(qt.name, qt.shape, qt.dtype, qt.scheme, arrays))
     return QuantizedModel(tensors)
 
 
 def _group_est_bytes(qm: QuantizedModel, groups: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
-    """`_est_bytes` of each fitted group's real (GPTQ) integers in `qm`."""
+    """`_est_bytes` of each fitted group's real (GPTQ) integers in `qm` (AWQ-lite's wide columns apart)."""
     ints: dict[str, list[np.ndarray]] = {}
+    wide: dict[str, list[np.ndarray]] = {}
     for qt in qm.tensors:
         if tensor_group(qt.name) in groups and qt.is_row_scaled:
             ints.setdefault(tensor_group(qt.name), []).append(qt.arrays["q"])
-    return {g: _est_bytes(qs, sum(q.shape[0] for q in qs)) for g, qs in sorted(ints.items())}
+            if "q_awq" in qt.arrays:
+                wide.setdefault(tensor_group(qt.name), []).append(qt.arrays["q_awq"])
+    return {g: _est_bytes(qs, sum(q.shape[0] for q in qs), wide.get(g)) for g, qs in sorted(ints.items())}
 
 
 def _record(report: FitReport, selection: dict[str, Option], own: dict[str, Option], ratio: float) -> None:
@@ -231,9 +251,11 @@ def _record(report: FitReport, selection: dict[str, Option], own: dict[str, Opti
 
 def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_bytes: int,
                encoded_size: Callable[[QuantizedModel], int],
-               hessians: dict[str, torch.Tensor] | None = None) -> tuple[QuantizedModel, FitReport]:
+               hessians: dict[str, torch.Tensor] | None = None,
+               act_rms: dict[str, torch.Tensor] | None = None) -> tuple[QuantizedModel, FitReport]:
     """The `mixed` quantization of `state` under `budget_bytes` (as measured by `encoded_size`): the config's plan
-    when it fits, else the least proxy loss over smaller plans (module docstring)."""
+    when it fits, else the least proxy loss over smaller plans (module docstring). `act_rms` (from calibration)
+    scores AWQ-lite's groups."""
     if budget_bytes <= 0:
         raise PgolfError(f"budget fitter: no room for the model ({budget_bytes:,} bytes left after the code)")
     base = plan_for(qcfg)
@@ -244,7 +266,7 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
     report = FitReport(budget_bytes=int(budget_bytes))
 
     # 1. The explicit plan, for real; calibrate bytes = other + ratio * (estimated group bytes) on it.
-    qm0, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=base)
+    qm0, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=base, act_rms=act_rms)
     actual0 = report.plan_bytes = encoded_size(qm0)
     other = float(encoded_size(_zero_integers(qm0)))
     est0 = _group_est_bytes(qm0, groups)
@@ -258,7 +280,8 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
 
     # 2-4. Shrink the groups where it costs the proxy least, until the real size fits.
     h_diags = {n: torch.diagonal(h).double() for n, h in (hessians or {}).items()}
-    options = {g: shrink_options(group_options(mats, base[g], qcfg.clip, h_diags), base[g])
+    awq = awq_groups(state, qcfg, base, hessians if qcfg.gptq else None, act_rms)
+    options = {g: shrink_options(group_options(mats, base[g], qcfg.clip, h_diags, awq, qcfg), base[g])
                for g, mats in groups.items()}
     own = {g: opts[0] for g, opts in options.items()}
     measured = {_key(own): (qm0, actual0)}
@@ -270,7 +293,7 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
         if selection is None:
             break
         if _key(selection) not in measured:
-            qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, selection))
+            qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, selection), act_rms=act_rms)
             measured[_key(selection)] = (qm, encoded_size(qm))
         qm, actual = measured[_key(selection)]
         report.predicted_bytes = int(round(other + ratio * sum(o.est_bytes for o in selection.values())))
@@ -282,7 +305,7 @@ def fit_budget(state: dict[str, torch.Tensor], qcfg: QuantConfig, *, budget_byte
     if best is None:
         # 5. The smallest plan, then +-1 pruning binary-searched against the real size.
         smallest = {g: min(opts, key=lambda o: o.est_bytes) for g, opts in options.items()}
-        qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, smallest))
+        qm, _ = quantize_mixed(state, qcfg, hessians=hessians, plan=_plan(base, smallest), act_rms=act_rms)
         unpruned = encoded_size(qm)
         total_pm1 = sum(int((np.abs(qt.arrays["q"]) == 1).sum()) for qt in qm.tensors
                         if qt.is_row_scaled)

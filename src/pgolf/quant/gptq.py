@@ -9,21 +9,27 @@ reconstruction loss ||(W - Q) X^T||^2, H = X^T X over calibration inputs X. Deta
 - act-order: columns in order of descending diag H (the most-used inputs are quantized first, when there is still
   freedom left to compensate them);
 - the upper Cholesky factor of H^-1 drives the updates, in blocks of 128 columns (lazy batch updates);
-- the per-row scale is fixed up front (from `pgolf.quant.grid`), so GPTQ only changes which grid points are chosen.
+- the per-row scale is fixed up front (from `pgolf.quant.grid`), so GPTQ only changes which grid points are chosen;
+- AWQ-lite (PR #1908, `pgolf.quant.awq`): a few salient columns may use a second, finer per-row grid (`fine`) in the
+  same solve; their rounding error feeds back onto the other columns like any column's.
 
 Hessians come from `HessianCollector`: forward pre-hooks on every `CastedLinear` accumulate X^T X of its input in
 float32 (a looped layer accumulates over all its applications); the Q, K and V projections of one attention read the
 same normalised input, so they share one matrix, accumulated once per application (the hooks check that they really
 read the same tensor; the 1.0611 record's `collect_hessians` also takes one float32 X^T X of the attention input for
-all three); the tied embedding, used as the output projection, gets the final hidden states. Float32 is
-enough: H only steers GPTQ's error feedback after 1% damping, and `gptq_quantize` solves in float64 (on CUDA the
-trainer's TF32 matmuls are exact for bf16 activations and round float32 ones by about 2^-11, which averages out over
-the tokens). Calibration tokens come either from training batches inside the training budget, or from sequences the
-model samples itself after training (`generate_calibration`, the 2026-03-25 record's AR
+all three); the tied embedding, used as the output projection, gets the final hidden states. The collector also
+counts the rows each matrix saw, so that diag(H) / rows is every input channel's mean square: the activation RMS
+AWQ-lite scores column groups with (PR #1908 sums x^2 per channel in a second hook; diag(H) already is that sum).
+Float32 is enough: H only steers GPTQ's error feedback after 1% damping, and `gptq_quantize` solves in float64 (on
+CUDA the trainer's TF32 matmuls are exact for bf16 activations and round float32 ones by about 2^-11, which averages
+out over the tokens). Calibration tokens come either from training batches inside the training budget, or from
+sequences the model samples itself after training (`generate_calibration`, the 2026-03-25 record's AR
 self-generated calibration: no train or val data is touched after the clock).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,6 +59,7 @@ class HessianCollector:
         self.dtype = dtype
         self.tokens_seen = 0
         self._sums: dict[str, torch.Tensor] = {}
+        self._rows: dict[str, int] = {}  # key -> input rows accumulated (tokens x applications)
         self._handles = []
         self._linears = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, CastedLinear)}
         # Linears that read one input tensor (an attention's Q, K and V) share the Hessian keyed by the first.
@@ -75,6 +82,13 @@ class HessianCollector:
         """`hessians` moved to `device`, each shared matrix once (so it stays shared)."""
         return self._named({key: h.to(device) for key, h in self._sums.items()})
 
+    def activation_rms(self, device: torch.device | str = "cpu", world_size: int = 1) -> dict[str, torch.Tensor]:
+        """Weight name -> the RMS of each of its input channels over everything collected (float32 [in]):
+        sqrt(diag(H) / rows). Call after the Hessians are all-reduced, with the number of ranks that summed into
+        them (every rank collects batches of one shape)."""
+        return self._named({key: (torch.diagonal(h).float().clamp_min(0) / max(1, self._rows[key] * world_size))
+                            .sqrt().to(device) for key, h in self._sums.items()})
+
     def _named(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         keys = self._key | {"tok_emb.weight": "tok_emb.weight"}
         return {name: sums[key] for name, key in keys.items() if key in sums}
@@ -84,6 +98,7 @@ class HessianCollector:
         if key not in self._sums:
             self._sums[key] = torch.zeros(x.shape[1], x.shape[1], dtype=self.dtype, device=x.device)
         self._sums[key].addmm_(x.T, x)
+        self._rows[key] = self._rows.get(key, 0) + x.shape[0]
 
     def _read(self, name: str, x: torch.Tensor) -> None:
         """One application of linear `name` to `x`: accumulate, unless a reader of the same key already did."""
@@ -133,9 +148,20 @@ class HessianCollector:
         self.tokens_seen += tokens.numel()
 
 
+@dataclass(frozen=True)
+class FineColumns:
+    """Columns that GPTQ rounds on a second per-row grid: `mask` [cols] bool, `scale` [rows] (fp16-representable
+    float32), `bits` their width (AWQ-lite's salient groups, `pgolf.quant.awq`)."""
+
+    mask: torch.Tensor
+    scale: torch.Tensor
+    bits: int
+
+
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, bits: int, *, block: int = 128,
-                  damp: float = 0.01, act_order: bool = True) -> torch.Tensor:
-    """GPTQ integers (int8 [rows, cols]) of `w` on the fixed per-row grid `scale` (see the module docstring)."""
+                  damp: float = 0.01, act_order: bool = True, fine: FineColumns | None = None) -> torch.Tensor:
+    """GPTQ integers (int8 [rows, cols]) of `w` on the fixed per-row grid `scale` (see the module docstring); the
+    columns of `fine.mask` are rounded on `fine.scale` at `fine.bits` instead, inside the same solve."""
     rows, cols = w.shape
     if hessian.shape != (cols, cols):
         raise PgolfError(f"Hessian shape {list(hessian.shape)} does not match a matrix with {cols} columns")
@@ -154,6 +180,9 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, b
         raise PgolfError("GPTQ: the damped Hessian is not positive definite; collect more calibration tokens or "
                          "raise the damping") from None
     s = scale.double()[:, None]
+    fine_at = fine.mask[perm].tolist() if fine is not None else [False] * cols
+    s_fine = fine.scale.double()[:, None] if fine is not None else s
+    top_fine = qmax(fine.bits) if fine is not None else top
     q = torch.zeros_like(w)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
@@ -162,9 +191,10 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, b
         h1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = w1[:, i:i + 1]
-            qc = torch.clamp(torch.round(col / s), -top, top)
+            si, ti = (s_fine, top_fine) if fine_at[i1 + i] else (s, top)
+            qc = torch.clamp(torch.round(col / si), -ti, ti)
             q[:, i1 + i:i1 + i + 1] = qc
-            e = (col - qc * s) / h1[i, i]
+            e = (col - qc * si) / h1[i, i]
             w1[:, i:] -= e @ h1[i:i + 1, i:]
             err1[:, i:i + 1] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
@@ -210,8 +240,12 @@ def generate_calibration(model: nn.Module, *, num_seqs: int, seq_len: int, tempe
     return torch.cat(out, dim=0)
 
 
-def rtn_or_gptq(w: torch.Tensor, scale: torch.Tensor, bits: int, hessian: torch.Tensor | None) -> torch.Tensor:
-    """GPTQ integers when a Hessian is given, round-to-nearest otherwise."""
+def rtn_or_gptq(w: torch.Tensor, scale: torch.Tensor, bits: int, hessian: torch.Tensor | None,
+                fine: FineColumns | None = None) -> torch.Tensor:
+    """GPTQ integers when a Hessian is given, round-to-nearest otherwise (`fine` columns on their own grid)."""
     if hessian is None:
-        return round_to_grid(w.float(), scale.float(), bits).to(torch.int8)
-    return gptq_quantize(w, hessian, scale.float(), bits)
+        q = round_to_grid(w.float(), scale.float(), bits)
+        if fine is not None:
+            q[:, fine.mask] = round_to_grid(w.float()[:, fine.mask], fine.scale.float(), fine.bits)
+        return q.to(torch.int8)
+    return gptq_quantize(w, hessian, scale.float(), bits, fine=fine)

@@ -26,6 +26,7 @@ _GROUP_OF_ROLE: dict[Role, str] = {
     Role.MLP_PROJ: "mlp.proj",
     Role.GATE: "gate",
     Role.CONTROL: "other",
+    Role.LOGIT_CAP: "other",
     Role.LORA: "other",
 }
 GROUPS = tuple(dict.fromkeys(_GROUP_OF_ROLE.values()))

@@ -3,9 +3,10 @@
 Two registries keep this open for later work (int6, GPTQ, LQER, ternary) without touching the artifact container:
 
 - `SCHEMES`: *storage schemes*, one per way a single tensor can be stored (`raw`, `fp16`, `fp32`, `int8_row`,
-  `int8_tensor`). Each has a `quantize(tensor) -> arrays`, a `dequantize(arrays, shape) -> tensor`, a `check` that
-  validates arrays read from a file (keys, dtypes, shapes) and a bit width. The container stores the scheme name per
-  tensor and its arrays as opaque typed blobs, so a new scheme is one new registry entry.
+  `int8_tensor`, and the mixed recipe's `intN_row`, `intN_row_lqer` (LQER), `intN_row_awqM(_lqer)` (AWQ-lite's
+  wide column groups at M bits)). Each has a `quantize(tensor) -> arrays`, a `dequantize(arrays, shape) -> tensor`,
+  a `check` that validates arrays read from a file (keys, dtypes, shapes) and a bit width. The container stores the
+  scheme name per tensor and its arrays as opaque typed blobs, so a new scheme is one new registry entry.
 - `POLICIES`: *model-level recipes* that choose a storage scheme for every tensor of a state dict by name, shape and
   size. `quantize_state_dict(sd, scheme="int8")` runs the policy named `scheme` (the config's `quant.scheme`, the
   export recipe; `int8` is here, `mixed` is `pgolf.quant.recipe.quantize_mixed`), not to be confused with a tensor's
@@ -249,9 +250,10 @@ def _int8_tensor_check(arrays, shape, dtype) -> str | None:
 
 # ------------------------------------------------------------------------- general per-row intN (+ LQER residual)
 
-LQER_GROUP = 64  # LQER's B factor carries one fp16 scale per 64 consecutive entries (PR #1797)
+LQER_GROUP = 64  # default entries of LQER's B factor per fp16 scale (PR #1797); `quant.lqer_group` changes it
 LQER_A_RANGE = (-2, 1)  # INT2, asymmetric
 LQER_B_RANGE = (-8, 7)  # INT4, asymmetric
+AWQ_BITS = range(3, 9)  # widths of AWQ-lite's salient column groups (always wider than the matrix's own width)
 
 
 def qmax(bits: int) -> int:
@@ -259,43 +261,109 @@ def qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
+def lqer_group_of(arrays: dict[str, np.ndarray]) -> int:
+    """Entries per `lqer_b_scale` of an `..._lqer` record: the stored `lqer_group` (int32 scalar), or 64 where it is
+    absent (every artifact written before `quant.lqer_group` existed, and every one written at the default, which
+    therefore stays byte-identical). Stored rather than derived: ceil(rank * cols / group) scales fit several
+    groups (64 through 73 all give 8 scales for 512 entries) that decode differently."""
+    return int(arrays["lqer_group"]) if "lqer_group" in arrays else LQER_GROUP
+
+
 def lqer_residual(arrays: dict[str, np.ndarray]) -> torch.Tensor:
     """The dequantized low-rank correction A @ B of an `..._lqer` record (LQER, PR #1797;
     docs/techniques.md#quantization-and-export)."""
     a = _tensor(arrays["lqer_a"]).float() * _tensor(arrays["lqer_a_scale"]).float()
     b_q = _tensor(arrays["lqer_b"]).float()
-    b_scale = _tensor(arrays["lqer_b_scale"]).float().repeat_interleave(LQER_GROUP)[:b_q.numel()]
+    b_scale = _tensor(arrays["lqer_b_scale"]).float().repeat_interleave(lqer_group_of(arrays))[:b_q.numel()]
     return a @ (b_q.reshape(-1) * b_scale).reshape(b_q.shape)
 
 
-def _make_int_row_scheme(bits: int, lqer: bool) -> Scheme:
+def awq_columns(arrays: dict[str, np.ndarray], cols: int) -> torch.Tensor:
+    """Boolean mask [cols] of the columns an `..._awqN` record stores at the wider width (`q_awq`): the groups that
+    start at `awq_start`, each `q_awq` columns / groups wide (AWQ-lite, PR #1908; `pgolf.quant.awq`)."""
+    starts = arrays["awq_start"].astype(np.int64)
+    width = arrays["q_awq"].shape[1] // max(1, starts.size)
+    mask = torch.zeros(cols, dtype=torch.bool)
+    for start in starts.tolist():
+        mask[start:start + width] = True
+    return mask
+
+
+def awq_scale(scale: torch.Tensor, bits: int, awq_bits: int) -> torch.Tensor:
+    """The per-row step of AWQ-lite's wide columns, derived from the row's stored step (float32, so encoder and
+    decoder agree bit for bit): the same clip spread over qmax(awq_bits) levels instead of qmax(bits), which is
+    PR #1908's s_hi = clip / qmax(awq_bits) up to where fp16 rounding happens, and costs no array."""
+    return scale.float() * float(qmax(bits)) / float(qmax(awq_bits))
+
+
+def row_integers(arrays: dict[str, np.ndarray], shape: tuple[int, ...], bits: int = 8, awq_bits: int = 8
+                 ) -> torch.Tensor:
+    """The per-row integer part of a row-scaled record, q * scale, without any LQER correction; an `..._awqN`
+    record (`bits`, `awq_bits`) puts its `q_awq` columns back on their finer grid (`awq_scale`)."""
+    scale = _tensor(arrays["scale"]).float()
+    w = _tensor(arrays["q"]).float() * scale[:, None]
+    if "q_awq" not in arrays:
+        return w
+    mask = awq_columns(arrays, shape[1])
+    out = torch.empty(shape[0], shape[1], dtype=torch.float32)
+    out[:, ~mask] = w
+    out[:, mask] = _tensor(arrays["q_awq"]).float() * awq_scale(scale, bits, awq_bits)[:, None]
+    return out
+
+
+def _awq_problem(arrays: dict[str, np.ndarray], shape: tuple[int, ...]) -> str | None:
+    """Why the AWQ arrays of a record are malformed (group starts out of order, overlapping, past the last column,
+    or not dividing `q_awq`'s columns), else None."""
+    starts, wide = arrays["awq_start"].astype(np.int64), arrays["q_awq"].shape[1]
+    if not starts.size or not wide or wide % starts.size:
+        return f"q_awq has {wide} columns for {starts.size} groups"
+    if starts[0] < 0 or (np.diff(np.append(starts, shape[1])) < wide // starts.size).any():
+        return f"awq_start {starts.tolist()} are not increasing, disjoint groups of {wide // starts.size} columns"
+    return None
+
+
+def _make_int_row_scheme(bits: int, lqer: bool, awq_bits: int | None = None) -> Scheme:
     """Symmetric per-row integers in [-qmax, qmax] stored one per int8 byte (the entropy coder removes the slack,
-    docs/techniques.md#quantization-and-export) with one fp16 scale per row; `lqer` adds the low-rank residual arrays.
-    The values are produced
-    by `pgolf.quant.recipe` (round-to-nearest or GPTQ); this scheme only stores and restores them."""
-    name = f"int{bits}_row" + ("_lqer" if lqer else "")
+    docs/techniques.md#quantization-and-export) with one fp16 scale per row; `lqer` adds the low-rank residual
+    arrays (and, when its group is not 64, `lqer_group`); `awq_bits` (AWQ-lite, PR #1908) moves whole column
+    groups to `q_awq` [rows, groups * width] at that wider width, on the row's step scaled by qmax(bits) /
+    qmax(awq_bits) (`awq_scale`), with the groups' first columns in `awq_start` (int32, increasing), leaving `q`
+    [rows, the other columns] so that each width is its own integer stream for the codec. The values are produced by `pgolf.quant.recipe` (round-to-nearest
+    or GPTQ); this scheme only stores and restores them."""
+    name = f"int{bits}_row" + (f"_awq{awq_bits}" if awq_bits else "") + ("_lqer" if lqer else "")
     top = qmax(bits)
 
     def quantize(t: torch.Tensor) -> dict[str, np.ndarray]:
         raise PgolfError(f"{name} records are built by pgolf.quant.recipe, not by quantize_tensor")
 
     def dequantize(arrays, shape) -> torch.Tensor:
-        w = _tensor(arrays["q"]).float() * _tensor(arrays["scale"]).float()[:, None]
+        w = row_integers(arrays, shape, bits, awq_bits or bits)
         return w + lqer_residual(arrays) if lqer else w
 
     def check(arrays, shape, dtype) -> str | None:
         if len(shape) != 2:
             return f"{name} needs a 2-D shape, got {list(shape)}"
         spec = {"q": ("int8", shape), "scale": ("float16", (shape[0],))}
+        if awq_bits:
+            n = arrays["awq_start"].size if "awq_start" in arrays and arrays["awq_start"].ndim == 1 else -1
+            wide = arrays["q_awq"].shape[1] if "q_awq" in arrays and arrays["q_awq"].ndim == 2 else -1
+            spec |= {"q": ("int8", (shape[0], shape[1] - wide)), "q_awq": ("int8", (shape[0], wide)),
+                     "awq_start": ("int32", (n,))}
         if lqer:
             rank = arrays["lqer_a"].shape[1] if "lqer_a" in arrays and arrays["lqer_a"].ndim == 2 else -1
-            n_groups = -(-rank * shape[1] // LQER_GROUP)
+            group = arrays.get("lqer_group")
+            if group is not None:
+                if group.dtype.name != "int32" or group.shape != () or int(group) < 1:
+                    return "array lqer_group must be a positive int32 scalar"
+                spec["lqer_group"] = ("int32", ())
+            n_groups = -(-rank * shape[1] // lqer_group_of(arrays))
             spec |= {"lqer_a": ("int8", (shape[0], rank)), "lqer_a_scale": ("float16", ()),
                      "lqer_b": ("int8", (rank, shape[1])), "lqer_b_scale": ("float16", (n_groups,))}
-        problem = _expect(arrays, spec)
+        problem = _expect(arrays, spec) or (_awq_problem(arrays, shape) if awq_bits else None)
         if problem:
             return problem
-        checks = [("q", -top, top)] + ([("lqer_a", *LQER_A_RANGE), ("lqer_b", *LQER_B_RANGE)] if lqer else [])
+        checks = [("q", -top, top)] + ([("q_awq", -qmax(awq_bits), qmax(awq_bits))] if awq_bits else [])
+        checks += [("lqer_a", *LQER_A_RANGE), ("lqer_b", *LQER_B_RANGE)] if lqer else []
         for key, lo, hi in checks:
             arr = arrays[key]
             if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
@@ -305,6 +373,12 @@ def _make_int_row_scheme(bits: int, lqer: bool) -> Scheme:
     return Scheme(quantize, dequantize, check, bits)
 
 
+def awq_scheme(bits: int, awq_bits: int) -> str:
+    """The storage scheme of a `bits`-bit row matrix whose salient column groups are at `awq_bits` (> bits)."""
+    return f"int{bits}_row_awq{awq_bits}"
+
+
+_AWQ_PAIRS = [(b, a) for b in range(2, 8) for a in AWQ_BITS if a > b]
 SCHEMES: dict[str, Scheme] = {
     "raw": Scheme(_raw_quantize, _value_deq, _raw_check, None),
     "fp16": _float_scheme(torch.float16, "float16"),
@@ -313,10 +387,14 @@ SCHEMES: dict[str, Scheme] = {
     "int8_row": Scheme(_int8_row_quantize, _int8_row_deq, _int8_row_check, 8),
     "int8_row_lqer": _make_int_row_scheme(8, True),
     "int8_tensor": Scheme(_int8_tensor_quantize, _int8_tensor_deq, _int8_tensor_check, 8),
+    **{awq_scheme(b, a) + suffix: _make_int_row_scheme(b, bool(suffix), a)
+       for b, a in _AWQ_PAIRS for suffix in ("", "_lqer")},
 }
-# The per-row integer schemes (`intN_row`, `intN_row_lqer`, N = 2..8): `q` [rows, cols] int8 with one fp16 `scale`
-# per row (`QuantizedTensor.is_row_scaled`): the one place that knows which scheme names these are.
-ROW_SCALED_SCHEMES = frozenset(f"int{b}_row{lqer}" for b in range(2, 9) for lqer in ("", "_lqer"))
+# The per-row integer schemes (`intN_row`, `intN_row_lqer`, N = 2..8, and `intN_row_awqM(_lqer)`): `q` [rows, cols]
+# int8 (fewer columns with AWQ) with one fp16 `scale` per row (`QuantizedTensor.is_row_scaled`): the one place that
+# knows which scheme names these are.
+ROW_SCALED_SCHEMES = frozenset([f"int{b}_row{lqer}" for b in range(2, 9) for lqer in ("", "_lqer")] +
+                               [awq_scheme(b, a) + lqer for b, a in _AWQ_PAIRS for lqer in ("", "_lqer")])
 
 
 def tensor_bits(qt: QuantizedTensor) -> int:

@@ -4,6 +4,11 @@ write result.json (step 4 of pgolf/train/trainer.py's docstring).
 Rank 0 quantizes and writes the artifact; then every rank re-reads the file and scores it, so the reported number is
 always the decompressed artifact's score, never the in-memory model's (docs/rules.md: the score is of what ships).
 When `quant.fit` is on, the mixed recipe is fitted to the bytes the cap leaves after the code (pgolf/quant/fitter.py).
+
+result.json's `wallclock` block lets a reader check the 600 s rule: the training clock's seconds, the seconds of
+each step that produces the artifact (calibration, quantization, compression) and their total, training plus
+calibration, whether calibration counts against the clock (it reads training data) and whether the run stayed
+inside `train.max_wallclock_seconds`, with the calibration reserve kept and whether the calibration fit in it.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ ARTIFACT_NAME = "artifact.pgolf"
 
 
 def quantize_to_fit(state: dict[str, torch.Tensor], cfg: Config, hessians: dict[str, torch.Tensor] | None,
-                    code_bytes: int, encode: Callable[[Any], bytes], log: Callable[[str], None]) -> tuple:
-    """The QuantizedModel to ship, and a report (mixed recipe details, budget fit)."""
+                    code_bytes: int, encode: Callable[[Any], bytes], log: Callable[[str], None],
+                    act_rms: dict[str, torch.Tensor] | None = None) -> tuple:
+    """The QuantizedModel to ship, and a report (mixed recipe details, budget fit, AWQ-lite's wide groups)."""
     from pgolf.artifact.format import CAP_BYTES
     from pgolf.quant.fitter import fit_budget
     from pgolf.quant.recipe import quantize_for_export
@@ -37,16 +43,26 @@ def quantize_to_fit(state: dict[str, torch.Tensor], cfg: Config, hessians: dict[
     q = cfg.quant
     if q.scheme == "mixed" and q.fit:
         qm, fit = fit_budget(state, q, budget_bytes=CAP_BYTES - code_bytes, hessians=hessians,
-                             encoded_size=lambda m: len(encode(m)))
+                             encoded_size=lambda m: len(encode(m)), act_rms=act_rms)
         log(f"budget_fit: {fit.summary()}")
-        return qm, {"fit": fit.to_dict()}
-    qm, mixed = quantize_for_export(state, q, hessians=hessians)
-    return qm, ({"lqer": mixed.lqer} if mixed else {})
+        return qm, {"fit": fit.to_dict()} | _awq_report(qm, log)
+    qm, mixed = quantize_for_export(state, q, hessians=hessians, act_rms=act_rms)
+    return qm, ({"lqer": mixed.lqer} if mixed else {}) | _awq_report(qm, log)
+
+
+def _awq_report(qm, log: Callable[[str], None]) -> dict:
+    """AWQ-lite's wide column groups as shipped (matrix -> first columns), logged; empty when there are none."""
+    awq = {qt.name: [int(s) for s in qt.arrays["awq_start"]] for qt in qm.tensors if "awq_start" in qt.arrays}
+    if not awq:
+        return {}
+    log("awq_lite: wide column groups (first columns) " + "; ".join(f"{n} {starts}" for n, starts in awq.items()))
+    return {"awq": awq}
 
 
 def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ctx: DistContext, run_dir: Path,
                      data_dir: Path, data_manifest: dict, clock: PhaseClock, log: RunLog, n_params: int,
-                     hessians: dict[str, torch.Tensor] | None, calibration: dict | None) -> dict | None:
+                     hessians: dict[str, torch.Tensor] | None, calibration: dict | None,
+                     act_rms: dict[str, torch.Tensor] | None = None) -> dict | None:
     """Write the artifact of `model` after training (`state`: where the run ended), score it on every rank and
     return result.json's content on rank 0 (None elsewhere). Raises PgolfError, after writing result.json with
     `within_cap: false`, when artifact + code exceed the cap."""
@@ -71,7 +87,7 @@ def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ct
             weights = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
             if cfg.train.save_float:
                 torch.save(weights, run_dir / "model_fp32.pt")  # plain tensors: loads with weights_only
-            qm, report = quantize_to_fit(weights, cfg, hessians, code_bytes, encode, log.line)
+            qm, report = quantize_to_fit(weights, cfg, hessians, code_bytes, encode, log.line, act_rms)
             quant_report.update(report)
         with clock.phase("compression"):
             data = encode(qm)
@@ -79,6 +95,9 @@ def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ct
         tag = f"{cfg.quant.scheme}+{cfg.quant.codec}"
         log.line(f"quantization: {clock.seconds['quantization']:.1f}s compression: "
                  f"{clock.seconds['compression']:.1f}s")
+        wall = wallclock_record(cfg, state.train_ms, clock, calibration if hessians else None)
+        log.line(f"artifact_seconds: {wall['artifact_seconds']['total']:.2f} training+calibration_seconds: "
+                 f"{wall['train_plus_calibration_seconds']:.2f}")
         log.line(f"Serialized model {tag}: {len(data)} bytes")
         log.line(f"Code size ({method}): {code_bytes} bytes")
         log.line(f"Total submission size {tag}: {len(data) + code_bytes} bytes")
@@ -139,6 +158,7 @@ def result_record(scored: dict, state: RunState, quant: dict, code_bytes: int, c
         "train_tokens": steps * cfg.train.train_batch_tokens,
         "step_avg_ms": round(train_ms / max(steps, 1), 4),
         "phases": clock.as_dict(),
+        "wallclock": wallclock_record(cfg, train_ms, clock, quant.get("calibration")),
         "seed": cfg.train.seed,
         "preset": cfg.preset,
         "params": n_params,
@@ -151,3 +171,24 @@ def result_record(scored: dict, state: RunState, quant: dict, code_bytes: int, c
         "versions": {"pgolf": pgolf.__version__, "python": platform.python_version(),
                      "torch": torch.__version__, "numpy": np.__version__},
     }
+
+
+def wallclock_record(cfg: Config, train_ms: float, clock: PhaseClock, calibration: dict | None) -> dict:
+    """result.json's `wallclock` block (module docstring). Calibration on training data counts against the cap;
+    self-generated calibration runs after the clock and reads no data, so it does not."""
+    from pgolf.train.calibration import calibrates_on_train
+
+    seconds = clock.seconds
+    made = {phase: round(seconds.get(phase, 0.0), 4) for phase in ("calibration", "quantization", "compression")}
+    made["total"] = round(sum(seconds.get(phase, 0.0) for phase in ("calibration", "quantization", "compression")), 4)
+    train_s = train_ms / 1000
+    counted = calibration is not None and calibrates_on_train(cfg.quant)
+    cap = cfg.train.max_wallclock_seconds
+    inside = train_s + (seconds.get("calibration", 0.0) if counted else 0.0)
+    out = {"cap_seconds": cap, "train_seconds": round(train_s, 4),
+           "calibration_seconds": made["calibration"], "calibration_counts": counted,
+           "train_plus_calibration_seconds": round(train_s + seconds.get("calibration", 0.0), 4),
+           "artifact_seconds": made, "within_cap": inside <= cap if cap > 0 else None}
+    if calibration is not None and "reserve" in calibration:
+        out["reserve"] = calibration["reserve"]
+    return out

@@ -47,7 +47,7 @@ from pgolf.optim.schedule import lr_multiplier, parse_seq_len_schedule, seq_len_
 from pgolf.quant.qat import configure_qat, set_qat_active
 from pgolf.runtime import DistContext, LaunchEnv, PhaseClock, autocast_for, init_distributed, launch_env, should_compile
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.calibration import calibrates_on_train, collect_hessians
+from pgolf.train.calibration import calibrate, calibrates_on_train, probe_calibration, reserve_seconds
 from pgolf.train.export import export_and_score
 from pgolf.train.resume import check_resume, load_checkpoint, save_checkpoint
 from pgolf.train.runlog import STDOUT, RunLog
@@ -101,6 +101,7 @@ class Trainer:
         self.resume_from = (check_resume(self.run_dir, cfg, self.ctx.world_size, self.data_dir, self.manifest)
                             if existing == "resume" else None)
         self.state = RunState(seq_len=cfg.train.train_seq_len)
+        self.reserve: dict | None = None  # what the clock keeps for calibration on training data (`_reserve`)
         self._signal: int | None = None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -210,6 +211,7 @@ class Trainer:
         sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
         self._warmup()
         t = cfg.train
+        self.reserve = self._reserve(sync)
         budget_s = self.train_budget_seconds()
         if self.resume_from is not None:
             load_checkpoint(self.resume_from, state, self.parts, cfg=cfg, ctx=ctx, run_dir=self.run_dir,
@@ -235,11 +237,12 @@ class Trainer:
         if ctx.device.type == "cuda":
             mib = torch.cuda.max_memory_allocated() // 2**20
             self.log.line(f"peak memory allocated: {mib} MiB")
-        hessians, calibration = collect_hessians(self.base_model, self.loader, cfg, ctx, self.clock, self.log,
-                                                 state.train_ms)  # GPTQ's Hessians, or None when none is needed
+        calib = calibrate(self.base_model, self.loader, cfg, ctx, self.clock, self.log, state.train_ms,
+                          self.reserve)  # GPTQ's Hessians, or None when none is needed
         return export_and_score(self.base_model, state, cfg=cfg, ctx=ctx, run_dir=self.run_dir,
                                 data_dir=self.data_dir, data_manifest=self.manifest, clock=self.clock, log=self.log,
-                                n_params=self.n_params, hessians=hessians, calibration=calibration)
+                                n_params=self.n_params, hessians=calib.hessians, calibration=calib.report,
+                                act_rms=calib.act_rms)
 
     def _train_loop(self, budget_s: float, sync) -> None:
         """Steps until `iterations` or the wall clock, validating on the way; advances `self.state`."""
@@ -380,11 +383,31 @@ class Trainer:
     # ------------------------------------------------------------------ the clock
     def train_budget_seconds(self) -> float:
         """The training clock: the wall-clock cap minus the time reserved for GPTQ calibration on training data
-        (which must happen inside the 600 s, docs/rules.md#eval-time-limit)."""
+        (which must happen inside the 600 s, docs/rules.md#eval-time-limit): `self.reserve` once `run` has set it,
+        `quant.gptq_reserve_seconds` before."""
         t, q = self.cfg.train, self.cfg.quant
         if t.max_wallclock_seconds > 0 and calibrates_on_train(q):
-            return max(1e-3, t.max_wallclock_seconds - q.gptq_reserve_seconds)
+            kept = self.reserve["seconds"] if self.reserve is not None else q.gptq_reserve_seconds
+            return max(1e-3, t.max_wallclock_seconds - kept)
         return t.max_wallclock_seconds
+
+    def _reserve(self, sync) -> dict | None:
+        """What the clock keeps for calibration on training data under a wall-clock cap ({"mode", "seconds"} and,
+        measured, the probe's timings; pgolf/train/calibration.py), None when nothing is kept. The probe runs
+        before the clock, like the warm-up."""
+        t, q = self.cfg.train, self.cfg.quant
+        if not (t.max_wallclock_seconds > 0 and calibrates_on_train(q)):
+            return None
+        reserve: dict = {"mode": q.calib_reserve}
+        estimate = None
+        if q.calib_reserve == "measured":
+            with self.clock.phase("calibration_probe"):
+                probe = probe_calibration(self.base_model, self.loader, self.cfg, self.ctx, sync)
+            estimate, reserve["probe"] = probe["estimate"], probe
+        reserve["seconds"] = round(reserve_seconds(q, estimate), 4)
+        self.log.line(f"calib_reserve: {q.calib_reserve}, keeping {reserve['seconds']:.2f}s for GPTQ calibration"
+                      + (f" (probe: {q.calib_batches} batches ~{estimate:.2f}s)" if estimate is not None else ""))
+        return reserve
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: LaunchEnv | None = None,
