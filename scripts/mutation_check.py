@@ -186,6 +186,18 @@ MUTANTS = [
            "released_first = torch.from_numpy(ref.adapt.released_at[t + 1:] <= ref.yielded_at[t])",
            "released_first = torch.zeros(n - t, dtype=torch.bool)",
            "pgolf legality: cycles through adaptation go unchecked", ("tests/eval/test_legality.py",)),
+    Mutant("ngram_tie_keeps_first", "eval/ngram.py",
+           "rise[1:] = run[1:] > run[:-1]", "rise[1:] = run[1:] >= run[:-1]",
+           "n-gram hints: a tie hands the top to the later token", ("tests/eval/test_ngram.py",)),
+    Mutant("tilt_renormalisation", "eval/tilt.py",
+           "log_z = torch.log1p(p_hint * torch.expm1(boost))", "log_z = torch.zeros_like(boost)",
+           "n-gram tilt: the boosted distribution is not renormalised", ("tests/eval/test_tilt.py",)),
+    Mutant("logit_caps_frozen_in_phases", "eval/ttt_lora.py",
+           "symmetric=not self.s.train_logit_caps", "symmetric=False",
+           "AsymLogit: the global TTT phases use the asymmetric cap by default", ("tests/eval/test_ttt_logit_caps.py",)),
+    Mutant("lqer_group_ignored", "quant/lqer.py",
+           "n_groups = -(-flat.numel() // group)", "group = LQER_GROUP\n    n_groups = -(-flat.numel() // group)",
+           "LQER: the B factor always uses groups of 64", ("tests/quant/test_lqer_group.py",)),
 ]
 
 

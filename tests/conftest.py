@@ -105,3 +105,20 @@ def spawn_gloo_workers(worker, world: int = 2, timeout: float = 60) -> dict:
             p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
+
+
+def perturbed_tiny_gpt(*extra_sets: str, seed: int = 0):
+    """A two-layer GPT of TINY_MODEL_SETS (plus `extra_sets`) in eval mode, every weight nudged by 0.1 N(0, 1) so that
+    its zero-initialised paths (projections, gates) carry signal: the model the eval-mode tests score with."""
+    import torch
+
+    from pgolf.model.gpt import GPT
+    from pgolf.options import resolve_config
+
+    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, *extra_sets], environ={})
+    torch.manual_seed(seed)
+    net = GPT(cfg.model)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return net.eval()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import perturbed_tiny_gpt
 from pgolf.cli import main
 from pgolf.eval.fixtures import EXPECTED_VIOLATION, FIXTURES
 from pgolf.eval.legality import check_mode
 from pgolf.eval.modes import make_mode
-from pgolf.model.gpt import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,17 +24,7 @@ BOS = 1
 
 @pytest.fixture(scope="module")
 def model():
-    from conftest import TINY_MODEL_SETS
-    from pgolf.options import resolve_config
-
-    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.smear_gate=true", "model.bigram_rows=64"],
-                         environ={})
-    torch.manual_seed(1)
-    net = GPT(cfg.model)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return net.eval()
+    return perturbed_tiny_gpt("model.smear_gate=true", "model.bigram_rows=64", seed=1)
 
 
 @pytest.fixture(scope="module")

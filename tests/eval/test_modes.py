@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import perturbed_tiny_gpt
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluate import score_stream
 from pgolf.eval.modes import DocumentMode, FlatMode, SlidingMode, make_mode
@@ -21,18 +22,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def model():
-    """A tiny GPT with every mixing path active (SmearGate, BigramHash, XSA) and random, non-zero weights."""
-    from conftest import TINY_MODEL_SETS
-    from pgolf.options import resolve_config
-
-    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.smear_gate=true", "model.bigram_rows=64",
-                                       "model.xsa_last_n=1"], environ={})
-    torch.manual_seed(0)
-    net = GPT(cfg.model)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return net.eval()
+    return perturbed_tiny_gpt("model.smear_gate=true", "model.bigram_rows=64", "model.xsa_last_n=1")
 
 
 def _stream(n: int, bos_at: list[int], seed: int = 0) -> np.ndarray:

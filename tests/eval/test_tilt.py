@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import perturbed_tiny_gpt
 from pgolf.eval.evaluate import score_stream
 from pgolf.eval.fixtures import FIXTURES, UnigramCacheMode
 from pgolf.eval.legality import check_mode
 from pgolf.eval.modes import FlatMode, ScoredChunk, SlidingMode, make_mode
 from pgolf.eval.tilt import NgramTiltMode, TiltSettings, tilt_chunk, with_tilt
-from pgolf.model.gpt import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,16 +23,7 @@ BOS = 1
 
 @pytest.fixture(scope="module")
 def model():
-    from conftest import TINY_MODEL_SETS
-    from pgolf.options import resolve_config
-
-    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.smear_gate=true"], environ={})
-    torch.manual_seed(1)
-    net = GPT(cfg.model)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return net.eval()
+    return perturbed_tiny_gpt("model.smear_gate=true", seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,6 @@ LEFT_OUT = {
     ("pgolf.train.resume", "check_resume"): "resuming a checkpointed run: pgolf train --resume",
     ("pgolf.train.resume", "load_checkpoint"): "resuming a checkpointed run: pgolf train --resume",
     ("pgolf.train.resume", "save_checkpoint"): "resumable checkpoints (train.checkpoint_every, SIGINT/SIGTERM)",
-    ("pgolf.train.checkpoint", "read_manifest"): "resuming a checkpointed run: pgolf train --resume",
     ("pgolf.bundle.code_bytes", "bundle_code_bytes"): "building a bundle; a running bundle counts its own file",
     ("pgolf.bundle.code_bytes", "source_code_bytes"): "building a bundle; a running bundle counts its own file",
 }
