@@ -298,7 +298,7 @@ def test_a_bundle_cannot_resume_and_says_so_in_one_line(bundles, tiny_data, tmp_
                            "--resume", str(tmp_path / "run")], cwd=tmp_path, env=_isolated_env(),
                           capture_output=True, text=True, timeout=300)
     assert _one_error_line(proc) == (
-        "pgolf: error: pgolf.train.checkpoint.read_manifest is left out of this train_gpt.py bundle (resuming a "
+        "pgolf: error: pgolf.cli._resumed_config is left out of this train_gpt.py bundle (resuming a "
         "checkpointed run: pgolf train --resume); run it with the pgolf package")
 
 
