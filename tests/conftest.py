@@ -122,3 +122,21 @@ def perturbed_tiny_gpt(*extra_sets: str, seed: int = 0):
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return net.eval()
+
+
+def random_matrix_gpt(*extra_sets: str, std: float = 0.2):
+    """A vocab-64 GPT of TINY_MODEL_SETS (plus `extra_sets`) in eval mode whose matrices are drawn N(0, std): "trained
+    looking" weights (zero-initialised output projections would block LoRA), for the TTT tests."""
+    import torch
+
+    from pgolf.model.gpt import GPT
+    from pgolf.options import resolve_config
+
+    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.vocab_size=64", *extra_sets], environ={})
+    torch.manual_seed(0)
+    net = GPT(cfg.model)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim == 2:
+                p.normal_(0, std)
+    return net.eval()

@@ -17,7 +17,6 @@ from pgolf.eval.legality import check_mode
 from pgolf.eval.modes import DocumentMode
 from pgolf.eval.ttt_lora import BatchedLoRAMode, PhasedLoRAMode, make_schedule
 from pgolf.eval.ttt_sgd import SGDTTTMode
-from pgolf.model.gpt import GPT
 from pgolf.model.lora import LORA_TARGETS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,18 +39,9 @@ def _stream(docs: int = 6, seed: int = 0) -> np.ndarray:
 def model():
     """A tiny looped GPT (2 layers, 3 virtual layers) with random, "trained-looking" weights (zero-initialised
     output projections would block LoRA)."""
-    from conftest import TINY_MODEL_SETS
-    from pgolf.options import resolve_config
+    from conftest import random_matrix_gpt
 
-    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.vocab_size=64", "model.num_loops=1",
-                                       "model.loop_start=0", "model.loop_end=0"], environ={})
-    torch.manual_seed(0)
-    net = GPT(cfg.model)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.2)
-    return net.eval()
+    return random_matrix_gpt("model.num_loops=1", "model.loop_start=0", "model.loop_end=0")
 
 
 def _score(model, tokens, mode, **kw):

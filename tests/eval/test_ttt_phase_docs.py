@@ -124,18 +124,9 @@ class _Recording(PhasedLoRAMode):
 
 @pytest.fixture(scope="module")
 def model():
-    from conftest import TINY_MODEL_SETS
-    from pgolf.model.gpt import GPT
-    from pgolf.options import resolve_config
+    from conftest import random_matrix_gpt
 
-    cfg = resolve_config("cpu-smoke", [*TINY_MODEL_SETS, "model.vocab_size=64"], environ={})
-    torch.manual_seed(0)
-    net = GPT(cfg.model)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.2)
-    return net.eval()
+    return random_matrix_gpt()
 
 
 def _settings(**kw) -> TTTConfig:
