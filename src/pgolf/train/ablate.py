@@ -68,6 +68,13 @@ TOGGLES: dict[str, Toggle] = {
     "ema": Toggle("ema", {"optim.ema_decay": 0.0}, _const(optim__ema_decay=0.99)),
     "grad_clip": Toggle("grad_clip", {"optim.grad_clip_norm": 0.0}, _const(optim__grad_clip_norm=0.3)),
     "min_lr": Toggle("min_lr", {"train.min_lr": 0.0}, _const(train__min_lr=0.1)),
+    # the final record's and the frontier's additions (issue 22; docs/record.md)
+    "ngram_tilt": Toggle("ngram_tilt", {"eval.ngram_order": 0}, _const(eval__ngram_order=16)),
+    "ngram_adaptive": Toggle("ngram_adaptive", {"eval.ngram_gamma": 0.0}, _const(eval__ngram_gamma=1.0)),
+    "asym_logit": Toggle("asym_logit", {"model.asym_logit": False, "ttt.train_logit_caps": False},
+                         _const(model__asym_logit=True)),
+    "awq": Toggle("awq", {"quant.awq_top": 0}, _const(quant__awq_top=1)),
+    "lqer_rank2": Toggle("lqer_rank2", {"quant.lqer_rank": 4}, _const(quant__lqer_rank=2, quant__lqer_top=4)),
 }
 
 
