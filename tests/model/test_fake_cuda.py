@@ -424,14 +424,14 @@ def test_phased_ttt_scores_and_adapts_on_fake_cuda(cuda_autocast):
 
 
 def test_gptq_calibration_on_train_batches_traces_on_fake_cuda(monkeypatch, cuda_autocast):
-    """The record's GPTQ calibration right after training (`collect_hessians`, quant.calib=train) on the trained
+    """The record's GPTQ calibration right after training (`calibrate`, quant.calib=train) on the trained
     CUDA model: packed batches through `hidden` with segments under autocast, Hessians accumulated on the GPU in
     float32 by forward pre-hooks, then handed back on the host."""
     from pgolf.data.segments import document_segments
     from pgolf.model.gpt import GPT
     from pgolf.model.precision import body_dtype, cast_body
     from pgolf.runtime import DistContext, PhaseClock
-    from pgolf.train.calibration import calibrates_on_train, collect_hessians
+    from pgolf.train.calibration import calibrate, calibrates_on_train
 
     if attention.varlen_attention is None:
         pytest.skip("this torch has no torch.nn.attention.varlen")
@@ -458,8 +458,8 @@ def test_gptq_calibration_on_train_batches_traces_on_fake_cuda(monkeypatch, cuda
         model = model.to(CUDA)
         cast_body(model, body_dtype(cfg.train.body_dtype, CUDA))
         model.use_kernels(kernels.wanted(cfg.train.kernels, CUDA))
-        hessians, report = collect_hessians(model, PackedLoader(), cfg, DistContext(0, 1, 0, CUDA), PhaseClock(),
-                                            Log(), 0.0)
+        calib = calibrate(model, PackedLoader(), cfg, DistContext(0, 1, 0, CUDA), PhaseClock(), Log(), 0.0)
+        hessians, report = calib.hessians, calib.report
     assert hessians and report["matrices"] == len(hessians)
     for name, h in hessians.items():
         assert h.device.type == "cpu" and h.dtype == torch.float32 and h.dim() == 2 and h.size(0) == h.size(1), name

@@ -127,12 +127,6 @@ def calibrate(model, loader, cfg, ctx, clock, log, train_ms: float, reserve: dic
     return Calibration(hessians, act_rms, report)
 
 
-def collect_hessians(model, loader, cfg, ctx, clock, log, train_ms: float) -> tuple[dict | None, dict | None]:
-    """(Hessians on the CPU by weight name, a report for result.json), or (None, None) without GPTQ."""
-    result = calibrate(model, loader, cfg, ctx, clock, log, train_ms)
-    return result.hessians, result.report
-
-
 def _finish(collector, ctx) -> tuple[dict, dict]:
     """All-reduce every distinct Hessian once and copy Hessians and activation RMS to the host."""
     for h in collector.distinct():  # Q, K and V share one matrix: reduce it once
