@@ -69,6 +69,8 @@ class ModelConfig:
     """U-Net skips become a learned sigmoid interpolation with the stream (skip gates, PR #1089)."""
     smear_gate: bool = False
     """SmearGate v2 with the BOS fix: add a gated copy of the previous token's embedding (PRs #1667, #1855)."""
+    smear_bos_fix: bool = True
+    """SmearGate leaves BOS positions unmixed (PR #1851); false reproduces PR #2135, which leaks across documents."""
     bigram_rows: int = 0
     """Rows of the BigramHash embedding of (previous, current) token pairs (PR #162); 0 = off, else >= 2."""
     value_embed_last_n: int = 0
@@ -147,6 +149,8 @@ class OptimConfig:
     """AdamW decoupled weight decay of an untied head; 0 = plain Adam."""
     scalar_weight_decay: float = 0.0
     """AdamW decoupled weight decay of the scalar/control group (0.02 in PR #1855); 0 = plain Adam."""
+    matrix_optimizer: str = "muon"
+    """Optimizer of the block matrices: muon (the records') or soap (SOAP, Vyas et al. 2024, from heavyball)."""
     muon_ns: str = "classic"
     """Newton-Schulz coefficients: classic (baseline) or polar_express (PR #1787)."""
     muon_row_norm: bool = False
@@ -373,6 +377,8 @@ class TTTConfig:
     """phased: global-phase documents: scored-order (first scored: longest) or batch-index (PR #1855's: shortest)."""
     train_logit_caps: bool = False
     """phased: the global SGD phases also train the AsymLogit caps (model.asym_logit; PR #1923/#1945)."""
+    short_doc_chunks: str = ""
+    """lora/phased: smaller score-first chunks for short documents, "LENGTH:CHUNK,..." (PR #2014: "256:8,2000:24")."""
 
 
 @dataclass

@@ -158,6 +158,16 @@ def test_smear_gate_bos_fix_blocks_leaks_across_documents():
     unfixed = SmearGate(32, bos_id=-1)  # no BOS in the stream: the same change leaks into the next position
     unfixed.load_state_dict(smear.state_dict())
     assert not torch.equal(unfixed(emb(ids), ids)[0, 4], unfixed(emb(changed), changed)[0, 4])
+    as_2135 = SmearGate(32, bos_id=1, bos_fix=False)  # PR #2135's setting: the BOS is mixed with the token before it
+    as_2135.load_state_dict(smear.state_dict())
+    leaked, clean = as_2135(emb(ids), ids), as_2135(emb(changed), changed)
+    assert not torch.equal(leaked[0, 4], clean[0, 4])
+    assert torch.equal(leaked[0, :4], a[0, :4]) and torch.equal(leaked[0, 5:], a[0, 5:])  # only the BOS differs
+
+
+def test_smear_bos_fix_option_reaches_the_model():
+    assert GPT(_cfg(smear_gate=True)).smear.bos_fix
+    assert not GPT(_cfg(smear_gate=True, smear_bos_fix=False)).smear.bos_fix
 
 
 def test_smear_gate_starts_as_identity():

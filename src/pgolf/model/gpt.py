@@ -147,7 +147,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
-        self.smear = SmearGate(cfg.model_dim, cfg.bos_id) if cfg.smear_gate else None
+        self.smear = SmearGate(cfg.model_dim, cfg.bos_id, cfg.smear_bos_fix) if cfg.smear_gate else None
         self.bigram = BigramHash(cfg.bigram_rows, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_rows else None
         self.value_embed = None
         if cfg.value_embed_last_n > 0:
