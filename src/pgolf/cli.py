@@ -264,6 +264,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from pgolf.data.val_split import describe as describe_split
     from pgolf.runtime import launch_env
     from pgolf.eval.evaluate import score_artifact
     from pgolf.runtime import init_distributed
@@ -290,6 +291,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   + f" scoring:{result['phases'].get('scoring', 0.0):.2f}s")
             print(f"total_bytes: {result['total_bytes']} (artifact {result['artifact_bytes']} + "
                   f"code {result['code_bytes']})")
+            print(describe_split(result["val_split"]))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from _submit_fakes import VAL_BYTES, VAL_TOKENS, fake_run
+from _submit_fakes import VAL_BYTES, VAL_TOKENS, fake_run, fake_val_split
 
 from pgolf.cli import main
 from pgolf.submit.leaderboard import build_leaderboard
@@ -16,7 +16,8 @@ LN2 = 0.6931471805599453
 def _records(folder, name, bpbs, total=1_234_567):
     folder.mkdir(parents=True)
     seeds = [{"seed": i, "val_bpb": b, "val_loss": b * LN2 * VAL_BYTES / VAL_TOKENS, "val_tokens": VAL_TOKENS,
-              "val_bytes": VAL_BYTES, "bytes_total": total, "log": f"train_seed{i}.log"} for i, b in enumerate(bpbs)]
+              "val_bytes": VAL_BYTES, "bytes_total": total, "log": f"train_seed{i}.log",
+              "val_split": fake_val_split()} for i, b in enumerate(bpbs)]
     (folder / "submission.json").write_text(json.dumps({"name": name, "bytes_total": total, "seed_results": seeds}))
     return folder
 
@@ -41,6 +42,26 @@ def test_sorted_with_rule_against_row_above(tmp_path, capsys):
     assert "| no: " in rows[1] and "p = " in rows[1]  # 0.0005 BPB above: not 0.005 nats
     assert rows[2].startswith("| 3 | cpu-smoke train.iterations=9 |") and "| **yes**:" in rows[2]
     assert "| 45,000 |" in rows[2]
+
+
+def test_runs_on_different_val_splits_are_ranked_apart(tmp_path, capsys):
+    """The #1854 / #2127 situation: a score on a smaller val set is not better, only different."""
+    official = [fake_run(tmp_path / "official", s, 1.10 + s / 1000) for s in (1, 2)]
+    small = [fake_run(tmp_path / "small", s, 1.05 + s / 1000, val_split=fake_val_split(False, "77" * 32))
+             for s in (1, 2)]
+    assert main(["leaderboard", *map(str, official + small)]) == 0
+    text = capsys.readouterr().out
+    assert "scored on 2 different val splits" in text
+    assert "### val split 5a5a5a5a5a5a (official)" in text and "### val split 777777777777" in text
+    rows = _rows(text)
+    assert len(rows) == 2 and all(r.startswith("| 1 |") for r in rows)  # each ranked first in its own table
+    assert "val split: 5 docs" in text or "777777777777" in text
+    assert main(["stats", *map(str, small), "--against", *map(str, official)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 different val splits" in err[0]
+    assert main(["compare", *map(str, official + small)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("*") >= 2 and "Scored on 2 different val splits" in out  # a best per split
 
 
 def test_one_seed_cannot_be_tested_and_parent_folders_expand(tmp_path, capsys):

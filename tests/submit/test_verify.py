@@ -50,6 +50,31 @@ def test_packed_folder_verifies(tmp_path, capsys):
     assert out.rstrip().endswith(f"{folder}: verified")
 
 
+def test_val_split_claims_are_checked(tmp_path, capsys):
+    """Seeds on different val tokens fail; a record claim from seeds that do not record their split fails; a
+    non-record folder without them passes with a note."""
+    folder = packed(tmp_path)
+    assert "| val split         | pass   | val split: 50,000 docs" in verify(folder, capsys)[1]
+
+    def other_digest(s):
+        s["seed_results"][1]["val_split"]["digest"] = "sha256:" + "77" * 32
+    edit_submission(folder, other_digest)
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and err == ["pgolf: verify: FAIL val split: the seeds were scored on different val splits "
+                                 "(digests 5a5a5a5a5a5a, 777777777777)"]
+
+    def unrecorded(s):
+        for seed in s["seed_results"]:
+            del seed["val_split"]
+    edit_submission(folder, unrecorded)
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and err == ["pgolf: verify: FAIL val split: seed(s) 1, 2 do not record the val split they were "
+                                 "scored on: a record must show it was scored on the official split"]
+    edit_submission(folder, lambda s: s.update(record=False))
+    code, out, _ = verify(folder, capsys)
+    assert code == 0 and "| val split         | skip" in out
+
+
 def test_tampered_artifact(tmp_path, capsys):
     folder = packed(tmp_path)
     art = folder / "artifact_seed2.pgolf"
@@ -181,12 +206,23 @@ def test_real_run_packs_verifies_and_rescores(tiny_data, tiny_config, tmp_path, 
         runs.append(str(run))
     assert main(["stats", *runs]) == 0
     assert "| **mean** (n=2) |" in capsys.readouterr().out
+    # a tiny run on a 40-document val split cannot claim a record: pack warns, verify fails with one line
+    claim = tmp_path / "claim"
+    assert main(["pack", *runs, "--out", str(claim)]) == 0
+    assert "warning: a record claim, but val split: 40 docs" in capsys.readouterr().out
+    code, _, err = verify(claim, capsys)
+    assert code == 1 and err == ["pgolf: verify: FAIL val split: claims a record but no official export has a "
+                                 "vocabulary of 512 (pack it with --non-record, or score on the official split)"]
     folder = tmp_path / "records"
-    assert main(["pack", *runs, "--out", str(folder)]) == 0
-    capsys.readouterr()
+    assert main(["pack", *runs, "--out", str(folder), "--non-record"]) == 0
+    assert "warning" not in capsys.readouterr().out
     sub = json.loads((folder / "submission.json").read_text())
+    assert sub["record"] is False and sub["track"] == "track_non_record_16mb"
+    assert sub["compliance"]["val_split_official"] is False and sub["compliance"]["val_splits_agree"] is True
     assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size
-    assert "--set model.num_layers=2" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "--set model.num_layers=2" in readme and "(non-record)" in readme.splitlines()[0]
+    assert "not a record (packed with --non-record)" in readme and "val split: 40 docs" in readme
     code, out, err = verify(folder, capsys, "--data", str(tiny_data), "--threads", "1")
     assert code == 0, err
     assert re.search(r"\| rescore seed 1 +\| pass", out) and re.search(r"\| rescore seed 2 +\| pass", out)

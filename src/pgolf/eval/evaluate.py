@@ -194,6 +194,16 @@ class ValidationData:
     def bos_id(self) -> int:
         return int(self.manifest["tokenizer"].get("bos_id", 1))
 
+    def split_record(self) -> dict:
+        """What these tokens are (`pgolf.data.val_split`): counts, bytes, tokenizer, digest, and whether they are the
+        full official split of a hosted export (`verdict`). Hashes the stream once (~0.2 s per 100 MB)."""
+        from pgolf.data.val_split import official_verdict, val_split
+
+        if not hasattr(self, "_split_record"):
+            split = val_split(self.tokens, self.target_bytes, self.manifest, full=self.full)
+            self._split_record = split.to_dict() | {"verdict": official_verdict(split).to_dict()}
+        return self._split_record
+
     def score(self, model: torch.nn.Module, *, seq_len: int, batch_tokens: int, device: torch.device,
               ctx: DistContext | None = None, mode: str = "flat", stride: int = 0,
               max_seconds: float = 0.0, ttt=None, log: Callable[[str], None] | None = None,
@@ -321,6 +331,7 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         "val_bpb": result.val_bpb,
         "val_tokens": result.tokens,
         "val_bytes": result.bytes,
+        "val_split": val.split_record(),
         "seq_len": seq_len,
         "artifact": Path(artifact_path).name,
         "artifact_bytes": artifact.file_bytes,

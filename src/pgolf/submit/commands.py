@@ -89,7 +89,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
     sub, warnings = pack(args.runs, args.out, preset=args.preset, name=args.name, author=args.author,
                          github_id=args.github_id, blurb=args.blurb, date=args.date, hardware=args.hardware,
-                         track=args.track, legality=args.legality)
+                         track=args.track, legality=args.legality, non_record=args.non_record)
     std = sub["val_bpb_std"]
     print(f"wrote {args.out}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']:.8f}"
           + (f" (std {std:.8f})" if std is not None else "")
@@ -200,7 +200,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blurb", help="one-paragraph description (default: generated from the config)")
     p.add_argument("--date", help="submission date (default: today, UTC)")
     p.add_argument("--hardware", help='e.g. "8xH100 80GB SXM" (default: the runs\' world size and device)')
-    p.add_argument("--track", default="track_10min_16mb", help="records track (default track_10min_16mb)")
+    p.add_argument("--track", help="records track (default track_10min_16mb; with --non-record "
+                                   "track_non_record_16mb)")
+    p.add_argument("--non-record", action="store_true",
+                   help="the folder does not claim a record: scores on any val split are packed, marked so")
     p.add_argument("--legality", type=Path, help="the saved output of `pgolf legality` for the eval mode")
     p.set_defaults(func=_cmd_pack)
 

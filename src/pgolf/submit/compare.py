@@ -9,6 +9,10 @@ A configuration is a run's config.json without its seed: runs whose configs diff
 one configuration. Its label is the preset plus the settings that differ between the configurations being shown
 (`record-cpu quant.codec=ans`), so an ablation's bars are named by what was varied. A run without config.json (a bare
 train log) is its own configuration, labelled by its folder (a records folder's logs are one configuration).
+
+Each row names the val split it was scored on (the digest's first digits, `pgolf.submit.runs.val_key`); "best" and
+"Δ best" are taken within each split, and a table of several splits says so under it: a score on another val set
+is not better or worse, only different.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pgolf.submit.runs import Run
+from pgolf.submit.runs import Run, val_key, val_label
 
 
 # ---------------------------------------------------------------------------------------------- configurations
@@ -97,7 +101,7 @@ def group_runs(runs: list[Run], by: str = "config", width: int = 60) -> list[Gro
 
 # ---------------------------------------------------------------------------------------------- the table
 COLUMNS = ("run", "preset", "seed", "steps", "train s", "val_bpb", "Δ best", "artifact bytes", "total bytes",
-           "eval mode")
+           "eval mode", "val split")
 
 
 def _n(value, spec: str = "") -> str:
@@ -105,28 +109,47 @@ def _n(value, spec: str = "") -> str:
 
 
 def compare_rows(runs: list[Run]) -> list[dict]:
-    """One dict per run, in the given order; `best` marks the lowest val_bpb (every run tied for it)."""
-    best = min(r.val_bpb for r in runs)
-    return [{"run": r.label, "preset": _preset(r) or None, "seed": r.seed, "steps": r.get("steps"),
-             "train_seconds": r.get("train_seconds"), "val_bpb": r.val_bpb, "delta_best": r.val_bpb - best,
-             "artifact_bytes": r.get("artifact_bytes"), "total_bytes": r.get("total_bytes"),
-             "eval_mode": r.get("eval_mode"), "best": r.val_bpb == best} for r in runs]
+    """One dict per run, in the given order; `best` marks the lowest val_bpb of its val split (every run tied for
+    it), and `delta_best` is measured from there."""
+    by_split: dict[str, list[Run]] = {}
+    for r in runs:
+        by_split.setdefault(val_key(r), []).append(r)
+    best = {key: min(r.val_bpb for r in group) for key, group in by_split.items()}
+    rows = []
+    for r in runs:
+        key = val_key(r)
+        rows.append({"run": r.label, "preset": _preset(r) or None, "seed": r.seed, "steps": r.get("steps"),
+                     "train_seconds": r.get("train_seconds"), "val_bpb": r.val_bpb, "delta_best": r.val_bpb - best[key],
+                     "artifact_bytes": r.get("artifact_bytes"), "total_bytes": r.get("total_bytes"),
+                     "eval_mode": r.get("eval_mode"), "best": r.val_bpb == best[key], "val_split": key,
+                     "val_label": val_label(key, by_split[key])})
+    return rows
+
+
+def splits_note(rows: list[dict]) -> str:
+    """A line under a table whose rows come from several val splits ("" when there is one)."""
+    splits = sorted({row["val_label"] for row in rows})
+    if len(splits) < 2:
+        return ""
+    return (f"Scored on {len(splits)} different val splits ({'; '.join(splits)}): best and Δ are within each split; "
+            "scores on different splits are not comparable.")
 
 
 def _cells(row: dict) -> tuple[str, ...]:
     return (row["run"], row["preset"] or "n/a", _n(row["seed"]), _n(row["steps"]), _n(row["train_seconds"], ".1f"),
             f"{row['val_bpb']:.8f}", f"{row['delta_best']:+.6f}", _n(row["artifact_bytes"], ","),
-            _n(row["total_bytes"], ","), row["eval_mode"] or "n/a")
+            _n(row["total_bytes"], ","), row["eval_mode"] or "n/a", row["val_label"])
 
 
 def compare_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in rows:
         cells = list(_cells(row))
         if row["best"]:
             cells[0], cells[5] = f"**{cells[0]}** (best)", f"**{cells[5]}**"
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = splits_note(rows)
+    return "\n".join(lines + (["", note] if note else []))
 
 
 def compare_text(rows: list[dict]) -> str:
@@ -138,4 +161,5 @@ def compare_text(rows: list[dict]) -> str:
     out = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
            for line in [head, *body]]
     out.insert(1, "-" * len(out[0]))
-    return "\n".join(out) + "\n* best val_bpb"
+    note = splits_note(rows)
+    return "\n".join(out) + "\n* best val_bpb" + (" of its val split\n" + note if note else "")

@@ -13,6 +13,10 @@ Each row after the first says whether the row above it improves on it by the sig
 docs/rules.md#submission-process (0.005 nats per token at p < 0.01, the one-sided Welch test of `pgolf stats`,
 `pgolf.submit.stats.compute_stats`); with fewer than two seeds on either side the test cannot be run and the row
 says so.
+
+Entries are ranked only against entries scored on the same val split (`pgolf.submit.runs.val_key`, the digest of
+the val tokens): with several splits the leaderboard is one table per split, each ranked on its own. A configuration
+scored on two splits is two entries.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from pgolf.errors import PgolfError
 from pgolf.submit.compare import group_runs
-from pgolf.submit.runs import Run, _ratio, expand, load_run
+from pgolf.submit.runs import Run, _ratio, expand, load_run, val_key, val_label
 from pgolf.submit.stats import ALPHA, MARGIN_NATS, compute_stats, mean, sample_std
 
 
@@ -46,6 +50,12 @@ class Entry:
     @property
     def seeds(self) -> list:
         return [r.seed for r in self.runs]
+
+    @property
+    def val_split(self) -> str:
+        """The val split's key (`val_key`) shared by the entry's runs; "mixed" when they differ."""
+        keys = {val_key(r) for r in self.runs}
+        return keys.pop() if len(keys) == 1 else "mixed"
 
 
 def _is_run(path: Path) -> bool:
@@ -110,13 +120,18 @@ def build_leaderboard(paths: list[str | Path], group_by: str = "config") -> list
         raise PgolfError("leaderboard: no runs or records folders given")
     entries, runs = _collect(paths)
     for group in group_runs(runs, by=group_by) if runs else []:
-        totals = [r.get("total_bytes") for r in group.runs]
-        parents: dict[str, list[str]] = {}
+        by_split: dict[str, list[Run]] = {}
         for r in group.runs:
-            parents.setdefault(str(r.path.parent), []).append(r.name)
-        source = "; ".join(f"{parent}/{{{','.join(names)}}}" if len(names) > 1 else f"{parent}/{names[0]}"
-                           for parent, names in parents.items())
-        entries.append(Entry(group.label, source, group.runs, max(totals) if None not in totals else None))
+            by_split.setdefault(val_key(r), []).append(r)
+        for key, split_runs in by_split.items():
+            totals = [r.get("total_bytes") for r in split_runs]
+            parents: dict[str, list[str]] = {}
+            for r in split_runs:
+                parents.setdefault(str(r.path.parent), []).append(r.name)
+            source = "; ".join(f"{parent}/{{{','.join(names)}}}" if len(names) > 1 else f"{parent}/{names[0]}"
+                               for parent, names in parents.items())
+            label = group.label if len(by_split) == 1 else f"{group.label} [val {val_label(key, split_runs)}]"
+            entries.append(Entry(label, source, split_runs, max(totals) if None not in totals else None))
     return sorted(entries, key=lambda e: e.val_bpb)
 
 
@@ -126,6 +141,28 @@ def _vs_above(above: Entry, row: Entry, margin_nats: float, alpha: float) -> dic
 
 
 def leaderboard_markdown(entries: list[Entry], margin_nats: float = MARGIN_NATS, alpha: float = ALPHA) -> str:
+    """One ranked table per val split (a heading per split when there are several), then the sources."""
+    splits: dict[str, list[Entry]] = {}
+    for e in entries:
+        splits.setdefault(e.val_split, []).append(e)
+    lines: list[str] = []
+    if len(splits) > 1:
+        lines += [f"Entries were scored on {len(splits)} different val splits: each table ranks one split; scores "
+                  "on different splits are not comparable.", ""]
+    for key, members in splits.items():
+        if len(splits) > 1:
+            label = "mixed (seeds on different splits)" if key == "mixed" else val_label(
+                key, [r for e in members for r in e.runs])
+            lines += [f"### val split {label}", ""]
+        lines += _ranked_table(members, margin_nats, alpha) + [""]
+    lines += [f"The last column: whether the row above improves on this row by at least {margin_nats} nats per "
+              f"token at p < {alpha} (one-sided Welch t-test, as `pgolf stats`).", "",
+              "Sources:", ""]
+    lines += [f"- {e.label}: {e.source}" for e in entries]
+    return "\n".join(lines) + "\n"
+
+
+def _ranked_table(entries: list[Entry], margin_nats: float, alpha: float) -> list[str]:
     lines = ["| # | entry | seeds | mean val_bpb | std | bytes (max total) | row above better by the rule? |",
              "|---:|---|---|---:|---:|---:|---|"]
     for i, e in enumerate(entries):
@@ -143,8 +180,4 @@ def leaderboard_markdown(entries: list[Entry], margin_nats: float = MARGIN_NATS,
         nbytes = "n/a" if e.bytes_total is None else f"{e.bytes_total:,}"
         lines.append(f"| {i + 1} | {e.label} | {len(e.runs)}: {seeds} | {e.val_bpb:.6f} | {std} | {nbytes} | "
                      f"{verdict} |")
-    lines += ["", f"The last column: whether the row above improves on this row by at least {margin_nats} nats per "
-                  f"token at p < {alpha} (one-sided Welch t-test, as `pgolf stats`).", "",
-              "Sources:", ""]
-    lines += [f"- {e.label}: {e.source}" for e in entries]
-    return "\n".join(lines) + "\n"
+    return lines

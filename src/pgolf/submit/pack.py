@@ -10,6 +10,11 @@ Byte accounting: `bytes_code` is the size of the `train_gpt.py` shipped in the f
 artifact plus that, and `bytes_total` is the largest. A run records the code bytes of the sources it ran from
 (result.json `code_bytes`); when the sources changed since, the shipped bundle differs from what was run, and
 pack says so (`code_bytes_at_run` per seed, a warning line) rather than hiding it.
+
+Record or not: a folder claims a record (`"record": true`, track `track_10min_16mb`) unless packed with
+`--non-record` (track `track_non_record_16mb`). Each seed carries the val split it was scored on
+(`pgolf.data.val_split`); a record claim whose scores are not on the full official val split is packed with a
+warning, and `pgolf verify` fails it (docs/integrity.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from pgolf.data.val_split import describe as describe_split
 from pgolf.errors import PgolfError
 from pgolf.eval.names import TTT_MODES
 from pgolf.fileio import atomic_write_json
@@ -35,6 +41,8 @@ EVAL_LIMIT_S = 600.0
 SUBMISSION = "submission.json"
 BUNDLE = "train_gpt.py"
 REQUIREMENTS = ("torch", "numpy", "sentencepiece", "brotli", "zstandard", "constriction")
+RECORD_TRACK = "track_10min_16mb"
+NON_RECORD_TRACK = "track_non_record_16mb"
 
 
 def log_name(seed: int) -> str:
@@ -165,14 +173,14 @@ def _seed_entry(run: Run, code_bytes: int) -> dict:
             "step_avg_ms": r.get("step_avg_ms"), "train_seconds": r.get("train_seconds"), "eval_seconds": eval_s,
             "eval_mode": r.get("eval_mode"), "artifact_bytes": artifact_bytes,
             "bytes_total": artifact_bytes + code_bytes, "code_bytes_at_run": r.get("code_bytes"),
-            "val_tokens": r.get("val_tokens"), "val_bytes": r.get("val_bytes"),
+            "val_tokens": r.get("val_tokens"), "val_bytes": r.get("val_bytes"), "val_split": r.get("val_split"),
             "log": log_name(run.seed), "artifact": artifact_name(run.seed),
             "artifact_sha256": sha256_file(run.artifact_path), "phases": phases}
 
 
 def build_submission(runs: list[Run], *, preset: str, overrides: list[str], code_bytes: int, name: str, author: str,
                      github_id: str, blurb: str, date: str, hardware: str, track: str,
-                     legality: str | None) -> dict:
+                     legality: str | None, record: bool = True) -> dict:
     seeds = [_seed_entry(r, code_bytes) for r in runs]
     losses, bpbs = [s["val_loss"] for s in seeds], [s["val_bpb"] for s in seeds]
     totals = [s["bytes_total"] for s in seeds]
@@ -196,9 +204,11 @@ def build_submission(runs: list[Run], *, preset: str, overrides: list[str], code
         "eval_mode": first.get("eval_mode"),
         "test_time_training": first.get("eval_mode") in TTT_MODES,  # pgolf's TTT modes are score-first
         "legality": legality,
+        **val_split_compliance(seeds),
     }
     return {
         "author": author, "github_id": github_id, "name": name, "blurb": blurb, "date": date, "track": track,
+        "record": record,
         "val_loss": mean(losses), "val_bpb": mean(bpbs), "val_loss_std": sample_std(losses),
         "val_bpb_std": sample_std(bpbs), "seeds": [s["seed"] for s in seeds],
         "bytes_total": max(totals), "bytes_code": code_bytes,
@@ -215,11 +225,23 @@ def build_submission(runs: list[Run], *, preset: str, overrides: list[str], code
     }
 
 
+def val_split_compliance(seeds: list[dict]) -> dict:
+    """submission.json's val-split facts: whether every seed was scored on the full official split (None when a
+    seed does not record it), whether all seeds were scored on the same tokens, and the first seed's verdict."""
+    splits = [s.get("val_split") for s in seeds]
+    recorded = all(isinstance(v, dict) and v.get("digest") for v in splits)
+    official = all((v.get("verdict") or {}).get("official") for v in splits) if recorded else None
+    return {"val_split_official": official,
+            "val_splits_agree": len({v["digest"] for v in splits}) == 1 if recorded else None,
+            "val_split": describe_split(splits[0]) if recorded else "not recorded"}
+
+
 def readme(sub: dict) -> str:
     c = sub["compliance"]
     std = sub["val_bpb_std"]
     sets = "".join(f" --set {shlex.quote(s)}" for s in sub["overrides"])
-    lines = [f"# {sub['name']}", "", sub["blurb"], "",
+    title = sub["name"] + ("" if sub.get("record", True) else " (non-record)")
+    lines = [f"# {title}", "", sub["blurb"], "",
              f"**val_bpb {sub['val_bpb']:.8f}** (" + (f"std {std:.8f}, " if std is not None else "")
              + f"{len(sub['seeds'])} seed{'s' if len(sub['seeds']) != 1 else ''}), val_loss {sub['val_loss']:.8f} "
              f"nats per token; {sub['bytes_total']:,} bytes at most ({sub['bytes_code']:,} of code), "
@@ -254,6 +276,10 @@ def readme(sub: dict) -> str:
               "- the score is that of the artifact decompressed from its file",
               f"- validation data not trained on: {'yes' if c['val_not_trained_on'] else 'NO'}"
               + (f" (GPTQ calibration on {c['gptq_calibration_source']})" if c["gptq_calibration_source"] else ""),
+              f"- {c.get('val_split', 'val split: not recorded')}",
+              "- " + ("a record claim: every seed must be scored on the full official val split"
+                      if sub.get("record", True) else "not a record (packed with --non-record): scored on any val "
+                      "split, and marked so"),
               f"- hardware: {sub['hardware']}",
               f"- legality (C1-C4 of issue #1017): {c['legality'] or 'not checked'}", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in sub["versions"].items()), ""]
@@ -275,9 +301,11 @@ def _legality_verdict(text: str) -> str:
 
 def pack(run_paths: list[str | Path], out: str | Path, *, preset: str | None = None, name: str | None = None,
          author: str = "", github_id: str = "", blurb: str | None = None, date: str | None = None,
-         hardware: str | None = None, track: str = "track_10min_16mb", legality: str | Path | None = None,
-         bundle_writer=None) -> tuple[dict, list[str]]:
-    """Write the records folder `out` from `run_paths`; returns submission.json's content and warning lines."""
+         hardware: str | None = None, track: str | None = None, legality: str | Path | None = None,
+         non_record: bool = False, bundle_writer=None) -> tuple[dict, list[str]]:
+    """Write the records folder `out` from `run_paths`; returns submission.json's content and warning lines.
+    `non_record` packs a folder that does not claim a record (track `NON_RECORD_TRACK` unless `track` is given)."""
+    track = track or (NON_RECORD_TRACK if non_record else RECORD_TRACK)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PgolfError(f"{out}: exists and is not an empty folder; pack never overwrites")
@@ -308,7 +336,7 @@ def pack(run_paths: list[str | Path], out: str | Path, *, preset: str | None = N
             blurb=blurb or f"pgolf preset {preset}: {technique_summary(runs[0].config)['model']}.",
             date=date or datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
             hardware=hardware or f"{runs[0].get('world_size', '?')}x {runs[0].get('device', '?')}", track=track,
-            legality=verdict)
+            legality=verdict, record=not non_record)
         atomic_write_json(tmp / SUBMISSION, sub)
         (tmp / "README.md").write_text(readme(sub), encoding="utf-8")
         (tmp / "requirements.txt").write_text(requirements(runs), encoding="utf-8")
@@ -324,6 +352,9 @@ def pack(run_paths: list[str | Path], out: str | Path, *, preset: str | None = N
                 for s in sub["seed_results"] if s["code_bytes_at_run"] not in (None, code_bytes)]
     if not sub["compliance"]["within_cap"]:
         warnings.append(f"over the cap: {sub['bytes_total']:,} bytes > {CAP_BYTES:,}")
+    if sub["record"] and not sub["compliance"]["val_split_official"]:
+        warnings.append(f"a record claim, but {sub['compliance']['val_split']}: `pgolf verify` will fail it "
+                        "(pack with --non-record if it is not a record)")
     return sub, warnings
 
 

@@ -6,6 +6,10 @@ Every figure comes from the run's own files: the final score from result.json, e
 names it (a seed is never silently dropped). The val split's scored tokens and bytes, which turn a difference in
 BPB into nats per token, come from result.json (`val_tokens`, `val_bytes`); without them the ratio follows from
 the score itself, since val_bpb = val_loss / ln 2 * tokens / bytes.
+
+Scores are comparable only on the same val split: `val_key` is the short digest of the split a run was scored on
+(result.json's `val_split`, or the log's `val split:` line; `pgolf.data.val_split`), UNRECORDED for runs and
+foreign logs that do not say; `compare`, `leaderboard` and `stats` keep runs of different splits apart.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ SERIALIZED = re.compile(r"^Serialized model \S+: (\d+) bytes", re.M)
 CODE_SIZE = re.compile(r"^Code size \(.*\): (\d+) bytes$", re.M)
 CALIBRATION = re.compile(r"^gptq_calibration: .*$", re.M)
 PERIODIC_VAL = re.compile(r"^step:\d+/\d+ val_loss:", re.M)
+VAL_SPLIT_LINE = re.compile(r"^val split: .* digest ([0-9a-f]{12}); (official|NOT official)", re.M)
+UNRECORDED = "unrecorded"  # the val split of a run that does not say which it was scored on
 
 
 @dataclass
@@ -45,6 +51,7 @@ class LogFacts:
     calibration: list[str] = field(default_factory=list)
     periodic_validations: int = 0  # `step:S/N val_loss:...` lines: val scored during training (clock paused)
     warnings: list[str] = field(default_factory=list)
+    val_split: dict | None = None  # from the `val split:` line: the digest's first 12 digits and the verdict
 
 
 def parse_log(text: str) -> LogFacts:
@@ -77,6 +84,9 @@ def parse_log(text: str) -> LogFacts:
     facts.calibration = CALIBRATION.findall(text)
     facts.periodic_validations = len(PERIODIC_VAL.findall(text))
     facts.warnings = [line for line in text.splitlines() if line.startswith("WARNING")]
+    split = VAL_SPLIT_LINE.findall(text)
+    if split:
+        facts.val_split = {"digest": split[-1][0], "verdict": {"official": split[-1][1] == "official"}}
     return facts
 
 
@@ -106,6 +116,27 @@ class Run:
         return self.result.get(key, default)
 
 
+def val_key(run: Run) -> str:
+    """The first 12 hex digits of the digest of the val split `run` was scored on, or UNRECORDED."""
+    split = run.get("val_split")
+    digest = split.get("digest") if isinstance(split, dict) else None
+    return digest.split(":")[-1][:12] if isinstance(digest, str) and digest else UNRECORDED
+
+
+def val_official(run: Run) -> bool | None:
+    """Whether `run` was scored on the full official val split (None: not recorded)."""
+    split = run.get("val_split")
+    verdict = split.get("verdict") if isinstance(split, dict) else None
+    return bool(verdict.get("official")) if isinstance(verdict, dict) else None
+
+
+def val_label(key: str, runs: list[Run]) -> str:
+    """`key` for tables: the digest, marked official when every run of it says so."""
+    if key == UNRECORDED:
+        return "not recorded"
+    return key + (" (official)" if runs and all(val_official(r) for r in runs) else "")
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -118,7 +149,8 @@ def _read_json(path: Path, what: str) -> dict:
 
 def _log_result(facts: LogFacts) -> dict:
     """The result.json fields a log alone tells."""
-    out = {"val_loss": facts.val_loss, "val_bpb": facts.val_bpb, "steps": facts.steps, "seed": facts.seed}
+    out = {"val_loss": facts.val_loss, "val_bpb": facts.val_bpb, "steps": facts.steps, "seed": facts.seed,
+           "val_split": facts.val_split}
     if facts.train_ms is not None:
         out["train_seconds"] = round(facts.train_ms / 1000, 4)
     if facts.artifact_bytes is not None and facts.code_bytes is not None:

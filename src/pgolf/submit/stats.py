@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from pgolf.errors import PgolfError
-from pgolf.submit.runs import Run
+from pgolf.submit.runs import UNRECORDED, Run, val_key
 
 MARGIN_NATS = 0.005
 ALPHA = 0.01
@@ -165,6 +165,10 @@ class Stats:
         if any(abs(x - self.tokens_per_byte) > 1e-6 * self.tokens_per_byte for x in ratios):
             notes.append("the baseline runs have other val tokens per byte (another tokenizer?): nats are "
                          "converted at the candidate's")
+        unrecorded = sum(val_key(r) == UNRECORDED for r in [*self.runs, *self.against_runs])
+        if unrecorded:
+            notes.append(f"{unrecorded} run(s) do not record their val split: that both sides were scored on the "
+                         "same val tokens is not checked")
         try:
             test = welch_greater(cand, base, margin_bpb)
             zero = welch_greater(cand, base, 0.0)
@@ -233,6 +237,11 @@ def compute_stats(runs: list[Run], against_runs: list[Run] | None = None, sota: 
     """The statistics of `runs`, tested against `against_runs` or a published `sota` summary (BPB) if given."""
     if against_runs and sota is not None:
         raise PgolfError("give either baseline runs (--against) or a published score (--sota-*), not both")
+    everyone = [*runs, *(against_runs or [])]
+    splits = sorted({val_key(r) for r in everyone} - {UNRECORDED})
+    if len(splits) > 1:
+        raise PgolfError(f"stats: the runs were scored on {len(splits)} different val splits (digests "
+                         f"{', '.join(splits)}): scores on different val tokens are not comparable")
     against, label = None, ""
     if against_runs:
         against, label = Sample.of([r.val_bpb for r in against_runs]), f"{len(against_runs)} baseline run(s)"

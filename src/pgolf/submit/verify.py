@@ -21,8 +21,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgolf.data.val_split import describe as describe_split
 from pgolf.errors import PgolfError
-from pgolf.submit.pack import BUNDLE, CAP_BYTES, EVAL_LIMIT_S, SUBMISSION, TRAIN_LIMIT_S, reads_val, sha256_file
+from pgolf.submit.pack import (BUNDLE, CAP_BYTES, EVAL_LIMIT_S, RECORD_TRACK, SUBMISSION, TRAIN_LIMIT_S, reads_val,
+                               sha256_file)
 from pgolf.submit.runs import parse_log
 from pgolf.submit.stats import mean, sample_std
 
@@ -183,6 +185,7 @@ def verify_folder(folder: str | Path, *, data: str | Path | None = None, toleran
     checks.add("means", problems, f"val_bpb {sub['val_bpb']:.8f} = mean of {len(seeds)}")
 
     _check_compliance(checks, sub, seeds, worst)
+    _check_val_split(checks, sub, seeds)
     _check_legality(checks, folder, sub)
     if data is not None:
         for s in seeds:
@@ -247,6 +250,36 @@ def _check_compliance(checks: _Checks, sub: dict, seeds: list[dict], worst: int)
     problems += [f"compliance.{k} is false" for k in ("within_cap", "train_within_limit", "eval_within_limit",
                                                        "val_not_trained_on") if c.get(k) is False]
     checks.add("compliance", problems, "flags agree with the files")
+
+
+def claims_record(sub: dict) -> bool:
+    """A folder claims a record unless packed with --non-record (older folders: unless on the non-record track)."""
+    record = sub.get("record")
+    return record if isinstance(record, bool) else sub.get("track", RECORD_TRACK) == RECORD_TRACK
+
+
+def _check_val_split(checks: _Checks, sub: dict, seeds: list[dict]) -> None:
+    """Every seed scored on the same val tokens; a record claim on the full official val split (docs/integrity.md)."""
+    splits = [s.get("val_split") for s in seeds]
+    record = claims_record(sub)
+    if not all(isinstance(v, dict) and isinstance(v.get("digest"), str) for v in splits):
+        missing = [str(s.get("seed")) for s, v in zip(seeds, splits) if not isinstance(v, dict)]
+        problem = f"seed(s) {', '.join(missing)} do not record the val split they were scored on"
+        if record:
+            checks.add("val split", [problem + ": a record must show it was scored on the official split"], "")
+        else:
+            checks.skip("val split", problem + " (non-record)")
+        return
+    problems = []
+    if len({v["digest"] for v in splits}) > 1:
+        problems.append("the seeds were scored on different val splits (digests "
+                        f"{', '.join(sorted({v['digest'].split(':')[-1][:12] for v in splits}))})")
+    verdicts = [v.get("verdict") or {} for v in splits]
+    if record and not all(v.get("official") for v in verdicts):
+        reason = next(v.get("reason", "no verdict") for v in verdicts if not v.get("official"))
+        problems.append(f"claims a record but {reason} (pack it with --non-record, or score on the official split)")
+    detail = describe_split(splits[0]) + ("" if record else " (non-record)")
+    checks.add("val split", problems, detail)
 
 
 def _check_legality(checks: _Checks, folder: Path, sub: dict) -> None:
@@ -315,6 +348,10 @@ def _rescore(checks: _Checks, folder: Path, s: dict, data: Path, tolerance: floa
                         f"(differs by {abs(bpb - s.get('val_bpb', math.nan)):.2e} > {tolerance:g})")
     if got.get("full_val") is False:
         problems.append("the re-score did not cover the whole val split")
+    claimed_split, got_split = s.get("val_split") or {}, got.get("val_split") or {}
+    if claimed_split.get("digest") and got_split.get("digest") != claimed_split["digest"]:
+        problems.append(f"{data} holds other val tokens (digest {str(got_split.get('digest'))[7:19]}) than the "
+                        f"seed was scored on ({claimed_split['digest'][7:19]})")
     checks.add(name, problems, f"val_bpb {bpb:.8f} (within {tolerance:g}) in a fresh process")
 
 

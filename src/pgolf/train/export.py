@@ -68,6 +68,7 @@ def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ct
     `within_cap: false`, when artifact + code exceed the cap."""
     from pgolf.artifact.format import CAP_BYTES, encode_artifact
     from pgolf.bundle.code_bytes import count_code_bytes
+    from pgolf.data.val_split import describe as describe_split
     from pgolf.eval.evaluate import score_artifact
 
     steps = state.step
@@ -110,6 +111,7 @@ def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ct
     eval_ms = 1000 * clock.seconds.get("scoring", 0.0)
     log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} eval_time:{eval_ms:.0f}ms")
     log.line(f"{name}_exact val_loss:{scored['val_loss']:.8f} val_bpb:{scored['val_bpb']:.8f}")
+    log.line(describe_split(scored["val_split"]))
     log.metric(step=steps, val_loss=scored["val_loss"], val_bpb=scored["val_bpb"], roundtrip=True)
     log.line("phases: " + " ".join(f"{k}:{v:.1f}s" for k, v in clock.seconds.items()))
     result = None
@@ -144,6 +146,7 @@ def result_record(scored: dict, state: RunState, quant: dict, code_bytes: int, c
         "evals": scored["evals"],
         "val_tokens": scored["val_tokens"],
         "val_bytes": scored["val_bytes"],
+        "val_split": scored["val_split"],
         "pre_quant": state.pre_quant,
         "quant": quant,
         "artifact_bytes": scored["artifact_bytes"],
