@@ -75,6 +75,19 @@ def test_val_split_claims_are_checked(tmp_path, capsys):
     assert code == 0 and "| val split         | skip" in out
 
 
+def test_calibration_past_the_clock_fails_whatever_the_trainer_said(tmp_path, capsys):
+    """PR #2135's seed 0: stopped at 599,608 ms, then collected its GPTQ Hessians from training data in 6.9 s."""
+    folder = packed(tmp_path, train_ms=599_608.0, calibration="GPTQ:collected 67 Hessians in 6.9s")
+    code, _, err = verify(folder, capsys)
+    assert code == 1 and err == ["pgolf: verify: FAIL train+calibration seed 1: train_seed1.log: training 599.6 s + "
+                                 "GPTQ calibration on training data 6.9 s = 606.5 s > 600 s",
+                                 "pgolf: verify: FAIL train+calibration seed 2: train_seed2.log: training 599.6 s + "
+                                 "GPTQ calibration on training data 6.9 s = 606.5 s > 600 s"]
+    inside = packed(tmp_path / "inside", train_ms=593_000.0, calibration="GPTQ:collected 67 Hessians in 6.9s")
+    code, out, _ = verify(inside, capsys)
+    assert code == 0 and "| train+calibration seed 1 | pass   | 599.9 s <= 600 s" in out
+
+
 def test_tampered_artifact(tmp_path, capsys):
     folder = packed(tmp_path)
     art = folder / "artifact_seed2.pgolf"

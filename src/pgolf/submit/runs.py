@@ -24,15 +24,19 @@ from pgolf.errors import PgolfError
 
 EXACT_LINE = re.compile(r"^(final_\S+)_exact val_loss:(\S+) val_bpb:(\S+)", re.M)
 ROUNDTRIP_LINE = re.compile(r"^final_\S+_roundtrip val_loss:\S+ val_bpb:\S+ eval_time:(\d+(?:\.\d+)?)ms", re.M)
-TRAIN_TIME = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
+TRAIN_TIME = re.compile(r"train_time: ?(\d+(?:\.\d+)?)ms")
 STEP_LINE = re.compile(r"^step:(\d+)/\d+ ", re.M)
-STOPPING_EARLY = re.compile(r"^stopping_early: \S+ train_time:(\d+(?:\.\d+)?)ms step:(\d+)/", re.M)
+STOPPING_EARLY = re.compile(r"^stopping_early: \S+ train_time: ?(\d+(?:\.\d+)?)ms step: ?(\d+)/", re.M)
 SEED = re.compile(r"\bseed:(\d+)\b")
 SERIALIZED = re.compile(r"^Serialized model \S+: (\d+) bytes", re.M)
 CODE_SIZE = re.compile(r"^Code size \(.*\): (\d+) bytes$", re.M)
 CALIBRATION = re.compile(r"^gptq_calibration: .*$", re.M)
 PERIODIC_VAL = re.compile(r"^step:\d+/\d+ val_loss:", re.M)
 VAL_SPLIT_LINE = re.compile(r"^val split: .* digest ([0-9a-f]{12}); (official|NOT official)", re.M)
+# GPTQ calibration on training data, which the rules charge to the 600 s of training: pgolf's line, and the
+# records' scripts' (`GPTQ:collected 67 Hessians in 6.9s`, read from training batches after the clock in PR #2135)
+TRAIN_CALIBRATION = re.compile(r"^(?:gptq_calibration: .* train tokens in|GPTQ:collected \d+ Hessians in) "
+                               r"(\d+(?:\.\d+)?)s", re.M)
 UNRECORDED = "unrecorded"  # the val split of a run that does not say which it was scored on
 
 
@@ -52,6 +56,7 @@ class LogFacts:
     periodic_validations: int = 0  # `step:S/N val_loss:...` lines: val scored during training (clock paused)
     warnings: list[str] = field(default_factory=list)
     val_split: dict | None = None  # from the `val split:` line: the digest's first 12 digits and the verdict
+    train_calibration_s: float | None = None  # GPTQ calibration on training data (TRAIN_CALIBRATION), seconds
 
 
 def parse_log(text: str) -> LogFacts:
@@ -84,6 +89,9 @@ def parse_log(text: str) -> LogFacts:
     facts.calibration = CALIBRATION.findall(text)
     facts.periodic_validations = len(PERIODIC_VAL.findall(text))
     facts.warnings = [line for line in text.splitlines() if line.startswith("WARNING")]
+    calib = TRAIN_CALIBRATION.findall(text)
+    if calib:
+        facts.train_calibration_s = float(calib[-1])
     split = VAL_SPLIT_LINE.findall(text)
     if split:
         facts.val_split = {"digest": split[-1][0], "verdict": {"official": split[-1][1] == "official"}}
