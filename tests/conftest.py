@@ -50,7 +50,7 @@ def tiny_data(tmp_path_factory) -> Path:
     from pgolf.data.corpus import demo_documents
 
     root = tmp_path_factory.mktemp("tiny_data")
-    docs = [d for d in demo_documents() if len(d) > 200][:400]
+    docs = list(dict.fromkeys(d for d in demo_documents() if len(d) > 200))[:400]  # no document twice (a leak)
     src = root / "docs.jsonl"
     src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
     out = root / "data"

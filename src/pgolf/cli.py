@@ -65,41 +65,52 @@ def _cmd_data_demo(args: argparse.Namespace) -> int:
 
 def _cmd_data_build(args: argparse.Namespace) -> int:
     from pgolf.data.build import build_dataset
+    from pgolf.data.overlap import print_overlap
 
     if (args.tokenizer is None) == (args.vocab_size is None):
         raise PgolfError("data build: give exactly one of --tokenizer MODEL or --vocab-size N")
     manifest = build_dataset(args.docs, _out_dir(args.out, "output directory"), tokenizer=args.tokenizer,
                              vocab_size=args.vocab_size, val_docs=args.val_docs,
                              workers=args.workers or os.cpu_count() or 1, shard_size=args.shard_size,
-                             progress=not args.quiet, caseops=args.caseops)
+                             progress=not args.quiet, caseops=args.caseops, refuse_overlap=not args.allow_overlap)
     _print_manifest(args.out, manifest)
+    print_overlap(manifest, args.out)
     return 0
 
 
 def _cmd_data_fineweb(args: argparse.Namespace) -> int:
     from pgolf.data.hub import download_fineweb
+    from pgolf.data.overlap import print_overlap
 
     result = download_fineweb(_out_dir(args.out, "output directory"), variant=args.variant,
                               train_shards=args.train_shards, repo_id=args.repo_id, remote_root=args.remote_root,
                               with_docs=args.with_docs, progress=not args.quiet, hub_dir=args.hub_dir)
     print(f"downloaded {len(result.files)} files ({result.skipped} already present)")
     _print_manifest(result.dataset_dir, result.manifest)
+    print_overlap(result.manifest, result.dataset_dir)
     return 0
 
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from pgolf.data.importer import import_data_dir
+    from pgolf.data.overlap import print_overlap
 
     manifest = import_data_dir(args.dir, tokenizer=args.tokenizer, progress=not args.quiet)
     _print_manifest(args.dir, manifest)
+    print_overlap(manifest, args.dir)
     return 0
 
 
 def _cmd_data_verify(args: argparse.Namespace) -> int:
     """Every file of a data directory against its manifest, SHA-256 included: one `pgolf: error:` line per bad
-    file and exit code 2, or a summary and 0 (docs/data.md#checksums)."""
-    from pgolf.data.manifest import CHECKSUMS, add_checksums, verify_data_dir
+    file and exit code 2, or a summary and 0 (docs/data.md#checksums). Then its train documents against its val
+    documents (and, with --against, another directory's): a train document equal to a val document is one
+    `pgolf: error:` line and exit code 2 (docs/data.md#trainval-overlap)."""
+    from pgolf.data.manifest import CHECKSUMS, add_checksums, read_manifest, verify_data_dir
+    from pgolf.data.overlap import check_overlaps, leak_fingerprint
 
+    if args.against is not None:
+        read_manifest(args.against)  # a wrong --against is one line before the slow part
     report = verify_data_dir(args.dir, progress=not args.quiet)
     for problem in report.problems:
         print(f"pgolf: error: {problem}", file=sys.stderr)
@@ -121,7 +132,16 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
               "--add-checksums", file=sys.stderr)
         print(f"verify: {args.dir}: {report.files} file(s), {report.bytes:,} bytes: headers, sizes and token counts "
               "are whole (no checksums to compare)")
-    return 0
+    results = check_overlaps(args.dir, args.against, progress=not args.quiet)
+    for result in results:
+        print(result.summary(args.dir))
+    warning = leak_fingerprint(read_manifest(args.dir), args.dir)
+    if warning:
+        print(f"pgolf: warning: {warning}", file=sys.stderr)
+    leaks = [line for line in (r.problem(args.dir) for r in results) if line]
+    for line in leaks:
+        print(f"pgolf: error: {line}", file=sys.stderr)
+    return 2 if leaks else 0
 
 
 def _print_manifest(out: str | Path, manifest: dict) -> None:
@@ -455,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=_positive, default=10**8, help="tokens per shard (official: 10^8)")
     p.add_argument("--caseops", action="store_true",
                    help="CaseOps: tokenize case-folded text with operator symbols, write the val byte sidecar")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="build even when train documents equal val documents (refused by default: a val leak)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_build)
 
@@ -483,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="a data directory (with manifest.json)")
     p.add_argument("--add-checksums", action="store_true",
                    help="a manifest without checksums (older pgolf): record the files' SHA-256 as they are now")
+    p.add_argument("--against", type=Path, metavar="OFFICIAL_DIR",
+                   help="also compare the train documents with the val split of this data directory (e.g. the "
+                        "official export, same tokenizer): what finds val documents built into train (issue #2127)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_data_verify)
 

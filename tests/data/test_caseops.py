@@ -229,7 +229,8 @@ def caseops_data(caseops_corpus, tmp_path_factory) -> Path:
     src, _ = caseops_corpus
     out = tmp_path_factory.mktemp("caseops_build") / "data"
     code = main(["data", "build", "--docs", str(src), "--out", str(out), "--vocab-size", "400", "--val-docs", "30",
-                 "--shard-size", "2000", "--workers", "1", "--caseops", "--quiet"])
+                 "--shard-size", "2000", "--workers", "1", "--caseops", "--quiet",
+                 "--allow-overlap"])  # AWKWARD_DOCS[11] is in both splits on purpose (val starts with capitals)
     assert code == 0
     return out
 

@@ -5,6 +5,11 @@ EOS, documents are concatenated per split and cut into fixed-size shards, and th
 val split. The manifest is written last, so a directory without one is recognisably incomplete. Its byte totals come
 from `pgolf.data.bytes`, the same function the evaluator uses; its `shard_sha256` (each file's SHA-256, for `pgolf
 data verify`) is computed from the bytes as they are written, so it costs no second read.
+
+Before the manifest, the written shards are compared document by document (`pgolf.data.overlap`): a train document
+equal to a val document is a leak (official issue #2127), recorded in the manifest's `overlap`, and with
+`refuse_overlap` (what `pgolf data build` does unless --allow-overlap) refused: identical input texts are caught
+before anything is written, equal token sequences after writing, and then everything this build wrote is removed.
 """
 
 from __future__ import annotations
@@ -21,21 +26,25 @@ from tqdm import tqdm
 from pgolf.data.bytes import byte_tables, stream_bytes
 from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, operator_ids
 from pgolf.data.corpus import demo_documents, iter_documents
-from pgolf.data.manifest import CHECKSUMS, FORMAT, MANIFEST, tokenizer_entry
+from pgolf.data.manifest import CHECKSUMS, FORMAT, MANIFEST, OVERLAP, tokenizer_entry
+from pgolf.data.overlap import compare_splits
+from pgolf.data.val_split import OFFICIAL_VAL_DOCS
 from pgolf.data.shards import ShardWriter, read_shard, shard_paths
 from pgolf.data.tokenizer import check_encodable, encode_documents, load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_output, atomic_write_json
 
 _ENCODE_BATCH = 2048
-OFFICIAL_VAL_DOCS = 50_000  # the official split: the first 50,000 documents are val
 
 
 def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer: str | Path | None = None,
                   vocab_size: int | None = None, val_docs: int | None = None, workers: int = 1, shard_size: int = 10**8,
-                  progress: bool = True, caseops: bool = False) -> dict:
+                  progress: bool = True, caseops: bool = False, refuse_overlap: bool = False) -> dict:
     """Build shards and manifest.json in `out_dir` from document files (in order); returns the manifest. The first
     `val_docs` documents (default: the official 50,000) are the val split.
+
+    The manifest records `overlap` (train documents equal to val documents). `refuse_overlap=True` raises one
+    PgolfError instead when there is any, leaving nothing of this build behind.
 
     `caseops=True` tokenizes CaseOps-transformed text (`pgolf.data.caseops`), writes the val original-byte sidecar
     `fineweb_val_bytes_*.bin` beside the val shards, and records `caseops: true`, the sidecar files and ORIGINAL
@@ -44,6 +53,7 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
         raise PgolfError("give exactly one of a tokenizer model or a vocab size")
     out_dir = Path(out_dir)
     paths = [Path(p) for p in docs]
+    sp = None
     for p in paths:
         if not p.is_file():
             raise PgolfError(f"{p}: documents file is missing")
@@ -59,17 +69,58 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
                              f"official split) needs more: pass --val-docs N, fewer than {len(texts):,}")
     if val_docs <= 0 or val_docs >= len(texts):
         raise PgolfError(f"--val-docs {val_docs} must leave both splits non-empty ({len(texts)} documents read)")
+    if refuse_overlap:
+        _refuse_equal_texts(texts, val_docs)  # the common case, before anything is written
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # folders this build creates
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)
     for old in out_dir.glob("fineweb_*.bin"):
         old.unlink()
+    written: list[Path] = []  # besides the shards: the tokenizer, when this build put it there
+    try:
+        manifest = _build(texts, out_dir, paths, tokenizer, sp, vocab_size,
+                          val_docs, workers, shard_size, progress, caseops, refuse_overlap, written)
+    except BaseException:
+        _remove_output(out_dir, written, made)  # a directory without a manifest is incomplete: leave none behind
+        raise
+    return manifest
+
+
+def _refuse_equal_texts(texts: Sequence[str], val_docs: int) -> None:
+    """One PgolfError when a train text is identical to a val text (equal texts tokenize to equal documents)."""
+    val = {t: i for i, t in reversed(list(enumerate(texts[:val_docs])))}
+    hits = [(i, val[t]) for i, t in enumerate(texts[val_docs:], val_docs) if t in val]
+    if hits:
+        raise PgolfError(f"data build: {len(hits):,} train document(s) are identical to val documents (e.g. input "
+                         f"document {hits[0][0]:,} repeats val document {hits[0][1]:,}): training on them leaks the "
+                         f"val split (official issue #2127); remove the repeats from the input, or pass "
+                         f"--allow-overlap to build it anyway (recorded in the manifest); nothing was written")
+
+
+def _remove_output(out_dir: Path, written: list[Path], made: list[Path]) -> None:
+    """Remove what a failed build wrote: its shards and sidecars, the tokenizer it placed, the folders it made."""
+    for path in [*out_dir.glob("fineweb_*.bin"), *written]:
+        path.unlink(missing_ok=True)
+    for folder in made:  # innermost first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _build(texts: list[str], out_dir: Path, paths: list[Path], tokenizer, sp, vocab_size, val_docs: int,
+           workers: int, shard_size: int, progress: bool, caseops: bool, refuse_overlap: bool,
+           written: list[Path]) -> dict:
+    """The writing part of `build_dataset`: tokenizer, shards, overlap check, manifest."""
     if tokenizer is not None:
         tok_path = out_dir / Path(tokenizer).name
         if Path(tokenizer).resolve() != tok_path.resolve():
+            written.append(tok_path)
             with atomic_output(tok_path) as tmp:  # never a truncated copy (a full disk)
                 shutil.copyfile(tokenizer, tmp)
     else:
         train_texts = (encode_caseops(t) for t in texts) if caseops else texts
+        written.append(out_dir / "tokenizer.model")
         tok_path = train_tokenizer(train_texts, vocab_size, out_dir / "tokenizer.model", caseops=caseops)
         sp = load_tokenizer(tok_path)
     check_encodable(sp, str(tok_path))
@@ -96,6 +147,15 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
                          "files": [f.name for f in writer.files]}
         checksums.update(writer.sha256)
     bar.close()
+    overlap = compare_splits([out_dir / n for n in splits["train"]["files"]],
+                             [[out_dir / n for n in splits["val"]["files"]]], sp.bos_id(), progress=progress)[0]
+    if overlap.overlapping_docs and refuse_overlap:  # equal tokens from unequal texts (normalization)
+        ex = overlap.examples[0]
+        raise PgolfError(f"data build: {overlap.overlapping_docs:,} train document(s) tokenize exactly like val "
+                         f"documents (e.g. input document {val_docs + ex['train_doc']:,} and val document "
+                         f"{ex['val_doc']:,}): training on them leaks the val split (official issue #2127); remove "
+                         f"them from the input, or pass --allow-overlap to build it anyway (recorded in the "
+                         f"manifest); nothing was kept")
     manifest = {
         "format": FORMAT,
         "tokenizer": tokenizer_entry(tok_path, sp),
@@ -105,6 +165,7 @@ def build_dataset(docs: Sequence[str | Path], out_dir: str | Path, *, tokenizer:
     if caseops:
         manifest["caseops"] = True
     manifest[CHECKSUMS] = checksums
+    manifest[OVERLAP] = overlap.to_manifest()
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
 

@@ -18,8 +18,9 @@ needs), every token id below the vocabulary (all shards are read anyway to count
 shard, each exactly as long as its shard. A sidecar needs a tokenizer that reserves the CaseOps operators, and a
 tokenizer that reserves them needs a sidecar (the piece rule would charge each operator three bytes). Then
 `manifest.json` is written atomically, with the SHA-256 of every shard and sidecar (`shard_sha256`, what `pgolf data
-verify` compares; hashed while the files are read for counting); on any failure nothing is written and the error is
-one line.
+verify` compares; hashed while the files are read for counting) and `overlap`, what comparing the train documents
+with the val documents found (`pgolf.data.overlap`: the data is given, so a leak is reported, not refused); on any
+failure nothing is written and the error is one line.
 
 Totals, as `pgolf.data.build.manifest_from_shards` counts them: documents are BOS tokens; bytes follow the byte rule
 over each split's stream, across shard boundaries. For CaseOps the val bytes are the sidecar's sum (what
@@ -42,7 +43,8 @@ from tqdm import tqdm
 
 from pgolf.data.bytes import ByteTables, byte_tables, stream_bytes
 from pgolf.data.caseops import OPERATORS, SIDECAR_SPLIT, operator_ids
-from pgolf.data.manifest import CHECKSUMS, FORMAT, MANIFEST, check_data_dir, tokenizer_entry
+from pgolf.data.manifest import CHECKSUMS, FORMAT, MANIFEST, OVERLAP, check_data_dir, tokenizer_entry
+from pgolf.data.overlap import compare_splits
 from pgolf.data.shards import read_header, read_shard, shard_name, shard_sha256
 from pgolf.data.tokenizer import check_encodable, load_tokenizer
 from pgolf.errors import PgolfError
@@ -139,11 +141,12 @@ def _sidecar_total(val: list[Path], sidecar: list[Path], checksums: dict[str, st
 def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]]) -> dict | None:
     """The manifest already in `data_dir` when it describes exactly these files and this tokenizer, has checksums
     and passes `check_data_dir` (headers, token counts, tokenizer hash, sidecar); else None. (A manifest from before
-    checksums is rewritten once, with them.)"""
+    checksums or before the overlap check is rewritten once, with them.)"""
     if not (data_dir / MANIFEST).is_file():
         return None
     try:
-        if CHECKSUMS not in json.loads((data_dir / MANIFEST).read_text(encoding="utf-8")):
+        kept = json.loads((data_dir / MANIFEST).read_text(encoding="utf-8"))
+        if CHECKSUMS not in kept or OVERLAP not in kept:
             return None
     except (OSError, ValueError, TypeError, RecursionError):
         return None
@@ -200,6 +203,7 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     if caseops:
         val["bytes"], val["byte_files"] = sidecar_bytes, names[SIDECAR_SPLIT]
     train = _count_split(files["train"], train_tables, bos, vocab, progress, "train", checksums)
+    overlap = compare_splits(files["train"], [files["val"]], bos, progress=progress)[0]
 
     if not (local_tok.exists() and local_tok.resolve() == tok.resolve()):
         with atomic_output(local_tok) as tmp:
@@ -209,5 +213,6 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
         manifest["caseops"] = True
     manifest["source"] = source if source is not None else {"imported": "official data folder"}
     manifest[CHECKSUMS] = checksums
+    manifest[OVERLAP] = overlap.to_manifest()
     atomic_write_json(data_dir / MANIFEST, manifest)
     return manifest

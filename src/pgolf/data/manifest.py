@@ -15,6 +15,10 @@ Checksums. A manifest written by this pgolf (`data build`, `data demo`, `data im
   (one line per bad file). Run it once after copying, downloading or restoring a data directory; it is what catches
   token bytes flipped in place, which the cheap checks cannot see.
 
+Manifests written by `data build`, `data import` and `data fineweb` also record `overlap`: whether any train
+document equals a val document (`pgolf.data.overlap`, docs/data.md#trainval-overlap). It is optional (older
+manifests lack it) and never recomputed here: the scan reads every token, so it is not part of `check_data_dir`.
+
 An older manifest without `shard_sha256` keeps working: `check_data_dir` says so once per process (a note, not an
 error), and `pgolf data verify DIR --add-checksums` records the checksums of the files as they are now.
 """
@@ -39,6 +43,9 @@ from pgolf.fileio import atomic_write_json
 MANIFEST = "manifest.json"
 FORMAT = "pgolf-data-v1"
 CHECKSUMS = "shard_sha256"  # manifest key: {file name: SHA-256 hex of the whole file}, for every shard and sidecar
+OVERLAP = "overlap"  # manifest key: what `pgolf.data.overlap` found comparing the train and val documents (optional)
+_OVERLAP_COUNTS = ("val_docs", "train_docs", "overlapping_docs", "overlapping_tokens", "val_docs_in_train",
+                   "val_duplicates")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _noted: set[str] = set()  # data directories whose missing checksums were already mentioned in this process
 
@@ -110,6 +117,11 @@ def _field_problem(manifest: dict) -> str | None:
         if missing:
             return f"{CHECKSUMS} has no entry for {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1
                                                                     else "")
+    if OVERLAP in manifest:  # optional: manifests written before pgolf compared the splits have none
+        entry = manifest[OVERLAP]
+        if not isinstance(entry, dict) or not all(_count(entry.get(k)) for k in _OVERLAP_COUNTS) \
+                or not isinstance(entry.get("checked_with"), str) or not isinstance(entry.get("examples", []), list):
+            return f"{OVERLAP} must hold the counts {', '.join(_OVERLAP_COUNTS)}, examples and checked_with"
     return None
 
 
