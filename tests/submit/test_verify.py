@@ -88,6 +88,20 @@ def test_calibration_past_the_clock_fails_whatever_the_trainer_said(tmp_path, ca
     assert code == 0 and "| train+calibration seed 1 | pass   | 599.9 s <= 600 s" in out
 
 
+def test_verify_data_fails_a_directory_whose_train_split_holds_val_documents(tiny_data, tmp_path, capsys):
+    from pgolf.data.build import build_dataset
+
+    docs = [f"document number {i} says something about {i * 7} things. " * 20 for i in range(12)]
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in [*docs, docs[1]]), encoding="utf-8")
+    leaky = tmp_path / "leaky"
+    build_dataset([src], leaky, tokenizer=next(tiny_data.glob("*.model")), val_docs=3, workers=1, progress=False)
+    code, _, err = verify(packed(tmp_path), capsys, "--data", str(leaky))
+    assert code == 1
+    assert any(line.startswith("pgolf: verify: FAIL data overlap: ") and "1 train document(s) equal val documents"
+               in line for line in err), err
+
+
 def test_tampered_artifact(tmp_path, capsys):
     folder = packed(tmp_path)
     art = folder / "artifact_seed2.pgolf"

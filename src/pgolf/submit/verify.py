@@ -188,6 +188,7 @@ def verify_folder(folder: str | Path, *, data: str | Path | None = None, toleran
     _check_val_split(checks, sub, seeds)
     _check_legality(checks, folder, sub)
     if data is not None:
+        _check_data_overlap(checks, Path(data))
         for s in seeds:
             _rescore(checks, folder, s, Path(data), tolerance, eval_args or [], python)
     if run:
@@ -287,6 +288,20 @@ def _check_val_split(checks: _Checks, sub: dict, seeds: list[dict]) -> None:
         problems.append(f"claims a record but {reason} (pack it with --non-record, or score on the official split)")
     detail = describe_split(splits[0]) + ("" if record else " (non-record)")
     checks.add("val split", problems, detail)
+
+
+def _check_data_overlap(checks: _Checks, data: Path) -> None:
+    """The data directory the artifacts are re-scored on holds no train document equal to a val document
+    (pgolf/data/overlap.py; the #2127 leak)."""
+    from pgolf.data.overlap import check_overlap
+
+    try:
+        found = check_overlap(data)
+    except PgolfError as exc:
+        checks.add("data overlap", [str(exc)], "")
+        return
+    problem = found.problem(data)
+    checks.add("data overlap", [problem] if problem else [], found.summary(data))
 
 
 def _check_legality(checks: _Checks, folder: Path, sub: dict) -> None:
