@@ -380,3 +380,12 @@ def test_rebuilding_the_same_data_gives_identical_bytes(tmp_path, capsys):
     capsys.readouterr()
     assert (outs[0] / "tokenizer.model").read_bytes() == (outs[1] / "tokenizer.model").read_bytes()
     assert (outs[0] / "manifest.json").read_text() == (outs[1] / "manifest.json").read_text()
+
+
+def test_eval_says_when_a_ttt_mode_adapted_nothing(trained, capsys):
+    """A val split shorter than one SGD chunk: `sgd-ttt` scores as `sliding`, and says so (issue 23)."""
+    data, run = trained
+    assert main(["eval", str(run / "artifact.pgolf"), "--data", str(data), "--mode", "sgd-ttt", "--stride", "32",
+                 "--max-tokens", "2048", "--set", "ttt.chunk_tokens=1000000", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: sgd-ttt adapted 0 times: the val split is shorter than one adaptation unit" in out

@@ -312,6 +312,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(f"total_bytes: {result['total_bytes']} (artifact {result['artifact_bytes']} + "
                   f"code {result['code_bytes']})")
             print(describe_split(result["val_split"]))
+            if result.get("no_op"):
+                print(f"warning: {result['no_op']}")
     return 0
 
 

@@ -137,8 +137,11 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
                          f"(position checksum {position_sum}, expected {n_targets * (n_targets + 1) // 2})")
     total_nats = float(totals.nats.item())
     val_loss, val_bpb = bpb_from_sums(total_nats, scored, num_bytes)
-    return EvalResult(val_loss, val_bpb, total_nats, scored, num_bytes, time.perf_counter() - start,
-                      dict(getattr(mode, "report", {})))
+    report = dict(getattr(mode, "report", {}))
+    no_op = mode.no_op()
+    if no_op:
+        report["no_op"] = no_op
+    return EvalResult(val_loss, val_bpb, total_nats, scored, num_bytes, time.perf_counter() - start, report)
 
 
 def score_flat(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.ndarray, *, seq_len: int,
@@ -322,9 +325,11 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         if result.report:
             entry["report"] = result.report
         evals.append(entry)
+        if result.report.get("no_op"):
+            entry["no_op"] = result.report["no_op"]
         if log is not None and (ctx is None or ctx.is_main):
             log(f"{entry['label']} val_loss:{result.val_loss:.8f} val_bpb:{result.val_bpb:.8f} "
-                f"eval_time:{entry['eval_time_ms']:.0f}ms")
+                f"eval_time:{entry['eval_time_ms']:.0f}ms" + (f" WARNING: {entry['no_op']}" if "no_op" in entry else ""))
     out = {
         "mode": mode,
         "val_loss": result.val_loss,
@@ -341,6 +346,8 @@ def score_artifact(artifact_path: str | Path, data_dir: str | Path, *, mode: str
         "final_eval": evals[-1]["label"],
         "evals": evals,
     }
+    if "no_op" in evals[-1]:
+        out["no_op"] = evals[-1]["no_op"]
     if mode != "flat":
         out["stride"] = getattr(scorer, "stride", 0)
         out["mode_detail"] = scorer.describe()

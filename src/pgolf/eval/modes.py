@@ -95,6 +95,23 @@ class EvalMode:
         """Adaptive modes only: update state from already-scored tokens (`tokens[i]` sits at `positions[i]`)."""
         raise PgolfError(f"eval mode {self.name!r} is not adaptive")
 
+    def no_op(self) -> str | None:
+        """After a run of an adaptive mode: why it did less than configured (adapted zero times, ran fewer global
+        phases than asked), or None. A val split shorter than one adaptation unit makes a TTT mode score exactly as
+        its fixed counterpart; the report line and result.json say so instead of passing it off as TTT."""
+        mode = getattr(self, "inner", self)  # the n-gram tilt wraps the scored mode
+        gate = getattr(mode, "_gate", None)
+        if not mode.adaptive or gate is None:
+            return None
+        if gate.releases == 0:
+            return f"{mode.name} adapted 0 times: the val split is shorter than one adaptation unit, so it scored " \
+                   "as a fixed model"
+        asked = mode.s.phases if getattr(mode, "phased", False) else 0
+        ran = len(getattr(mode, "report", {}).get("phases", []))
+        if ran < asked:
+            return f"{mode.name} ran {ran} of {asked} global phases: too few documents for the phase boundaries"
+        return None
+
 
 class WindowedMode(EvalMode):
     """A fixed predictor scored over a window plan; subclasses choose the plan (and fixtures break the rules)."""

@@ -36,6 +36,7 @@ class ScoredPositions:
     def __init__(self, n_tokens: int, name: str) -> None:
         self.scored = np.zeros(n_tokens, dtype=bool)
         self.name = name
+        self.releases = 0  # adapt calls let through: a run with none adapted nothing (`EvalMode.no_op`)
 
     def add(self, positions: np.ndarray) -> None:
         self.scored[positions] = True
@@ -48,3 +49,4 @@ class ScoredPositions:
         if len(bad):
             raise PgolfError(f"{self.name}: refusing to adapt on positions that are not yet scored "
                              f"(first: {int(bad[0])}, {len(bad)} in all)")
+        self.releases += 1

@@ -147,6 +147,7 @@ def result_record(scored: dict, state: RunState, quant: dict, code_bytes: int, c
         "val_tokens": scored["val_tokens"],
         "val_bytes": scored["val_bytes"],
         "val_split": scored["val_split"],
+        **({"no_op": scored["no_op"]} if "no_op" in scored else {}),
         "pre_quant": state.pre_quant,
         "quant": quant,
         "artifact_bytes": scored["artifact_bytes"],
