@@ -298,3 +298,19 @@ def test_against_needs_the_same_tokenizer(issue_2127, tmp_path, capsys):
     (other / MANIFEST).write_text(json.dumps(m))
     assert main(["data", "verify", str(leaky), "--against", str(other), "--quiet"]) == 2
     _one_error(capsys, f"--against {other}", "is not the tokenizer of", "one tokenization")
+
+
+@pytest.mark.slow
+def test_issue_2127_at_full_document_counts(tmp_path_factory, tok, capsys):
+    """The issue's own sizes: 10,000 val documents out of the same list as a 50,000-document split (60,000 short
+    documents); the leaky directory's train split holds exactly the official split's other 40,000 val documents."""
+    root = tmp_path_factory.mktemp("issue_2127_full")
+    src = _jsonl(root / "docs.jsonl", [f"d {i}" for i in range(60_000)])
+    official, leaky = root / "official", root / "leaky"
+    assert _build(src, official, tok, 50_000, "--shard-size", "200000") == 0
+    assert _build(src, leaky, tok, 10_000, "--shard-size", "200000") == 0
+    capsys.readouterr()
+    assert main(["data", "verify", str(leaky), "--quiet"]) == 0
+    assert check_overlap(leaky, official).overlapping_docs == 40_000
+    assert main(["data", "verify", str(leaky), "--against", str(official), "--quiet"]) == 2
+    _one_error(capsys, "40,000 train document(s) equal val documents of", "40,000 of 50,000", "#2127")
