@@ -389,3 +389,33 @@ def test_eval_says_when_a_ttt_mode_adapted_nothing(trained, capsys):
                  "--max-tokens", "2048", "--set", "ttt.chunk_tokens=1000000", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "warning: sgd-ttt adapted 0 times: the val split is shorter than one adaptation unit" in out
+
+
+def test_run_twice_never_replaces_the_first_run(tiny_data, tmp_path, monkeypatch, capsys):
+    """A second `pgolf run` trains into a fresh directory; `--run-dir` holding a run is refused unless --overwrite
+    (issue 24: a second run used to replace runs/demo)."""
+    from conftest import TINY_MODEL_SETS
+
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "runs" / "demo"
+    first.mkdir(parents=True)
+    (first / "result.json").write_text("{}")
+    sets = [f"--set={s}" for s in TINY_MODEL_SETS] + ["--set=train.val_loss_every=0", "--max-steps", "2"]
+    assert main(["run", "--data", str(tiny_data), *sets]) == 0
+    assert (tmp_path / "runs" / "demo-2" / "result.json").is_file() and (first / "result.json").read_text() == "{}"
+    capsys.readouterr()
+    _fails_cleanly(capsys, ["run", "--data", str(tiny_data), "--run-dir", str(first), *sets], "not empty",
+                   "--overwrite")
+    assert (first / "result.json").read_text() == "{}"
+
+
+def test_data_build_refuses_to_rebuild_a_data_directory_in_place(tiny_data, tmp_path, capsys):
+    out = tmp_path / "data"
+    shutil.copytree(tiny_data, out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"text": "a new document " * 50}) + "\n" + json.dumps({"text": "another " * 50}) + "\n")
+    _fails_cleanly(capsys, ["data", "build", "--docs", str(docs), "--out", str(out), "--vocab-size", "300",
+                            "--val-docs", "1"], "not empty", "--overwrite")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    _fails_cleanly(capsys, ["data", "demo", "--out", str(out)], "not empty", "--overwrite")

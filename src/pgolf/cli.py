@@ -55,10 +55,20 @@ def _out_dir(path: Path, what: str) -> Path:
     return path
 
 
+def _new_data_dir(args: argparse.Namespace) -> Path:
+    """`--out` for a data build: refused when it already holds a data directory (another job may be reading it)
+    unless --overwrite."""
+    out = _out_dir(args.out, "output directory")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise PgolfError(f"data: {out} is not empty (a data directory another run may be reading); pass --overwrite "
+                         "to rebuild it in place, or choose another --out")
+    return out
+
+
 def _cmd_data_demo(args: argparse.Namespace) -> int:
     from pgolf.data.build import build_demo
 
-    manifest = build_demo(_out_dir(args.out, "output directory"), vocab_size=args.vocab_size, progress=not args.quiet)
+    manifest = build_demo(_new_data_dir(args), vocab_size=args.vocab_size, progress=not args.quiet)
     _print_manifest(args.out, manifest)
     return 0
 
@@ -69,7 +79,7 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 
     if (args.tokenizer is None) == (args.vocab_size is None):
         raise PgolfError("data build: give exactly one of --tokenizer MODEL or --vocab-size N")
-    manifest = build_dataset(args.docs, _out_dir(args.out, "output directory"), tokenizer=args.tokenizer,
+    manifest = build_dataset(args.docs, _new_data_dir(args), tokenizer=args.tokenizer,
                              vocab_size=args.vocab_size, val_docs=args.val_docs,
                              workers=args.workers or os.cpu_count() or 1, shard_size=args.shard_size,
                              progress=not args.quiet, caseops=args.caseops, refuse_overlap=not args.allow_overlap)
@@ -161,13 +171,28 @@ def _budget_sets(args: argparse.Namespace) -> list[str]:
     return sets
 
 
+def _fresh_run_dir(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`, ...: the first that does not exist or is empty (a second `pgolf run` never
+    replaces the first one's outputs)."""
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def _train_and_report(args: argparse.Namespace, data_dir: Path, default_run_dir: str) -> int:
+    """Train into `--run-dir` (refused when it holds a run, unless --overwrite) or into a fresh directory under
+    runs/ named `default_run_dir`."""
     from pgolf.options import resolve_config
     from pgolf.train.trainer import train
 
     cfg = resolve_config(args.preset, _budget_sets(args))
-    run_dir = _out_dir(args.run_dir or Path("runs") / default_run_dir.format(cfg=cfg), "run directory")
-    result = train(cfg, data_dir, run_dir)
+    if args.run_dir is not None:
+        run_dir, existing = _out_dir(args.run_dir, "run directory"), "overwrite" if args.overwrite else "refuse"
+    else:
+        run_dir, existing = _fresh_run_dir(Path("runs") / default_run_dir), "refuse"
+    result = train(cfg, data_dir, run_dir, existing=existing)
     if result is not None:
         _print_result(run_dir, result)
     return 0
@@ -461,14 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="prepare challenge-format data").add_subparsers(dest="data_command",
                                                                                        required=True)
     p = data.add_parser("demo", help="offline English corpus (Python's own docs) -> tokenizer + shards + manifest")
-    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_DATA)
-    p.add_argument("--vocab-size", type=_positive, default=1024)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_DATA, help=f"data directory (default {DEFAULT_DEMO_DATA})")
+    p.add_argument("--vocab-size", type=_positive, default=1024, help="tokenizer vocabulary (default 1024)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="rebuild a non-empty --out in place")
     p.set_defaults(func=_cmd_data_demo)
 
     p = data.add_parser("build", help="documents -> tokenizer + shards + manifest")
     p.add_argument("--docs", type=Path, action="append", required=True, help=".jsonl[.gz|.xz], .txt or .parquet")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the data directory to write (new or empty)")
     p.add_argument("--tokenizer", type=Path, help="an existing SentencePiece .model")
     p.add_argument("--vocab-size", type=_positive, help="train a tokenizer with the official settings")
     p.add_argument("--val-docs", type=_positive,
@@ -479,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CaseOps: tokenize case-folded text with operator symbols, write the val byte sidecar")
     p.add_argument("--allow-overlap", action="store_true",
                    help="build even when train documents equal val documents (refused by default: a val leak)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="rebuild a non-empty --out in place")
     p.set_defaults(func=_cmd_data_build)
 
     p = data.add_parser("fineweb", help="download a hosted export from the Hugging Face Hub (+ manifest)")
@@ -518,7 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole pipeline on the offline demo corpus, CPU-sized")
     _add_data_option(p, DEFAULT_DEMO_DATA, old="--data-dir")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars while building the demo corpus")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --run-dir: replace the run already there (without --run-dir each run gets a fresh "
+                        "directory: runs/demo, runs/demo-2, ...)")
     _add_train_options(p, "cpu-smoke")
     p.set_defaults(func=_cmd_run)
 

@@ -73,13 +73,14 @@ class Overlap:
     against: str | None = None  # the directory whose val split was compared, when not the train split's own
 
     def to_manifest(self) -> dict:
-        """The manifest's `overlap` entry (`recorded_overlap` reads it back)."""
+        """The manifest's `overlap` entry (`recorded_overlap` reads it back). No timing: a rebuilt data directory
+        must have a byte-identical manifest."""
         from pgolf import __version__
 
         return {"val_docs": self.val_docs, "train_docs": self.train_docs, "overlapping_docs": self.overlapping_docs,
                 "overlapping_tokens": self.overlapping_tokens, "val_docs_in_train": self.val_docs_in_train,
                 "val_duplicates": self.val_duplicates, "examples": self.examples,
-                "seconds": round(self.seconds, 3), "checked_with": f"pgolf {__version__} {METHOD}"}
+                "checked_with": f"pgolf {__version__} {METHOD}"}
 
     def summary(self, where: str | Path) -> str:
         """One line for stdout: counts, an example, the time taken."""
