@@ -466,7 +466,8 @@ def _official_argv(prog: str) -> list[str]:
     from pgolf.official_env import official_run
 
     run = official_run()
-    import_data_dir(run.data, run.tokenizer, progress=False, reuse=True)  # official folders carry no manifest
+    # official folders carry no manifest; the leak scan is `pgolf data verify`'s, not every submission run's
+    import_data_dir(run.data, run.tokenizer, progress=False, reuse=True, overlap=False)
     argv = ["--data", str(run.data), *(f"--set={s}" for s in run.sets)]
     if run.run_id:
         argv += ["--run-dir", str(Path("runs") / run.run_id)]

@@ -15,7 +15,7 @@ from pgolf.config import Config, build_config
 from pgolf.data.loader import LOADERS, check_loader_schedule
 from pgolf.errors import PgolfError
 from pgolf.eval.names import EVAL_MODES
-from pgolf.eval.ttt_lora import PHASE_DOCS, lora_targets
+from pgolf.eval.ttt_lora import PHASE_DOCS, lora_targets, short_doc_chunks
 from pgolf.model.attention import ATTN_GATES
 from pgolf.model.gpt import MLP_ACTIVATIONS, PARALLEL_MODES
 from pgolf.model.kernels import KERNEL_MODES
@@ -23,6 +23,7 @@ from pgolf.model.precision import BODY_DTYPES
 from pgolf.optim.clip import CLIP_SCOPES
 from pgolf.optim.muon import NS_COEFFICIENTS
 from pgolf.optim.schedule import parse_seq_len_schedule
+from pgolf.optim.soap import MATRIX_OPTIMIZERS, check_soap
 from pgolf.quant.grid import CLIP_METHODS
 from pgolf.quant.gptq import CALIB_RESERVES, CALIBRATION_SOURCES
 from pgolf.quant.recipe import EXPORT_SCHEMES, parse_group_values
@@ -41,9 +42,11 @@ def check_options(cfg: Config) -> Config:
     _one_of(m.parallel_mode, PARALLEL_MODES, "model.parallel_mode")
     _one_of(m.mlp_activation, MLP_ACTIVATIONS, "model.mlp_activation")
     _one_of(o.muon_ns, NS_COEFFICIENTS, "optim.muon_ns")
+    _one_of(o.matrix_optimizer, MATRIX_OPTIMIZERS, "optim.matrix_optimizer")
+    check_soap(o)  # SOAP needs heavyball and unsharded Muon
     _one_of(o.grad_clip_scope, CLIP_SCOPES, "optim.grad_clip_scope")
     _one_of(t.loader, LOADERS, "train.loader")
-    parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len)
+    parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len, t.micro_batch_tokens)
     check_loader_schedule(t.loader, t.seq_len_schedule)
     _one_of(t.compile, COMPILE_MODES, "train.compile")
     _one_of(t.kernels, KERNEL_MODES, "train.kernels")
@@ -71,6 +74,7 @@ def check_options(cfg: Config) -> Config:
     lora_targets(cfg.ttt.targets)
     _one_of(q.calib_reserve, CALIB_RESERVES, "quant.calib_reserve")
     _one_of(cfg.ttt.phase_docs, PHASE_DOCS, "ttt.phase_docs")
+    short_doc_chunks(cfg.ttt.short_doc_chunks)
     return cfg
 
 

@@ -22,11 +22,12 @@ from pgolf.bundle.build import LEFT_OUT, NOT_AT_TRAIN_TIME, Bundle, analyse, bui
 
 from conftest import TINY_MODEL_SETS
 
-# A gate a little above today's bundles (64,640 bytes for the record preset on 2026-12-07, after issue 22 added the
-# n-gram tilt, AsymLogit, AWQ-lite and the measured GPTQ reserve): a module pulled in by accident, or a left-out path
-# (LEFT_OUT) coming back, fails it. Sizes are tracked in docs/BENCHMARKS.md; they shrink by leaving out what a
+# A gate a little above today's bundles (67,756 bytes for the record preset on 2026-12-08, after issue 22 added the
+# n-gram tilt, AsymLogit, AWQ-lite, the measured GPTQ reserve, SOAP, progressive context and short-document chunks,
+# and issue 23 the val split's identity): a module pulled in by accident, or a left-out path (LEFT_OUT) coming back,
+# fails it. Sizes are tracked in docs/BENCHMARKS.md; they shrink by leaving out what a
 # submission never runs, never by shaping the library.
-BUNDLE_BOUND = 66_000
+BUNDLE_BOUND = 69_000
 # The goal (issue 21): the official naive baseline's train_gpt.py, 47,642 bytes. Not reached yet, so its test is a
 # strict xfail: the day both bundles are under it, the test fails and this becomes BUNDLE_BOUND.
 OFFICIAL_BASELINE_BYTES = 47_642
@@ -68,7 +69,7 @@ def test_bundle_stays_within_its_bound(bundles, preset):
     assert size < BUNDLE_BOUND, f"{preset} bundle {size} bytes"
 
 
-@pytest.mark.xfail(strict=True, reason="about 64 KB on 2026-12-07; docs/BENCHMARKS.md#pgolf-bundle-sizes")
+@pytest.mark.xfail(strict=True, reason="about 68 KB on 2026-12-08; docs/BENCHMARKS.md#pgolf-bundle-sizes")
 @pytest.mark.parametrize("preset", ["baseline", "record"])
 def test_bundle_is_under_the_official_baseline_script(bundles, preset):
     size = bundles[preset].stat().st_size

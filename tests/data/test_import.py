@@ -241,3 +241,18 @@ def test_importing_what_data_build_caseops_wrote_gives_its_val_split(shared_data
     train, expected = manifest["splits"]["train"], built["splits"]["train"]
     assert (train["docs"], train["tokens"]) == (expected["docs"], expected["tokens"])
     assert abs(train["bytes"] - expected["bytes"]) <= expected["bytes"] / 1000
+
+
+def test_the_official_flow_adopts_a_folder_without_the_leak_scan(tmp_path, monkeypatch):
+    """A bundle run the official way adopts its data folder with `overlap=False` (the scan is `data verify`'s); its
+    manifest is reused by later runs, and `data import` still adds the overlap entry."""
+    import pgolf.data.importer as importer
+
+    ds, _ = official_data(tmp_path / "data")
+    calls = []
+    real = importer.compare_splits
+    monkeypatch.setattr(importer, "compare_splits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    manifest = import_data_dir(ds, progress=False, reuse=True, overlap=False)
+    assert "overlap" not in manifest and not calls
+    assert import_data_dir(ds, progress=False, reuse=True, overlap=False) == manifest and not calls
+    assert "overlap" in import_data_dir(ds, progress=False, reuse=True) and calls == [1]

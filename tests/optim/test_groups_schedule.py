@@ -76,9 +76,9 @@ def test_progressive_sequence_length_schedule():
     stages = parse_seq_len_schedule("0:256,0.2:512", 1024)
     assert [seq_len_at(p, stages, 1024, 0.5) for p in (0.0, 0.1, 0.2, 0.49, 0.5, 0.9)] == [256, 256, 512, 512,
                                                                                         1024, 1024]
-    for bad in ("0:300", "0.5:256,0.2:512", "x", "1.0:256"):
+    for bad in ("0:300", "0.5:256,0.2:512", "x", "1.0:256", "0:2048"):
         with pytest.raises(PgolfError):
-            parse_seq_len_schedule(bad, 1024)
+            parse_seq_len_schedule(bad, 1024, 65536)
 
 
 def test_training_with_progressive_sequence_length(tiny_data, tiny_config, tmp_path):

@@ -68,6 +68,8 @@ LEFT_OUT = {
     ("pgolf.train.resume", "save_checkpoint"): "resumable checkpoints (train.checkpoint_every, SIGINT/SIGTERM)",
     ("pgolf.bundle.code_bytes", "bundle_code_bytes"): "building a bundle; a running bundle counts its own file",
     ("pgolf.bundle.code_bytes", "source_code_bytes"): "building a bundle; a running bundle counts its own file",
+    ("pgolf.data.overlap", "compare_splits"): "the train/val leak scan: pgolf data build/import/verify (a bundle "
+                                              "adopting the official data folder does not rescan it)",
 }
 
 

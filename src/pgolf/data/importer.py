@@ -138,7 +138,7 @@ def _sidecar_total(val: list[Path], sidecar: list[Path], checksums: dict[str, st
     return total
 
 
-def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]]) -> dict | None:
+def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]], overlap: bool = True) -> dict | None:
     """The manifest already in `data_dir` when it describes exactly these files and this tokenizer, has checksums
     and passes `check_data_dir` (headers, token counts, tokenizer hash, sidecar); else None. (A manifest from before
     checksums or before the overlap check is rewritten once, with them.)"""
@@ -146,7 +146,7 @@ def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]]) -> dict | 
         return None
     try:
         kept = json.loads((data_dir / MANIFEST).read_text(encoding="utf-8"))
-        if CHECKSUMS not in kept or OVERLAP not in kept:
+        if CHECKSUMS not in kept or (overlap and OVERLAP not in kept):
             return None
     except (OSError, ValueError, TypeError, RecursionError):
         return None
@@ -161,10 +161,12 @@ def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]]) -> dict | 
 
 
 def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *, progress: bool = True,
-                    source: dict | None = None, reuse: bool = False) -> dict:
+                    source: dict | None = None, reuse: bool = False, overlap: bool = True) -> dict:
     """Validate an official data folder and write its `manifest.json`; returns the manifest. `tokenizer`: the
     SentencePiece model (default: found as the module docstring says). `source` is recorded in the manifest.
-    `reuse`: keep a manifest already there that describes exactly these files and passes `check_data_dir`."""
+    `reuse`: keep a manifest already there that describes exactly these files and passes `check_data_dir`.
+    `overlap`: compare the train and val documents (false: a bundle run the official way adopting its data folder,
+    which `pgolf data verify` checks instead; its manifest then records no overlap)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise PgolfError(f"{data_dir}: data directory does not exist" if not data_dir.exists()
@@ -193,7 +195,7 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     local_tok = data_dir / tok.name
     names = {split: [f.name for f in group] for split, group in files.items()}
     if reuse and local_tok.is_file() and local_tok.resolve() == tok.resolve() and \
-            (kept := _reusable(data_dir, local_tok, names)) is not None:
+            (kept := _reusable(data_dir, local_tok, names, overlap)) is not None:
         return kept
 
     checksums: dict[str, str] = {}
@@ -203,7 +205,7 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     if caseops:
         val["bytes"], val["byte_files"] = sidecar_bytes, names[SIDECAR_SPLIT]
     train = _count_split(files["train"], train_tables, bos, vocab, progress, "train", checksums)
-    overlap = compare_splits(files["train"], [files["val"]], bos, progress=progress)[0]
+    found = compare_splits(files["train"], [files["val"]], bos, progress=progress)[0] if overlap else None
 
     if not (local_tok.exists() and local_tok.resolve() == tok.resolve()):
         with atomic_output(local_tok) as tmp:
@@ -213,6 +215,7 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
         manifest["caseops"] = True
     manifest["source"] = source if source is not None else {"imported": "official data folder"}
     manifest[CHECKSUMS] = checksums
-    manifest[OVERLAP] = overlap.to_manifest()
+    if found is not None:
+        manifest[OVERLAP] = found.to_manifest()
     atomic_write_json(data_dir / MANIFEST, manifest)
     return manifest

@@ -10,7 +10,8 @@ of `pgolf.eval.ttt_gate`:
   and, with `warm_start_a`, carried from batch to batch: batch j continues the A of batch j - `chains` (the record's
   8 ranks each carry their own; here the chain of a batch does not depend on the world size, so any number of ranks
   dividing `chains` scores the same);
-* each document's targets are cut into chunks of `chunk`; chunk c is scored in one window of up to `seq_len` tokens
+* each document's targets are cut into chunks of `chunk` (with `short_doc_chunks`, PR #2014's smaller chunks for a
+  batch of short documents: `batch_chunk`); chunk c is scored in one window of up to `seq_len` tokens
   of its own document ending at the chunk's end, the head runs only on the chunk's positions, and then (except for a
   document's last chunk) one AdamW step on the mean loss of that chunk, reusing the scoring forward's graph;
 * `phased-ttt` adds global phases: the first `prefix_docs` documents in scoring order are divided by `phases`
@@ -65,6 +66,35 @@ def lora_targets(text: str) -> tuple[str, ...]:
     if not targets or set(targets) - set(LORA_TARGETS):
         raise PgolfError(f"config: ttt.targets={text!r} must name some of {', '.join(LORA_TARGETS)}")
     return targets
+
+
+def short_doc_chunks(text: str) -> tuple[tuple[int, int], ...]:
+    """`ttt.short_doc_chunks` ("256:8,2000:24") as ((LENGTH, CHUNK), ...) sorted by LENGTH, as PR #2014's
+    `_parse_short_score_first_steps` (in `eval_val_ttt_phased`) reads TTT_SHORT_SCORE_FIRST_STEPS; empty entries
+    skipped, anything but pairs of positive integers refused with one line."""
+    rules = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        length, sep, chunk = part.partition(":")
+        try:
+            rule = (int(length), int(chunk)) if sep else (0, 0)
+        except ValueError:
+            rule = (0, 0)
+        if min(rule) < 1:
+            raise PgolfError(f"config: ttt.short_doc_chunks={text!r} must be LENGTH:CHUNK pairs of positive "
+                             "integers, e.g. '256:8,2000:24'")
+        rules.append(rule)
+    return tuple(sorted(rules, key=lambda r: r[0]))
+
+
+def batch_chunk(longest: int, rules: tuple[tuple[int, int], ...], chunk: int) -> int:
+    """The chunk size of a whole batch whose longest document has `longest` targets: the CHUNK of the first rule
+    (by increasing LENGTH) with longest + 1 <= LENGTH, else `chunk`. As PR #2014's `_score_first_chunk_for_doc(
+    max_doc_len)`: one size per batch, from its longest document, counted in tokens with its BOS (`_find_docs`'
+    doc_len = targets + 1), so "256:8" means fewer than 256 targets."""
+    for length, size in rules:
+        if longest + 1 <= length:
+            return size
+    return chunk
 
 
 @dataclass(frozen=True)
@@ -152,8 +182,10 @@ class BatchedLoRAMode(EvalMode):
     phased = False
 
     def __init__(self, seq_len: int, s: TTTConfig, bos_id: int, compile: str = "auto") -> None:
-        if s.chunk > seq_len:  # a chunk is scored in one window of at most seq_len tokens
-            raise PgolfError(f"{self.name}: ttt.chunk={s.chunk} must be at most the eval window seq_len={seq_len}")
+        self.rules = short_doc_chunks(s.short_doc_chunks)
+        if max([s.chunk, *(c for _, c in self.rules)]) > seq_len:  # a chunk is scored in one window of <= seq_len
+            raise PgolfError(f"{self.name}: ttt.chunk={s.chunk} must be at most the eval window seq_len={seq_len}"
+                             f"{f' (and ttt.short_doc_chunks={s.short_doc_chunks!r})' if self.rules else ''}")
         if s.phase_docs not in PHASE_DOCS:
             raise PgolfError(f"config: ttt.phase_docs={s.phase_docs!r} must be one of {', '.join(PHASE_DOCS)}")
         self.seq_len, self.s, self.bos_id = seq_len, s, bos_id
@@ -167,7 +199,8 @@ class BatchedLoRAMode(EvalMode):
         text = (f"{self.name} (seq_len {self.seq_len}, chunk {s.chunk}, {s.batch_docs} docs per batch, rank {s.rank}"
                 f"{f', alpha {s.alpha:g}' if s.alpha else ''}, targets {','.join(self.targets)}, lr {s.lr:g}, "
                 f"betas {s.beta1:g}/{s.beta2:g}, wd {s.weight_decay:g}"
-                f"{', warm-start A' if s.warm_start_a else ''})")
+                f"{', warm-start A' if s.warm_start_a else ''}"
+                f"{f', short-doc chunks {s.short_doc_chunks}' if self.rules else ''})")
         if self.phased:
             text = (text[:-1] + f", {s.phases} phases over {s.prefix_docs} docs, phase lr {s.phase_lr:g}"
                     f"{f', phase docs {s.phase_docs}' if s.phase_docs != PHASE_DOCS[0] else ''}"
@@ -189,6 +222,11 @@ class BatchedLoRAMode(EvalMode):
         sched = make_schedule(tokens, self.bos_id, s.batch_docs, s.phases if self.phased else 0, s.prefix_docs)
         self._sched = sched
         self.report = {"docs": len(sched.starts), "batches": len(sched.batches), "phases": []}
+        if self.rules:  # batches per chunk size (PR #2014's short-document chunks)
+            sizes = [batch_chunk(int((sched.ends[b] - sched.starts[b]).max()), self.rules, s.chunk)
+                     for b in sched.batches]
+            self.report["chunk_batches"] = {str(c): sizes.count(c) for c in sorted(set(sizes))}
+            self._say(f"ttt_chunks: {self.report['chunk_batches']}")
         self._say(f"ttt_phased: total_docs:{len(sched.starts)} prefix_docs:{min(s.prefix_docs, len(sched.starts))} "
                   f"batches:{len(sched.batches)} num_phases:{len(sched.phase_after)} "
                   f"boundaries:{sorted(sched.phase_after.values())}" if self.phased else
@@ -254,10 +292,18 @@ class BatchedLoRAMode(EvalMode):
             self._pad = self._pad or PAD_MULTIPLE
             import torch._dynamo
 
-            widths = len(range(0, self.seq_len, self._pad))
+            widths = sum(len(range(0, top, self._pad)) for top in self._shapes().values())
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, widths + 2)
             self._forward = torch.compile(forward, dynamic=False)
         self._set_up_for = model
+
+    def _shapes(self) -> dict[int, int]:
+        """chunk size -> the widest window a batch with that chunk can have (a rule's batches have fewer than
+        LENGTH targets per document)."""
+        shapes = {self.s.chunk: self.seq_len}
+        for length, size in self.rules:
+            shapes[size] = max(shapes.get(size, 0), min(self.seq_len, length - 1))
+        return shapes
 
     def prepare(self, model: nn.Module, device: torch.device, batch_tokens: int = 0) -> float:
         """Compile every fixed shape ahead of scoring, on random tokens (no val data), as the record's warm-up
@@ -270,12 +316,13 @@ class BatchedLoRAMode(EvalMode):
             self._setup(model, device)
             gen = torch.Generator(device="cpu").manual_seed(self.s.seed)
             try:
-                for width in range(self._pad, self.seq_len + self._pad, self._pad):
-                    width = min(width, self.seq_len)
-                    x = torch.randint(0, model.cfg.vocab_size, (self.s.batch_docs, width), generator=gen).to(device)
-                    cols = torch.arange(self.s.chunk, device=device).clamp(max=width - 1).expand(self.s.batch_docs, -1)
-                    with torch.enable_grad():
-                        self._forward(x, cols).mean().backward()
+                for chunk, top in self._shapes().items():
+                    for width in range(self._pad, top + self._pad, self._pad):
+                        width = min(width, self.seq_len)
+                        x = torch.randint(0, model.cfg.vocab_size, (self.s.batch_docs, width), generator=gen).to(device)
+                        cols = torch.arange(chunk, device=device).clamp(max=width - 1).expand(self.s.batch_docs, -1)
+                        with torch.enable_grad():
+                            self._forward(x, cols).mean().backward()
             finally:
                 self.lora.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -288,13 +335,14 @@ class BatchedLoRAMode(EvalMode):
         a = np.zeros(rows, dtype=np.int64)
         n = np.zeros(rows, dtype=np.int64)  # targets of each row's document (0: an empty row)
         a[:len(batch)], n[:len(batch)] = sched.starts[batch], sched.ends[batch] - sched.starts[batch]
-        n_chunks = -(-n // s.chunk)
+        size = batch_chunk(int(n.max()), self.rules, s.chunk)  # s.chunk unless short_doc_chunks says otherwise
+        n_chunks = -(-n // size)
         for c in range(int(n_chunks.max())):
-            chunk_end = np.minimum((c + 1) * s.chunk, n)
+            chunk_end = np.minimum((c + 1) * size, n)
             win_start = np.maximum(0, chunk_end - self.seq_len)
             win_len = np.where(c < n_chunks, chunk_end - win_start, 0)
-            score_from = c * s.chunk - win_start
-            count = np.where(c < n_chunks, chunk_end - c * s.chunk, 0)
+            score_from = c * size - win_start
+            count = np.where(c < n_chunks, chunk_end - c * size, 0)
             train = c < n_chunks - 1  # a document's last chunk is not trained on: nothing of it is left
             width = max(1, int(win_len.max()))
             if self._pad:
@@ -305,7 +353,7 @@ class BatchedLoRAMode(EvalMode):
             real = col < t(win_len).to(device)[:, None]
             idx = torch.where(real, first + col, 0)
             x = torch.where(real, self._stream[idx], PAD_TOKEN)
-            k = torch.arange(s.chunk, device=device)[None, :]
+            k = torch.arange(size, device=device)[None, :]
             mask = k < t(count).to(device)[:, None]
             cols = torch.where(mask, t(score_from).to(device)[:, None] + k, 0)
             positions = torch.where(mask, first + cols + 1, 0)

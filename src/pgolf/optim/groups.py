@@ -1,12 +1,12 @@
 """Which parameter is trained by which optimizer, at which learning rate (the baseline's grouping).
 
-Muon takes the linear weights inside the blocks; Adam takes the embedding (tied: also the head), an untied head,
-and every other tensor (control tensors, gates, extra embedding tables) at the scalar learning rate; which is which
-is each parameter's role (`pgolf.model.roles`). AsymLogit's caps (Role.LOGIT_CAP, PR #1923) are in no group: PR
-#2135 never trains them, so they stay at the symmetric cap they start from (only phased TTT may move them). Each
-Adam group has its own betas and decoupled weight decay (AdamW; the 1.0611 record decays the embedding by 0.085 and
-the scalars by 0.02). Each group records its `base_lr` so the trainer's schedule can scale all of them by one
-multiplier.
+Muon takes the linear weights inside the blocks (SOAP with `optim.matrix_optimizer=soap`, pgolf/optim/soap.py); Adam
+takes the embedding (tied: also the head), an untied head, and every other tensor (control tensors, gates, extra
+embedding tables) at the scalar learning rate; which is which is each parameter's role (`pgolf.model.roles`).
+AsymLogit's caps (Role.LOGIT_CAP, PR #1923) are in no group: PR #2135 never trains them, so they stay at the symmetric
+cap they start from (only phased TTT may move them). Each Adam group has its own betas and decoupled weight decay
+(AdamW; the 1.0611 record decays the embedding by 0.085 and the scalars by 0.02). Each group records its `base_lr` so
+the trainer's schedule can scale all of them by one multiplier.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     # AdamW: decoupled weight decay per group (param *= 1 - lr * wd); with wd 0 it is exactly Adam.
     adam = torch.optim.AdamW(adam_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=0.0,
                              fused=fused or None)
+    if cfg.matrix_optimizer == "soap":  # heavyball's SOAP (pgolf/optim/soap.py), imported only here
+        from pgolf.optim.soap import build_soap
+
+        return [adam, build_soap(by_role["matrix"], cfg)]
     kind = ShardedMuon if cfg.muon_sharded else Muon
     muon = kind(by_role["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
                 coefficients=cfg.muon_ns, row_norm=cfg.muon_row_norm, weight_decay=cfg.muon_weight_decay,

@@ -63,11 +63,13 @@ def wd_taper(progress: float, start: float = 0.7, end_fraction: float = 0.5) -> 
     return 1.0 - (1.0 - end_fraction) * min((progress - start) / (1.0 - start), 1.0)
 
 
-def parse_seq_len_schedule(text: str, final: int) -> list[tuple[float, int]]:
+def parse_seq_len_schedule(text: str, final: int, micro_batch_tokens: int = 0) -> list[tuple[float, int]]:
     """"0:256,0.3:512" -> [(0.0, 256), (0.3, 512)]: progressive sequence length (short sequences early are cheaper
-    per token and the model first learns local statistics; modded-nanogpt and PR #1394-era experiments). Lengths
-    must divide `final` (the micro-batch is a multiple of it), be increasing, and the schedule ends at `final`
-    from the last listed fraction's successor on, i.e. after the listed stages the run uses `final`."""
+    per token and the model first learns local statistics; modded-nanogpt, PR #1394-era experiments, PR #2014's
+    1k -> 2k -> 3k). Each stage runs from its fraction of training progress to the next one's, and `final` from
+    `train.seq_len_full_frac` on. Fractions in [0, 1) and lengths at most `final`, both increasing. The loaders cut
+    each rank's micro-batch into rows (or packed segments) of the stage length, so with `micro_batch_tokens` every
+    length must divide it (2,048 need not divide 3,072: 98,304 = 48 x 2,048 = 32 x 3,072)."""
     from pgolf.errors import PgolfError
 
     if not str(text).strip():
@@ -79,9 +81,12 @@ def parse_seq_len_schedule(text: str, final: int) -> list[tuple[float, int]]:
             stage = (float(frac), int(length))
         except ValueError:
             raise PgolfError(f"config: train.seq_len_schedule: {part!r} is not FRACTION:LENGTH") from None
-        if not sep or not 0 <= stage[0] < 1 or stage[1] <= 0 or final % stage[1]:
-            raise PgolfError(f"config: train.seq_len_schedule: {part!r} needs 0 <= fraction < 1 and a length "
-                             f"dividing train_seq_len={final}")
+        if not sep or not 0 <= stage[0] < 1 or not 0 < stage[1] <= final:
+            raise PgolfError(f"config: train.seq_len_schedule: {part!r} needs 0 <= fraction < 1 and "
+                             f"0 < length <= train_seq_len={final}")
+        if micro_batch_tokens and micro_batch_tokens % stage[1]:
+            raise PgolfError(f"config: train.seq_len_schedule: length {stage[1]} does not divide "
+                             f"train.micro_batch_tokens={micro_batch_tokens} (the loaders cut it into rows)")
         stages.append(stage)
     if [f for f, _ in stages] != sorted(f for f, _ in stages) or [n for _, n in stages] != sorted(n for _, n in stages):
         raise PgolfError("config: train.seq_len_schedule must list increasing fractions and lengths")
@@ -89,7 +94,9 @@ def parse_seq_len_schedule(text: str, final: int) -> list[tuple[float, int]]:
 
 
 def seq_len_at(progress: float, stages: list[tuple[float, int]], final: int, end: float) -> int:
-    """The sequence length at training `progress`: the last stage started, or `final` once progress >= `end`."""
+    """The sequence length at training `progress`: the last stage started, or `final` once progress >= `end`
+    (PR #2014's `current_train_seq_len` switches at progress > a stage's end instead of >=: the same but at the
+    boundary instants; its "1024@0.100,2048@0.700,3072@1.000" is "0:1024,0.1:2048" with `end` 0.7)."""
     if progress >= end:
         return final
     length = final

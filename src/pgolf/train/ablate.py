@@ -75,7 +75,20 @@ TOGGLES: dict[str, Toggle] = {
                          _const(model__asym_logit=True)),
     "awq": Toggle("awq", {"quant.awq_top": 0}, _const(quant__awq_top=1)),
     "lqer_rank2": Toggle("lqer_rank2", {"quant.lqer_rank": 4}, _const(quant__lqer_rank=2, quant__lqer_top=4)),
+    # PR #2014: 1/3 -> 2/3 -> full training context (its 1k -> 2k -> 3k), and smaller TTT chunks for short documents
+    "progressive_context": Toggle("progressive_context", {"train.seq_len_schedule": ""}, lambda c: _thirds(c.train)),
+    "short_doc_chunks": Toggle("short_doc_chunks", {"ttt.short_doc_chunks": ""},
+                               _const(ttt__short_doc_chunks="256:8,2000:24")),
 }
+
+
+def _thirds(t) -> dict:
+    """PR #2014's schedule scaled: train_seq_len/3 from the start, 2/3 from 10% of training, the full length from
+    70%, each rounded down to a length dividing the micro-batch (the loaders cut it into rows of that length)."""
+    def fit(n: int) -> int:
+        return max(d for d in range(1, n + 1) if t.micro_batch_tokens % d == 0)
+    return {"train.seq_len_schedule": f"0:{fit(t.train_seq_len // 3)},0.1:{fit(2 * t.train_seq_len // 3)}",
+            "train.seq_len_full_frac": 0.7}
 
 
 def flip(cfg: Config, name: str) -> tuple[list[str], str]:

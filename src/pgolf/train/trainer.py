@@ -119,7 +119,8 @@ class Trainer:
         self.base_model = GPT(cfg.model).to(device)
         cast_body(self.base_model, body_dtype(cfg.train.body_dtype, device))  # bf16 tables on CUDA (official)
         self.base_model.use_kernels(wanted(cfg.train.kernels, device))
-        self.seq_len_stages = parse_seq_len_schedule(cfg.train.seq_len_schedule, cfg.train.train_seq_len)
+        self.seq_len_stages = parse_seq_len_schedule(cfg.train.seq_len_schedule, cfg.train.train_seq_len,
+                                                    cfg.train.micro_batch_tokens)
         self.qat_layers = 0
         if cfg.quant.qat_bits:
             self.qat_layers = configure_qat(self.base_model, cfg.quant)  # before compile: the flag is a buffer
@@ -257,7 +258,10 @@ class Trainer:
             elapsed_s = (state.train_ms + 1000 * (time.perf_counter() - t0)) / 1000
             progress = training_progress(step, elapsed_s, budget_s, t.iterations)
             if self.seq_len_stages:
-                state.seq_len = seq_len_at(progress, self.seq_len_stages, t.train_seq_len, t.seq_len_full_frac)
+                seq_len = seq_len_at(progress, self.seq_len_stages, t.train_seq_len, t.seq_len_full_frac)
+                if seq_len != state.seq_len:
+                    self.log.line(f"seq_len:{seq_len} step:{step} progress:{progress:.3f}")
+                state.seq_len = seq_len
             if self.qat_layers:
                 set_qat_active(self.base_model, progress >= cfg.quant.qat_start_frac)
             if cfg.model.num_loops > 0:
