@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -87,4 +88,6 @@ def test_score_and_result_json_carry_the_val_split(tiny_data, tmp_path, tiny_con
     assert split["digest"] == stream_digest(load_split(tiny_data, "val"))
     assert split["verdict"]["official"] is False
     assert json.loads((tmp_path / "run" / "result.json").read_text())["val_split"] == split
-    assert "val split: 40 docs" in (tmp_path / "run" / "log.txt").read_text()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "val split: 40 docs" in log
+    assert re.search(r"^Code size: \d+ bytes \(", log, re.M)  # the official script's line (issue 24)

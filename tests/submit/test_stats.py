@@ -156,3 +156,13 @@ def test_stats_flags_baselines_on_another_tokenizer(tmp_path):
     comp = compute_stats(cand, [load_run(r) for r in base_dirs]).comparison()
     assert comp["notes"] and "another tokenizer" in comp["notes"][0]
     assert comp["improvement_bpb"] == pytest.approx(0.02)
+
+
+def test_code_size_lines_of_both_formats_are_read():
+    """The official script's `Code size: N bytes` (what pgolf logs now, with how it counted after it) and pgolf's
+    older `Code size (method): N bytes`."""
+    from pgolf.submit.runs import parse_log
+
+    assert parse_log("Code size: 47642 bytes\n").code_bytes == 47642
+    assert parse_log("Code size: 67756 bytes (size of the bundle)\n").code_bytes == 67756
+    assert parse_log("Code size (size of the bundle): 64640 bytes\n").code_bytes == 64640
