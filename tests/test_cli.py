@@ -419,3 +419,10 @@ def test_data_build_refuses_to_rebuild_a_data_directory_in_place(tiny_data, tmp_
                             "--val-docs", "1"], "not empty", "--overwrite")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     _fails_cleanly(capsys, ["data", "demo", "--out", str(out)], "not empty", "--overwrite")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_eval_on_cuda_without_cuda_names_the_flag(trained, capsys):
+    data, run = trained
+    _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(data), "--device", "cuda"],
+                   "--device=cuda but CUDA is not available")

@@ -314,7 +314,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.eval.evaluate import score_artifact
     from pgolf.runtime import init_distributed
 
-    ctx = init_distributed(launch_env(), args.device)
+    ctx = init_distributed(launch_env(), args.device, "--device")
     try:
         if args.threads:
             torch.set_num_threads(args.threads)

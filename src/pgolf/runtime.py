@@ -212,19 +212,19 @@ def should_compile(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
-def choose_device(preference: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA when present, else CPU."""
+def choose_device(preference: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; `setting` names the option the preference came from (errors)."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise PgolfError("train.device=cuda but CUDA is not available on this machine")
+            raise PgolfError(f"{setting}=cuda but CUDA is not available on this machine")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
-def init_distributed(env: LaunchEnv, device_preference: str = "auto") -> DistContext:
+def init_distributed(env: LaunchEnv, device_preference: str = "auto", setting: str = "train.device") -> DistContext:
     """Start the process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
-    device = choose_device(device_preference, env.local_rank)
+    device = choose_device(device_preference, env.local_rank, setting)
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
