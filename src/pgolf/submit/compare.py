@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pgolf.submit.runs import Run, val_key, val_label
+from pgolf.submit.runs import Run, val_detail, val_key, val_label
 
 
 # ---------------------------------------------------------------------------------------------- configurations
@@ -122,17 +122,21 @@ def compare_rows(runs: list[Run]) -> list[dict]:
                      "train_seconds": r.get("train_seconds"), "val_bpb": r.val_bpb, "delta_best": r.val_bpb - best[key],
                      "artifact_bytes": r.get("artifact_bytes"), "total_bytes": r.get("total_bytes"),
                      "eval_mode": r.get("eval_mode"), "best": r.val_bpb == best[key], "val_split": key,
-                     "val_label": val_label(key, by_split[key])})
+                     "val_label": val_label(key, by_split[key]), "val_detail": val_detail(r)})
     return rows
 
 
 def splits_note(rows: list[dict]) -> str:
-    """A line under a table whose rows come from several val splits ("" when there is one)."""
-    splits = sorted({row["val_label"] for row in rows})
-    if len(splits) < 2:
-        return ""
-    return (f"Scored on {len(splits)} different val splits ({'; '.join(splits)}): best and Δ are within each split; "
-            "scores on different splits are not comparable.")
+    """Lines under a table: what each val split is (one line per split), and, when there are several, that best
+    and Δ are taken within each."""
+    legend = {}
+    for row in rows:
+        legend.setdefault(row["val_label"], row["val_detail"])
+    lines = [f"{label}: {detail}" for label, detail in legend.items()]
+    if len(legend) > 1:
+        lines.insert(0, f"Scored on {len(legend)} different val splits: best and Δ are within each split; scores on "
+                        "different splits are not comparable.")
+    return "\n".join(lines)
 
 
 def _cells(row: dict) -> tuple[str, ...]:
@@ -162,4 +166,4 @@ def compare_text(rows: list[dict]) -> str:
            for line in [head, *body]]
     out.insert(1, "-" * len(out[0]))
     note = splits_note(rows)
-    return "\n".join(out) + "\n* best val_bpb" + (" of its val split\n" + note if note else "")
+    return "\n".join(out) + "\n* best val_bpb of its val split\n" + note

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pgolf.errors import PgolfError
 from pgolf.submit.compare import group_runs
-from pgolf.submit.runs import Run, _ratio, expand, load_run, val_key, val_label
+from pgolf.submit.runs import Run, _ratio, expand, load_run, val_detail, val_key, val_label
 from pgolf.submit.stats import ALPHA, MARGIN_NATS, compute_stats, mean, sample_std
 
 
@@ -154,7 +154,7 @@ def leaderboard_markdown(entries: list[Entry], margin_nats: float = MARGIN_NATS,
             label = "mixed (seeds on different splits)" if key == "mixed" else val_label(
                 key, [r for e in members for r in e.runs])
             lines += [f"### val split {label}", ""]
-        lines += _ranked_table(members, margin_nats, alpha) + [""]
+        lines += _ranked_table(members, margin_nats, alpha) + ["", val_detail(members[0].runs[0]), ""]
     lines += [f"The last column: whether the row above improves on this row by at least {margin_nats} nats per "
               f"token at p < {alpha} (one-sided Welch t-test, as `pgolf stats`).", "",
               "Sources:", ""]

@@ -138,6 +138,20 @@ def val_official(run: Run) -> bool | None:
     return bool(verdict.get("official")) if isinstance(verdict, dict) else None
 
 
+def val_detail(run: Run) -> str:
+    """The one-line identity of the val split `run` was scored on (documents, tokens, tail, bytes, digest, verdict;
+    `pgolf.data.val_split.describe`), or why it is not known."""
+    from pgolf.data.val_split import describe
+
+    split = run.get("val_split")
+    if not isinstance(split, dict) or not split.get("digest"):
+        return "val split: not recorded"
+    if "docs" not in split:  # read back from a log line: the digest and the verdict only
+        official = (split.get("verdict") or {}).get("official")
+        return f"val split: digest {val_key(run)}; {'official' if official else 'NOT official'} (from the log)"
+    return describe(split)
+
+
 def val_label(key: str, runs: list[Run]) -> str:
     """`key` for tables: the digest, marked official when every run of it says so."""
     if key == UNRECORDED:

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from pgolf.errors import PgolfError
-from pgolf.submit.runs import UNRECORDED, Run, val_key
+from pgolf.submit.runs import UNRECORDED, Run, val_detail, val_key
 
 MARGIN_NATS = 0.005
 ALPHA = 0.01
@@ -204,6 +204,7 @@ class Stats:
         loss, bpb = self.loss, self.bpb
         lines.append(f"| **mean** (n={bpb.n}) | | {loss.mean:.8f} | {bpb.mean:.8f} | | | |")
         lines.append(f"| **std** (sample) | | {_fmt(loss.std, '.8f')} | {_fmt(bpb.std, '.8f')} | | | |")
+        lines += ["", val_detail(self.runs[0])]
         comp = self.comparison()
         if comp is not None:
             lines += ["", f"Against {comp['against']}: mean val_bpb {comp['against_mean_bpb']:.8f}, std "
