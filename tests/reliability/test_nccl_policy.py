@@ -47,7 +47,7 @@ def _fake_group(monkeypatch, device: str) -> dict:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", init)
-    monkeypatch.setattr(runtime, "choose_device", lambda pref, local_rank=0: torch.device(device, 0)
+    monkeypatch.setattr(runtime, "choose_device", lambda pref, local_rank=0, setting="": torch.device(device, 0)
                         if device == "cuda" else torch.device("cpu"))
     return seen
 
