@@ -27,7 +27,7 @@ def test_markdown_rows_in_order_best_marked(tmp_path, capsys):
     body = [line for line in lines[2:] if line.startswith("|")]
     assert len(body) == 3
     assert lines[-1] == "5a5a5a5a5a5a (official): val split: 50,000 docs, 62,021,846 tokens (tail scored), 151,080,891 " \
-        "bytes, digest 5a5a5a5a5a5a; official: the official sp1024 val split (50,000 documents, 62,021,846 tokens, " \
+        "bytes, tokenizer 4f5e8adb109c, digest 5a5a5a5a5a5a; official: the official sp1024 val split (50,000 documents, 62,021,846 tokens, " \
         "every target scored; tokens, bytes, tokenizer as the records' logs)"  # what the runs were scored on
     assert [str(r) in row for r, row in zip(runs, body)] == [True] * 3
     assert "(best)" in body[1] and "**1.10000000**" in body[1]

@@ -151,5 +151,6 @@ def describe(split: dict) -> str:
     digest = str(split.get("digest", "")).split(":")[-1][:12] or "?"
     scope = "" if split.get("full", True) else ", first tokens only"
     return (f"val split: {_count(split.get('docs'))} docs, {_count(split.get('tokens'))} tokens "
-            f"(tail {split.get('tail', '?')}{scope}), {_count(split.get('bytes'))} bytes, digest {digest}; "
+            f"(tail {split.get('tail', '?')}{scope}), {_count(split.get('bytes'))} bytes, tokenizer "
+            f"{str(split.get('tokenizer_sha256', '?'))[:12]}, digest {digest}; "
             + ("official" if verdict.get("official") else "NOT official") + f": {verdict.get('reason', '?')}")

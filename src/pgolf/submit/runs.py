@@ -139,7 +139,7 @@ def val_official(run: Run) -> bool | None:
 
 
 def val_detail(run: Run) -> str:
-    """The one-line identity of the val split `run` was scored on (documents, tokens, tail, bytes, digest, verdict;
+    """The one-line identity of the val split `run` was scored on (documents, tokens, tail, bytes, tokenizer, digest, verdict;
     `pgolf.data.val_split.describe`), or why it is not known."""
     from pgolf.data.val_split import describe
 
