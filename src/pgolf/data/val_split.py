@@ -43,10 +43,10 @@ class ValSplit:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def short(self) -> str:
-        """The digest's first 12 hex digits, for tables."""
-        return self.digest.split(":")[-1][:12]
+
+def short_digest(digest) -> str:
+    """A digest's first 12 hex digits, for tables and one-line reports ("?" when there is none)."""
+    return str(digest or "").split(":")[-1][:12] or "?"
 
 
 def stream_digest(tokens: np.ndarray) -> str:
@@ -148,7 +148,7 @@ def _count(value) -> str:
 def describe(split: dict) -> str:
     """One line for reports from a `ValSplit.to_dict()` with its `verdict` (`Verdict.to_dict()`)."""
     verdict = split.get("verdict") or {}
-    digest = str(split.get("digest", "")).split(":")[-1][:12] or "?"
+    digest = short_digest(split.get("digest"))
     scope = "" if split.get("full", True) else ", first tokens only"
     return (f"val split: {_count(split.get('docs'))} docs, {_count(split.get('tokens'))} tokens "
             f"(tail {split.get('tail', '?')}{scope}), {_count(split.get('bytes'))} bytes, tokenizer "

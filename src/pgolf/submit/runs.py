@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgolf.data.val_split import describe, short_digest
 from pgolf.errors import PgolfError
 
 EXACT_LINE = re.compile(r"^(final_\S+)_exact val_loss:(\S+) val_bpb:(\S+)", re.M)
@@ -128,7 +129,7 @@ def val_key(run: Run) -> str:
     """The first 12 hex digits of the digest of the val split `run` was scored on, or UNRECORDED."""
     split = run.get("val_split")
     digest = split.get("digest") if isinstance(split, dict) else None
-    return digest.split(":")[-1][:12] if isinstance(digest, str) and digest else UNRECORDED
+    return short_digest(digest) if isinstance(digest, str) and digest else UNRECORDED
 
 
 def val_official(run: Run) -> bool | None:
@@ -139,10 +140,8 @@ def val_official(run: Run) -> bool | None:
 
 
 def val_detail(run: Run) -> str:
-    """The one-line identity of the val split `run` was scored on (documents, tokens, tail, bytes, tokenizer, digest, verdict;
-    `pgolf.data.val_split.describe`), or why it is not known."""
-    from pgolf.data.val_split import describe
-
+    """The one-line identity of the val split `run` was scored on (documents, tokens, tail, bytes, tokenizer, digest,
+    verdict; `pgolf.data.val_split.describe`), or why it is not known."""
     split = run.get("val_split")
     if not isinstance(split, dict) or not split.get("digest"):
         return "val split: not recorded"

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgolf.data.val_split import describe as describe_split
+from pgolf.data.val_split import describe as describe_split, short_digest
 from pgolf.errors import PgolfError
 from pgolf.submit.pack import (BUNDLE, CAP_BYTES, EVAL_LIMIT_S, RECORD_TRACK, SUBMISSION, TRAIN_LIMIT_S, reads_val,
                                sha256_file)
@@ -281,7 +281,7 @@ def _check_val_split(checks: _Checks, sub: dict, seeds: list[dict]) -> None:
     problems = []
     if len({v["digest"] for v in splits}) > 1:
         problems.append("the seeds were scored on different val splits (digests "
-                        f"{', '.join(sorted({v['digest'].split(':')[-1][:12] for v in splits}))})")
+                        f"{', '.join(sorted({short_digest(v['digest']) for v in splits}))})")
     verdicts = [v.get("verdict") or {} for v in splits]
     if record and not all(v.get("official") for v in verdicts):
         reason = next(v.get("reason", "no verdict") for v in verdicts if not v.get("official"))
@@ -372,8 +372,8 @@ def _rescore(checks: _Checks, folder: Path, s: dict, data: Path, tolerance: floa
         problems.append("the re-score did not cover the whole val split")
     claimed_split, got_split = s.get("val_split") or {}, got.get("val_split") or {}
     if claimed_split.get("digest") and got_split.get("digest") != claimed_split["digest"]:
-        problems.append(f"{data} holds other val tokens (digest {str(got_split.get('digest'))[7:19]}) than the "
-                        f"seed was scored on ({claimed_split['digest'][7:19]})")
+        problems.append(f"{data} holds other val tokens (digest {short_digest(got_split.get('digest'))}) than the "
+                        f"seed was scored on ({short_digest(claimed_split['digest'])})")
     checks.add(name, problems, f"val_bpb {bpb:.8f} (within {tolerance:g}) in a fresh process")
 
 
