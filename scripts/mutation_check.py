@@ -101,7 +101,7 @@ MUTANTS = [
            "x = self.smear(x, input_ids)", "x = x",
            "smear_gate: SmearGate not applied"),
     Mutant("smear_bos_fix", "model/smear.py",
-           "gate * prev * keep", "gate * prev",
+           "mixed = mixed * (input_ids != self.bos_id).unsqueeze(-1).to(x.dtype)", "mixed = mixed",
            "smear_gate: BOS fix dropped (leaks across documents)"),
     Mutant("bigram", "model/gpt.py",
            "x = x + self.bigram(input_ids)", "x = x",
