@@ -226,10 +226,16 @@ class TrainConfig:
     """Progressive sequence length as "fraction:length" stages, e.g. "0:256,0.2:512"; empty = off."""
     seq_len_full_frac: float = 0.5
     """Training progress from which seq_len_schedule gives way to train_seq_len."""
+    seq_change_warmup_steps: int = 0
+    """After each sequence-length switch, the LR ramps back up linearly over N steps (PR #2014's 32); 0 = off."""
     save_float: bool = False
     """Also write the float weights as model_fp32.pt in the run directory (for quantization studies)."""
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (pgolf train --resume RUN_DIR); 0 = only on SIGINT/SIGTERM."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files under RUN_DIR/tensorboard (losses, val_bpb, LR, step time, eval results)."""
+    wandb_project: str = ""
+    """Also log to this Weights & Biases project (pip install pgolf[wandb]; WANDB_MODE=offline works); "" = off."""
 
 
 @dataclass
@@ -439,6 +445,8 @@ class Config:
             raise PgolfError(f"config: train.max_wallclock_seconds={t.max_wallclock_seconds} must be >= 0 (0 = no cap)")
         if t.iterations < 1:
             raise PgolfError(f"config: train.iterations={t.iterations} must be at least 1")
+        if t.seq_change_warmup_steps < 0:
+            raise PgolfError(f"config: train.seq_change_warmup_steps={t.seq_change_warmup_steps} must be >= 0 (0 = off)")
         if not 0 <= t.prefetch <= 64:
             raise PgolfError(f"config: train.prefetch={t.prefetch} must be in [0, 64]")
         if not 0 <= t.seed < 2 ** 32:

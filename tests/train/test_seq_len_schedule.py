@@ -69,3 +69,38 @@ def test_training_follows_a_schedule_whose_stages_do_not_divide_train_seq_len(ti
     assert "seq_len:32 step:0 " in log and "seq_len:64 step:1 " in log and "seq_len:96 step:7 " in log
     with pytest.raises(PgolfError, match="shuffled loader"):
         tiny_config(*SCHEDULE, "train.loader=shuffled")
+
+
+def test_rewarm_multiplier_matches_pr_2014s_rule():
+    """PR #2014: from the step the length switched at (k = 0), scale *= min(max((k + 1) / N, 0), 1)."""
+    from pgolf.optim.schedule import rewarm_multiplier
+
+    def reference(step, start, n):
+        if start is None or n <= 0:
+            return 1.0
+        return min(max((step - start + 1) / max(n, 1), 0.0), 1.0)
+
+    for start in (None, 0, 5, 40):
+        for n in (0, 1, 4, 32):
+            for step in range(0, 80, 3):
+                assert rewarm_multiplier(step, start, n) == reference(step, start, n)
+    assert [rewarm_multiplier(s, 5, 4) for s in range(5, 10)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_the_lr_rewarms_after_each_switch(tiny_config, tiny_data, tmp_path):
+    """Switches at steps 1 and 7 (the schedule above); with a 3-step re-warm the LR multiplier of steps 1-3 and
+    7-9 is 1/3, 2/3, 1 of the same run's without it; the switch at step 0 (the first length) re-warms nothing."""
+    import json
+
+    from pgolf.train.trainer import train
+
+    def lr_muls(*extra):
+        run = tmp_path / str(len(list(tmp_path.iterdir())))
+        train(tiny_config(*SCHEDULE, "train.train_log_every=1", *extra), tiny_data, run, echo=None)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["lr_mul"] for r in rows if "train_loss" in r]
+
+    plain, rewarmed = lr_muls(), lr_muls("train.seq_change_warmup_steps=3")
+    assert len(plain) == len(rewarmed) == 10
+    ratios = [r / p for r, p in zip(rewarmed, plain)]
+    assert ratios == pytest.approx([1, 1 / 3, 2 / 3, 1, 1, 1, 1, 1 / 3, 2 / 3, 1])

@@ -51,6 +51,14 @@ def lr_multiplier(step: int, elapsed_s: float, max_seconds: float, iterations: i
     return max(mult, min_lr)
 
 
+def rewarm_multiplier(step: int, changed_at: int | None, steps: int) -> float:
+    """LR re-warm after a sequence-length switch (PR #2014's SEQ_CHANGE_WARMUP_STEPS): at the k-th step from the
+    switch (k = 0 at the switching step) the LR is scaled by min((k + 1) / steps, 1); 1 when off or never switched."""
+    if steps <= 0 or changed_at is None:
+        return 1.0
+    return min(max((step - changed_at + 1) / steps, 0.0), 1.0)
+
+
 def training_progress(step: int, elapsed_s: float, max_seconds: float, iterations: int) -> float:
     """Fraction of the budget used: of the wall clock when there is a cap, else of `iterations`."""
     return elapsed_s / max_seconds if max_seconds > 0 else step / max(iterations, 1)

@@ -59,7 +59,7 @@ def save_checkpoint(state: RunState, parts: RunParts, *, cfg: Config, ctx: DistC
     step = state.step
     content = {
         "step": step, "train_ms": state.train_ms, "stop_after": state.stop_after, "pre_quant": state.pre_quant,
-        "seq_len": state.seq_len, "looping": bool(parts.model.looping),
+        "seq_len": state.seq_len, "seq_changed_at": state.seq_changed_at, "looping": bool(parts.model.looping),
         "clock": dict(clock.seconds), "resumes": list(state.resumes),
         **parts.state_dict(),
         "rng": ckpt.rng_state(),
@@ -110,6 +110,7 @@ def load_checkpoint(manifest: dict, state: RunState, parts: RunParts, *, cfg: Co
     for phase, seconds in content["clock"].items():
         clock.add(phase, float(seconds))
     state.seq_len = int(content["seq_len"])
+    state.seq_changed_at = content.get("seq_changed_at")  # absent from checkpoints written before the re-warm
     parts.model.set_looping(bool(content["looping"]))
     state.step, state.train_ms = int(content["step"]), float(content["train_ms"])
     state.stop_after, state.pre_quant = content["stop_after"], content["pre_quant"]

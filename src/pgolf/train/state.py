@@ -22,6 +22,8 @@ class RunState:
     seq_len: int
     """The training sequence length now (it follows `train.seq_len_schedule`)."""
     step: int = 0
+    seq_changed_at: int | None = None
+    """The step the sequence length last switched at (after step 0), which `train.seq_change_warmup_steps` counts from."""
     train_ms: float = 0.0
     """Training time charged so far (validation, checkpoints and the warm-up excluded)."""
     stop_after: int | None = None

@@ -43,7 +43,8 @@ from pgolf.model.gpt import GPT
 from pgolf.model.kernels import wanted
 from pgolf.model.precision import body_dtype, cast_body
 from pgolf.optim.groups import build_optimizers, parameter_roles
-from pgolf.optim.schedule import lr_multiplier, parse_seq_len_schedule, seq_len_at, training_progress, wd_taper
+from pgolf.optim.schedule import (lr_multiplier, parse_seq_len_schedule, rewarm_multiplier, seq_len_at,
+                                  training_progress, wd_taper)
 from pgolf.quant.qat import configure_qat, set_qat_active
 from pgolf.runtime import DistContext, LaunchEnv, PhaseClock, autocast_for, init_distributed, launch_env, should_compile
 from pgolf.train import checkpoint as ckpt
@@ -261,6 +262,8 @@ class Trainer:
                 seq_len = seq_len_at(progress, self.seq_len_stages, t.train_seq_len, t.seq_len_full_frac)
                 if seq_len != state.seq_len:
                     self.log.line(f"seq_len:{seq_len} step:{step} progress:{progress:.3f}")
+                    if step > 0:
+                        state.seq_changed_at = step
                 state.seq_len = seq_len
             if self.qat_layers:
                 set_qat_active(self.base_model, progress >= cfg.quant.qat_start_frac)
@@ -282,6 +285,7 @@ class Trainer:
             elapsed_s = (state.train_ms + 1000 * (time.perf_counter() - t0)) / 1000
             lr_mul = lr_multiplier(step, elapsed_s, budget_s, t.iterations, t.warmdown_iters,
                                    t.warmdown_frac, t.min_lr)
+            lr_mul *= rewarm_multiplier(step, state.seq_changed_at, t.seq_change_warmup_steps)
             loss = self._step(step, lr_mul, wd_taper(progress) if cfg.optim.muon_wd_taper else 1.0)
             step = state.step = step + 1
             self._first_bad = torch.where((self._first_bad == 0) & ~torch.isfinite(loss.detach()), step,
