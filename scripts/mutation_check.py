@@ -75,7 +75,7 @@ MUTANTS = [
            "return c * torch.tanh(z / c) if c > 0 else z", "return z",
            "logit softcap removed"),
     # Record techniques (ModelConfig options).
-    Mutant("leaky_slope_value", "model/gpt.py",
+    Mutant("leaky_slope_value", "model/choices.py",
            '"leaky_relu2": 0.5}', '"leaky_relu2": 0.0}',
            "leaky_relu2: slope 0.5 -> 0.0 (plain relu^2)"),
     Mutant("leaky_slope_ignored", "model/gpt.py",

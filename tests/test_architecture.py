@@ -18,8 +18,8 @@ PACKAGE = Path(pgolf.__file__).resolve().parent
 
 # Bottom to top, as drawn in docs/architecture.md. A module matches the longest prefix listed.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.config", "pgolf.config_docs", "pgolf.runtime",
-                    "pgolf.official_env")),
+    ("foundation", ("pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.progress", "pgolf.suggest", "pgolf.config",
+                    "pgolf.config_docs", "pgolf.runtime_choices", "pgolf.runtime", "pgolf.official_env")),
     ("data", ("pgolf.data",)),
     ("model", ("pgolf.model",)),
     ("optim", ("pgolf.optim",)),
@@ -29,7 +29,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("options", ("pgolf.options",)),
     ("bundle", ("pgolf.bundle",)),
     ("train", ("pgolf.train",)),
-    ("commands", ("pgolf.cli", "pgolf.__main__", "pgolf.submit")),
+    ("commands", ("pgolf.cli", "pgolf.__main__", "pgolf.submit", "pgolf.data.commands", "pgolf.sweep")),
 ]
 
 

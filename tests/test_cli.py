@@ -3,6 +3,7 @@ the interface itself: consistent flags, presets and settings that explain themse
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -257,6 +258,47 @@ def test_data_and_run_dir_flags_are_spelled_the_same_everywhere(capsys):
         assert "--run-dir" in text and "--data " in text and "--data-dir" not in text and "--out" not in text
 
 
+def _every_action(parser, prog="pgolf"):
+    """(command, argparse action) for every argument of every (sub)command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _every_action(sub, f"{prog} {name}")
+        else:
+            yield prog, action
+
+
+def test_every_argument_of_every_command_has_help():
+    """Issue 24: --quiet, --out, --train-shards, bench's --preset and the rest each say what they do in --help; the
+    legality --mode help names every eval mode from the registry (the TTT modes too)."""
+    from pgolf.cli import build_parser
+    from pgolf.eval.names import EVAL_MODES, TTT_MODES
+
+    actions = list(_every_action(build_parser()))
+    silent = [f"{prog} {'/'.join(a.option_strings) or a.dest}" for prog, a in actions if not a.help]
+    assert not silent, f"arguments without help: {', '.join(silent)}"
+    commands = {prog for prog, _ in actions}
+    assert commands >= {"pgolf data demo", "pgolf data fineweb", "pgolf data verify", "pgolf bench", "pgolf verify"}
+    mode = next(a for prog, a in actions if prog == "pgolf legality" and "--mode" in a.option_strings)
+    assert TTT_MODES and all(name in mode.help for name in EVAL_MODES)
+
+
+def test_the_data_commands_live_outside_the_cli_module():
+    """Issue 24: the `data` commands are pgolf/data/commands.py's; cli.py imports that module inside a function
+    only, so a train_gpt.py bundle (which follows the imports of `train_main`) never carries them."""
+    import ast
+
+    import pgolf.cli
+    from pgolf.data import commands
+
+    tree = ast.parse(Path(pgolf.cli.__file__).read_text(encoding="utf-8"))
+    top_level = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    nested = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} - top_level
+    assert "pgolf.data.commands" in nested and "pgolf.data.commands" not in top_level
+    assert not [name for name in vars(pgolf.cli) if name.startswith("_cmd_data")]
+    assert pgolf.cli.build_parser().parse_args(["data", "demo"]).func is commands._cmd_data_demo
+
+
 def test_misspelled_environment_section_is_one_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("PGOLF_MODLE_NUM_LAYERS", "3")
     _fails_cleanly(capsys, ["config", "show"], "PGOLF_MODLE_NUM_LAYERS", "MODEL, OPTIM, TRAIN, QUANT, EVAL")
@@ -426,3 +468,15 @@ def test_eval_on_cuda_without_cuda_names_the_flag(trained, capsys):
     data, run = trained
     _fails_cleanly(capsys, ["eval", str(run / "artifact.pgolf"), "--data", str(data), "--device", "cuda"],
                    "--device=cuda but CUDA is not available")
+
+
+def test_bundle_and_bench_refuse_to_replace_a_file_unless_told(tmp_path, capsys):
+    """Both refuse before any work (building a bundle, measuring) and leave the file as it was."""
+    out = tmp_path / "train_gpt.py"
+    out.write_text("mine")
+    _fails_cleanly(capsys, ["bundle", "--preset", "baseline", "--out", str(out)], "exists: pass --overwrite")
+    result = tmp_path / "bench.json"
+    result.write_text("{}")
+    _fails_cleanly(capsys, ["bench", "--preset", "cpu-smoke", "--json", str(result)], "exists: pass --overwrite")
+    assert out.read_text() == "mine" and result.read_text() == "{}"
+

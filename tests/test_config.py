@@ -103,6 +103,32 @@ def test_unknown_preset_lists_known_ones():
         resolve_config("nope", environ={})
 
 
+def _one_line(preset="baseline", sets=(), environ=None) -> str:
+    with pytest.raises(PgolfError) as info:
+        resolve_config(preset, list(sets), environ=environ or {})
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_a_mistyped_name_says_which_was_meant(tmp_path):
+    """Issue 24: an unknown setting (in --set, a PGOLF_ variable, a preset file), section or preset names the closest
+    known ones (difflib) in its one line, spelled as it was given; a name close to none lists the known ones."""
+    assert _one_line(sets=["train.iteratons=5"]).endswith(
+        "unknown setting train.iteratons; did you mean train.iterations?")
+    assert "; did you mean train.iterations" in _one_line(sets=["model.iterations=5"])  # another section's, first
+    assert _one_line(sets=["trian.seed=5"]).endswith("unknown config section 'trian'; did you mean train.seed?")
+    assert _one_line(environ={"PGOLF_TRAIN_ITERATONS": "5"}) == (
+        "environment PGOLF_TRAIN_ITERATONS: unknown setting train.iteratons; did you mean PGOLF_TRAIN_ITERATIONS?")
+    assert _one_line(environ={"PGOLF_TRIAN_SEED": "5"}).endswith("; did you mean PGOLF_TRAIN_SEED?")
+    assert _one_line(environ={"PGOLF_SHARED_DAT": "x"}).endswith("; did you mean PGOLF_SHARED_DATA?")
+    preset = tmp_path / "mine.toml"
+    preset.write_text("[train]\niteratons = 5\n")
+    assert _one_line(str(preset)).endswith("unknown setting train.iteratons; did you mean train.iterations?")
+    assert _one_line("recrod").startswith("unknown preset 'recrod'; did you mean record? (known: baseline")
+    far = _one_line(sets=["train.zzzzqq=1"])
+    assert "did you mean" not in far and far.endswith(")") and "known: body_dtype" in far
+
+
 def test_grad_accum_keeps_global_batch():
     cfg = resolve_config("baseline", environ={})
     for world in (1, 2, 4, 8):

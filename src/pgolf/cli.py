@@ -2,7 +2,9 @@
 
 Every error caused by input (a bad command line, `PgolfError`, or an OS error on a named file) becomes one
 `pgolf: error:` line on stderr and exit code 2; a traceback means a bug in pgolf. Commands that read a data
-directory take `--data DIR`; those that train write under `--run-dir DIR`.
+directory take `--data DIR`; those that train write under `--run-dir DIR`. The `data` commands and the submission
+commands register from `pgolf/data/commands.py`, `pgolf/submit/commands.py` and `pgolf/sweep/commands.py`, imported
+inside `build_parser` only: a `train_gpt.py` bundle, which follows the imports of `train_main`, carries none of them.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import sys
 from pathlib import Path
 
 from pgolf.errors import PgolfError
+from pgolf.fileio import refuse_existing
 from pgolf.eval.names import EVAL_MODES
-
-DEFAULT_DEMO_DATA = Path("data/demo")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,119 +56,14 @@ def _out_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _new_data_dir(args: argparse.Namespace) -> Path:
-    """`--out` for a data build: refused when it already holds a data directory (another job may be reading it)
-    unless --overwrite."""
-    out = _out_dir(args.out, "output directory")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise PgolfError(f"data: {out} is not empty (a data directory another run may be reading); pass --overwrite "
-                         "to rebuild it in place, or choose another --out")
-    return out
-
-
-def _cmd_data_demo(args: argparse.Namespace) -> int:
-    from pgolf.data.build import build_demo
-
-    manifest = build_demo(_new_data_dir(args), vocab_size=args.vocab_size, progress=not args.quiet)
-    _print_manifest(args.out, manifest)
-    return 0
-
-
-def _cmd_data_build(args: argparse.Namespace) -> int:
-    from pgolf.data.build import build_dataset
-    from pgolf.data.overlap import print_overlap
-
-    if (args.tokenizer is None) == (args.vocab_size is None):
-        raise PgolfError("data build: give exactly one of --tokenizer MODEL or --vocab-size N")
-    manifest = build_dataset(args.docs, _new_data_dir(args), tokenizer=args.tokenizer,
-                             vocab_size=args.vocab_size, val_docs=args.val_docs,
-                             workers=args.workers or os.cpu_count() or 1, shard_size=args.shard_size,
-                             progress=not args.quiet, caseops=args.caseops, refuse_overlap=not args.allow_overlap)
-    _print_manifest(args.out, manifest)
-    print_overlap(manifest, args.out)
-    return 0
-
-
-def _cmd_data_fineweb(args: argparse.Namespace) -> int:
-    from pgolf.data.hub import download_fineweb
-    from pgolf.data.overlap import print_overlap
-
-    result = download_fineweb(_out_dir(args.out, "output directory"), variant=args.variant,
-                              train_shards=args.train_shards, repo_id=args.repo_id, remote_root=args.remote_root,
-                              with_docs=args.with_docs, progress=not args.quiet, hub_dir=args.hub_dir)
-    print(f"downloaded {len(result.files)} files ({result.skipped} already present)")
-    _print_manifest(result.dataset_dir, result.manifest)
-    print_overlap(result.manifest, result.dataset_dir)
-    return 0
-
-
-def _cmd_data_import(args: argparse.Namespace) -> int:
-    from pgolf.data.importer import import_data_dir
-    from pgolf.data.overlap import print_overlap
-
-    manifest = import_data_dir(args.dir, tokenizer=args.tokenizer, progress=not args.quiet)
-    _print_manifest(args.dir, manifest)
-    print_overlap(manifest, args.dir)
-    return 0
-
-
-def _cmd_data_verify(args: argparse.Namespace) -> int:
-    """Every file of a data directory against its manifest, SHA-256 included: one `pgolf: error:` line per bad
-    file and exit code 2, or a summary and 0 (docs/data.md#checksums). Then its train documents against its val
-    documents (and, with --against, another directory's): a train document equal to a val document is one
-    `pgolf: error:` line and exit code 2 (docs/data.md#trainval-overlap)."""
-    from pgolf.data.manifest import CHECKSUMS, add_checksums, read_manifest, verify_data_dir
-    from pgolf.data.overlap import check_overlaps, leak_fingerprint
-
-    if args.against is not None:
-        read_manifest(args.against)  # a wrong --against is one line before the slow part
-    report = verify_data_dir(args.dir, progress=not args.quiet)
-    for problem in report.problems:
-        print(f"pgolf: error: {problem}", file=sys.stderr)
-    if report.problems:
-        print(f"verify: {args.dir}: {len(report.problems)} problem(s); train on it only after rebuilding or "
-              "re-downloading the files named above")
-        return 2
-    rate = report.bytes / report.seconds / 1e6 if report.seconds > 0 else 0.0
-    if report.checksums:
-        print(f"verify: {args.dir}: {report.files} file(s), {report.bytes:,} bytes match the manifest's SHA-256 "
-              f"({report.seconds:.1f} s, {rate:.0f} MB/s)")
-    elif args.add_checksums:
-        manifest = add_checksums(args.dir)
-        print(f"verify: {args.dir}: headers, sizes and token counts are whole; recorded the SHA-256 of "
-              f"{len(manifest[CHECKSUMS])} file(s) in {Path(args.dir) / 'manifest.json'}")
-    else:
-        print(f"pgolf: note: {Path(args.dir) / 'manifest.json'} has no shard checksums (written by an older pgolf): "
-              f"checked headers, sizes and token counts only; record them with: pgolf data verify {args.dir} "
-              "--add-checksums", file=sys.stderr)
-        print(f"verify: {args.dir}: {report.files} file(s), {report.bytes:,} bytes: headers, sizes and token counts "
-              "are whole (no checksums to compare)")
-    results = check_overlaps(args.dir, args.against, progress=not args.quiet)
-    for result in results:
-        print(result.summary(args.dir))
-    warning = leak_fingerprint(read_manifest(args.dir), args.dir)
-    if warning:
-        print(f"pgolf: warning: {warning}", file=sys.stderr)
-    leaks = [line for line in (r.problem(args.dir) for r in results) if line]
-    for line in leaks:
-        print(f"pgolf: error: {line}", file=sys.stderr)
-    return 2 if leaks else 0
-
-
-def _print_manifest(out: str | Path, manifest: dict) -> None:
-    tok = manifest["tokenizer"]
-    print(f"data: {out} (tokenizer {tok['file']}, vocab {tok['vocab_size']})")
-    for split in ("train", "val"):
-        s = manifest["splits"][split]
-        print(f"  {split}: {s['docs']} docs, {s['tokens']} tokens, {s['bytes']} bytes, {len(s['files'])} shard(s)")
-
-
 def _budget_sets(args: argparse.Namespace) -> list[str]:
     """`--set` overrides plus the ones the budget flags (and --seed, where the command has it) stand for."""
     sets = list(args.set or [])
-    for flag, key in (("max_steps", "iterations"), ("max_seconds", "max_wallclock_seconds"), ("seed", "seed")):
+    for flag, key in (("max_steps", "iterations"), ("max_seconds", "max_total_seconds"), ("seed", "seed")):
         if getattr(args, flag, None) is not None:
             sets.append(f"train.{key}={getattr(args, flag)}")
+    if getattr(args, "max_seconds", None) == 0:  # no bound at all: the training clock's cap goes too
+        sets.append("train.max_wallclock_seconds=0")
     return sets
 
 
@@ -263,6 +159,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise  # someone's own data directory, damaged: never overwrite it with the demo
         print(f"building the offline demo corpus in {data_dir}")
         build_demo(data_dir, progress=not args.quiet)
+    if not any(s.split("=", 1)[0].strip() == "train.threads" for s in args.set or []):
+        from pgolf.runtime import cpu_threads
+
+        threads, why = cpu_threads(0)  # the demo must learn on a busy laptop too: one thread per free core
+        args.set = [*(args.set or []), f"train.threads={threads}"]
+        print(f"threads: {threads} ({why}; --set train.threads=N to choose)")
     return _train_and_report(args, data_dir, "demo")
 
 
@@ -271,7 +173,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
     toggles = [t.strip() for t in args.toggle.split(",") if t.strip()]
     out = _out_dir(args.run_dir or Path("runs") / f"ablate-{Path(args.preset).stem}", "run directory")
-    print(ablate(args.preset, toggles, args.data, out, sets=_budget_sets(args)))
+    print(ablate(args.preset, toggles, args.data, out, sets=_budget_sets(args), workers=args.workers,
+                 nproc_per_node=args.nproc_per_node))
     return 0
 
 
@@ -321,7 +224,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = score_artifact(args.artifact, args.data, mode=args.mode, seq_len=args.seq_len or 0,
                                 batch_tokens=args.batch_tokens or 0, device=ctx.device, ctx=ctx,
                                 stride=args.stride or 0, max_seconds=args.max_seconds,
-                                max_tokens=args.max_tokens or 0, overrides=args.set, progress=sys.stderr.isatty())
+                                max_tokens=args.max_tokens or 0, overrides=args.set, progress=True)
     finally:
         ctx.shutdown()
     if ctx.is_main:
@@ -361,9 +264,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from pgolf.options import resolve_config
-    from pgolf.train.bench import run_bench, write_outputs
+    from pgolf.train.bench import format_result, run_bench, write_outputs
 
     cfg = resolve_config(args.preset, args.set)
+    if args.json is not None and args.json != Path("-"):
+        refuse_existing([args.json], args.overwrite)  # before minutes of measuring, not after
     if args.steps < 1 or args.warmup < 1 or args.eval_tokens < 0:
         raise PgolfError("bench: --steps and --warmup must be at least 1 and --eval-tokens at least 0")
     if args.no_train and args.eval_tokens == 0:
@@ -371,7 +276,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     result = run_bench(cfg, device=device, steps=args.steps, warmup=args.warmup, eval_tokens=args.eval_tokens,
                        ttt=not args.no_ttt, train=not args.no_train)
-    write_outputs(result, args.json, args.markdown)
+    to_stdout = args.json == Path("-")  # --json alone: the JSON instead of the table
+    write_outputs(result, None if to_stdout else args.json, args.markdown)
+    print(json.dumps(result) if to_stdout else format_result(result))
     return 0
 
 
@@ -391,6 +298,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from pgolf.bundle.build import write_bundle
 
+    refuse_existing([args.out], args.overwrite)
     bundle = write_bundle(args.preset, args.out)
     print(bundle.report(args.out))
     print(f"run it: python {args.out} --data DIR [pgolf train options]")
@@ -411,7 +319,9 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
 def _add_budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=_positive, help="stop after N steps (sets train.iterations)")
     p.add_argument("--max-seconds", type=_seconds,
-                   help="wall-clock training cap in seconds, 0 = no cap (sets train.max_wallclock_seconds)")
+                   help="bound the whole command (warm-up, training, calibration, export, scoring) to about N s: "
+                        "training stops at 75%% of it (sets train.max_total_seconds; 0 = no bound and no training "
+                        "cap)")
     p.add_argument("--run-dir", type=Path, help="where config.json, logs, artifact and result.json go")
 
 
@@ -461,20 +371,28 @@ def train_main(argv: list[str] | None = None, *, preset: str = "baseline", prog:
 
 
 def _official_argv(prog: str) -> list[str]:
-    """The train arguments an official-style run (no arguments, settings in the environment) stands for."""
-    from pgolf.data.importer import import_data_dir
+    """The train arguments an official-style run (no arguments, settings in the environment) stands for. As the
+    official script: the log is `logs/RUN_ID.txt` (RUN_ID defaults to a fresh UUID), a link to the run directory
+    `logs/RUN_ID/`'s log.txt beside the artifact and result, and the data folder is only read: its manifest,
+    tokenizer copy and shard links go into a data view in the user's cache (`pgolf.data.importer.view_dir`)."""
+    import uuid
+
+    from pgolf.data.importer import import_data_dir, view_dir
     from pgolf.official_env import official_run
 
     run = official_run()
+    view = view_dir(run.data)
     # official folders carry no manifest; the leak scan is `pgolf data verify`'s, not every submission run's
-    import_data_dir(run.data, run.tokenizer, progress=False, reuse=True, overlap=False)
-    argv = ["--data", str(run.data), *(f"--set={s}" for s in run.sets)]
-    if run.run_id:
-        argv += ["--run-dir", str(Path("runs") / run.run_id)]
-    print(f"{prog}: official environment: data {run.data}"
+    import_data_dir(run.data, run.tokenizer, progress=False, reuse=True, overlap=False, into=view)
+    run_id = run.run_id or str(uuid.uuid4())
+    run_dir, log = Path("logs") / run_id, Path("logs") / f"{run_id}.txt"
+    if not (log.exists() or log.is_symlink()):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.symlink_to(Path(run_id) / "log.txt")
+    print(f"{prog}: official environment: data {run.data} (read only; manifest in {view})"
           + (f", tokenizer {run.tokenizer}" if run.tokenizer else "")
-          + (f", settings {' '.join(run.sets)}" if run.sets else ""), file=sys.stderr)
-    return argv
+          + (f", settings {' '.join(run.sets)}" if run.sets else "") + f"; log {log}", file=sys.stderr)
+    return ["--data", str(view), *(f"--set={s}" for s in run.sets), "--run-dir", str(run_dir)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,68 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pgolf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="prepare challenge-format data").add_subparsers(dest="data_command",
-                                                                                       required=True)
-    p = data.add_parser("demo", help="offline English corpus (Python's own docs) -> tokenizer + shards + manifest")
-    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_DATA, help=f"data directory (default {DEFAULT_DEMO_DATA})")
-    p.add_argument("--vocab-size", type=_positive, default=1024, help="tokenizer vocabulary (default 1024)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="rebuild a non-empty --out in place")
-    p.set_defaults(func=_cmd_data_demo)
+    from pgolf.data.commands import DEMO_DATA, add_commands as add_data_commands
 
-    p = data.add_parser("build", help="documents -> tokenizer + shards + manifest")
-    p.add_argument("--docs", type=Path, action="append", required=True, help=".jsonl[.gz|.xz], .txt or .parquet")
-    p.add_argument("--out", type=Path, required=True, help="the data directory to write (new or empty)")
-    p.add_argument("--tokenizer", type=Path, help="an existing SentencePiece .model")
-    p.add_argument("--vocab-size", type=_positive, help="train a tokenizer with the official settings")
-    p.add_argument("--val-docs", type=_positive,
-                   help="the first N documents are the val split (default 50,000, the official split)")
-    p.add_argument("--workers", type=_positive, help="tokenizer processes (default: all cores)")
-    p.add_argument("--shard-size", type=_positive, default=10**8, help="tokens per shard (official: 10^8)")
-    p.add_argument("--caseops", action="store_true",
-                   help="CaseOps: tokenize case-folded text with operator symbols, write the val byte sidecar")
-    p.add_argument("--allow-overlap", action="store_true",
-                   help="build even when train documents equal val documents (refused by default: a val leak)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--overwrite", action="store_true", help="rebuild a non-empty --out in place")
-    p.set_defaults(func=_cmd_data_build)
-
-    p = data.add_parser("fineweb", help="download a hosted export from the Hugging Face Hub (+ manifest)")
-    p.add_argument("--variant", default="sp1024", metavar="{sp1024,sp4096,sp8192,sp8192-caseops}",
-                   help="a hosted export (each has its own repository; default sp1024), or another variant in the "
-                        "manifest of --repo-id")
-    p.add_argument("--train-shards", type=_count, default=80)
-    p.add_argument("--out", type=Path, default=Path("data"))
-    p.add_argument("--repo-id", help="dataset repository (default: the variant's; willdepueoai/parameter-golf "
-                                     "for others)")
-    p.add_argument("--remote-root", help="the export's folder in the repository (default: datasets)")
-    p.add_argument("--with-docs", action="store_true", help="also fetch docs_selected.jsonl and its sidecar")
-    p.add_argument("--hub-dir", type=Path, help="a local mirror of the hub repository instead of the network")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_data_fineweb)
-
-    p = data.add_parser("import", help="adopt an official data folder: check its shards, write manifest.json")
-    p.add_argument("dir", type=Path, help="a folder of fineweb_{train,val}_NNNNNN.bin shards")
-    p.add_argument("--tokenizer", type=Path,
-                   help="its SentencePiece .model (default: the one beside the shards, or ../../tokenizers/)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_data_import)
-
-    p = data.add_parser("verify", help="check every shard of a data directory against its manifest (full SHA-256)")
-    p.add_argument("dir", type=Path, help="a data directory (with manifest.json)")
-    p.add_argument("--add-checksums", action="store_true",
-                   help="a manifest without checksums (older pgolf): record the files' SHA-256 as they are now")
-    p.add_argument("--against", type=Path, metavar="OFFICIAL_DIR",
-                   help="also compare the train documents with the val split of this data directory (e.g. the "
-                        "official export, same tokenizer): what finds val documents built into train (issue #2127)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_data_verify)
+    add_data_commands(sub)  # the `data` commands (pgolf/data/commands.py), imported here: not in a bundle
 
     p = sub.add_parser("train", help="train a preset under the wall clock, write the artifact and its score")
     _add_train_command(p, "baseline")
 
     p = sub.add_parser("run", help="the whole pipeline on the offline demo corpus, CPU-sized")
-    _add_data_option(p, DEFAULT_DEMO_DATA, old="--data-dir")
+    _add_data_option(p, DEMO_DATA, old="--data-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bars while building the demo corpus")
     p.add_argument("--overwrite", action="store_true",
                    help="with --run-dir: replace the run already there (without --run-dir each run gets a fresh "
@@ -559,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_option(p)
     _add_budget_options(p)
     p.add_argument("--out", dest="run_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="variants at once, each a pgolf train process on its own GPU(s) or cores (default 1)")
+    p.add_argument("--nproc-per-node", type=_positive, default=1, help="GPUs per variant, under torchrun (default 1)")
     p.set_defaults(func=_cmd_ablate)
 
     sub.add_parser("presets", help="list the shipped presets").set_defaults(func=_cmd_presets)
@@ -569,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_config_show)
 
     p = sub.add_parser("eval", help="score an artifact file on a data directory's val split")
-    p.add_argument("artifact", type=Path)
+    p.add_argument("artifact", type=Path, help="an artifact file (artifact.pgolf of a run)")
     _add_data_option(p)
     p.add_argument("--mode", choices=EVAL_MODES,
                    help="default: the artifact's eval.mode; sliding and doc take --stride")
@@ -580,29 +448,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="eval.FIELD=VALUE",
                    help="override an eval or ttt setting of the artifact's config (e.g. ttt.lr=0.005)")
     p.add_argument("--batch-tokens", type=_positive, help="tokens per scoring batch (default: eval.batch_tokens)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to score (default auto: CUDA when present)")
     p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("legality", help="check an eval mode against C1-C4 (issue #1017) on a slice of val")
-    p.add_argument("artifact", type=Path)
+    p.add_argument("artifact", type=Path, help="an artifact file (artifact.pgolf of a run)")
     _add_data_option(p)
-    p.add_argument("--mode", required=True, help="flat, sliding, doc, or a fixture of pgolf/eval/fixtures.py")
+    p.add_argument("--mode", required=True,
+                   help=f"an eval mode ({', '.join(EVAL_MODES)}) or a fixture of pgolf/eval/fixtures.py")
     p.add_argument("--tokens", type=_positive, default=4096, help="val tokens checked (from the start of val)")
     p.add_argument("--seq-len", type=_positive, help="default: the artifact's eval/train sequence length")
     p.add_argument("--stride", type=_positive, help="sliding/doc window stride (default: the artifact's)")
-    p.add_argument("--batch-tokens", type=_positive, default=16_384)
+    p.add_argument("--batch-tokens", type=_positive, default=16_384, help="tokens per scoring batch (default 16,384)")
     p.add_argument("--perturbations", type=_positive, default=8, help="tokens changed, one per rerun, for C1")
-    p.add_argument("--tolerance", type=_number(float, 0.0, "a number >= 0"), default=1e-4)
-    p.add_argument("--seed", type=_count, default=0)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--tolerance", type=_number(float, 0.0, "a number >= 0"), default=1e-4,
+                   help="largest numerical difference that counts as none (C1's changed log-probs, C2's "
+                        "normalisation; default 1e-4)")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the perturbed positions and tokens (default 0)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run the mode (default cpu)")
     p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     p.set_defaults(func=_cmd_legality)
 
     p = sub.add_parser("bench", help="step time, tokens/s, MFU, memory, eval and TTT tokens/s of a preset here")
-    p.add_argument("--preset", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--preset", required=True, help="preset name (pgolf presets) or TOML path")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a config field (pgolf config show lists them)")
     p.add_argument("--steps", type=int, default=10, help="timed training steps (after --warmup)")
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
     p.add_argument("--eval-tokens", type=int, default=65_536,
@@ -610,23 +483,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true",
                    help="skip the training stage: only the eval/TTT throughput (its own stage, its own timeout)")
     p.add_argument("--no-ttt", action="store_true", help="skip the TTT eval timing")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to measure (default auto: CUDA when present)")
+    p.add_argument("--json", type=Path, nargs="?", const="-", metavar="FILE",
+                   help="the result as JSON: on stdout instead of the table, or written to FILE")
     p.add_argument("--markdown", type=Path, help="append one table row to this file (docs/BENCHMARKS.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("inspect", help="list an artifact's tensors, schemes and bytes")
-    p.add_argument("artifact", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("artifact", type=Path, help="an artifact file (artifact.pgolf of a run)")
+    p.add_argument("--json", action="store_true", help="the tensors, config, tokenizer and meta as JSON")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("bundle", help="write one self-extracting train_gpt.py for a preset (its size is code_bytes)")
     p.add_argument("--preset", required=True, help="preset name or TOML path baked in as the default")
     p.add_argument("--out", type=Path, required=True, help="the file to write, e.g. train_gpt.py")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_bundle)
 
     from pgolf.submit.commands import add_commands
     add_commands(sub)
+    from pgolf.sweep.commands import add_commands as add_sweep_commands
+    add_sweep_commands(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pgolf.errors import PgolfError
+from pgolf.suggest import did_you_mean
 
 @dataclass
 class ModelConfig:
@@ -190,6 +191,8 @@ class TrainConfig:
     """Training stops after this many steps, or at the wall-clock cap if that comes first."""
     max_wallclock_seconds: float = 600.0
     """Training-time cap in seconds (validation does not count); 0 = no cap."""
+    max_total_seconds: float = 0.0
+    """Bound the whole run to about N s: training stops at 75% of it, the rest is export and scoring; 0 = off."""
     warmdown_iters: int = 1200
     """Baseline warmdown: the LR falls linearly to 0 over the last N steps, estimated from the clock."""
     warmdown_frac: float = 0.0
@@ -317,6 +320,8 @@ class EvalConfig:
     """Window stride of sliding and doc modes; 0 = 64, capped at seq_len."""
     max_seconds: float = 0.0
     """Fail if scoring takes longer than this (the challenge allows 600 s on 8xH100); 0 = no limit."""
+    max_tokens: int = -1
+    """Final score on the first N val tokens (NOT official); -1: whole split on CUDA, 131,072 on CPU; 0: whole."""
     compile: str = "auto"
     """Compile the eval forward (every mode) for fixed, padded shapes: auto (CUDA only), on, off."""
     report_modes: str = ""
@@ -445,8 +450,13 @@ class Config:
             raise PgolfError(f"config: train.max_wallclock_seconds={t.max_wallclock_seconds} must be >= 0 (0 = no cap)")
         if t.iterations < 1:
             raise PgolfError(f"config: train.iterations={t.iterations} must be at least 1")
+        if not t.max_total_seconds >= 0:
+            raise PgolfError(f"config: train.max_total_seconds={t.max_total_seconds} must be >= 0 (0 = no bound)")
+        if self.eval.max_tokens < -1:
+            raise PgolfError(f"config: eval.max_tokens={self.eval.max_tokens} must be -1 (auto), 0 (all) or a count")
         if t.seq_change_warmup_steps < 0:
-            raise PgolfError(f"config: train.seq_change_warmup_steps={t.seq_change_warmup_steps} must be >= 0 (0 = off)")
+            raise PgolfError(f"config: train.seq_change_warmup_steps={t.seq_change_warmup_steps} must be >= 0 "
+                             "(0 = off)")
         if not 0 <= t.prefetch <= 64:
             raise PgolfError(f"config: train.prefetch={t.prefetch} must be in [0, 64]")
         if not 0 <= t.seed < 2 ** 32:
@@ -558,20 +568,41 @@ def _note_old_names(old: list[str]) -> None:
               f"{', '.join(dict.fromkeys(old))}", file=sys.stderr)
 
 
-def _assign(cfg: Config, section: str, key: str, value: Any, source: str, old: list[str] | None = None) -> None:
-    """Set one field from a preset, override or JSON value; an old name is mapped and appended to `old`."""
+def env_name(section: str, key: str) -> str:
+    """The environment variable of setting `section.key`: PGOLF_<SECTION>_<FIELD>."""
+    return f"PGOLF_{section.upper()}_{key.upper()}"
+
+
+def _dotted(section: str, key: str) -> str:
+    return f"{section}.{key}"
+
+
+def _assign(cfg: Config, section: str, key: str, value: Any, source: str, old: list[str] | None = None,
+            spell=_dotted) -> None:
+    """Set one field from a preset, override or JSON value; an old name is mapped and appended to `old`. An unknown
+    name is refused with the closest known ones, spelled by `spell(section, field)` (`env_name` for a variable)."""
     new = current_name(section, key)
     if new != (section, key):
         if old is not None:
             old.append(f"{section}.{key}")
         section, key = new
     if section not in SECTIONS:
-        raise PgolfError(f"{source}: unknown config section {section!r} (known: {', '.join(SECTIONS)})")
+        raise PgolfError(f"{source}: unknown config section {section!r}"
+                         + (_closest(section, key, spell) or f" (known: {', '.join(SECTIONS)})"))
     obj = getattr(cfg, section)
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if key not in fields:
-        raise PgolfError(f"{source}: unknown setting {section}.{key} (known: {', '.join(sorted(fields))})")
+        raise PgolfError(f"{source}: unknown setting {section}.{key}"
+                         + (_closest(section, key, spell) or f" (known: {', '.join(sorted(fields))})"))
     setattr(obj, key, _coerce(value, fields[key].type, f"{source}: {section}.{key}"))
+
+
+def _closest(section: str, key: str, spell, also: tuple[str, ...] = ()) -> str:
+    """"; did you mean train.iterations?": the settings of every section (and `also`) closest to `section.key`, all
+    spelled by `spell`; "" when none is close."""
+    cfg = Config()
+    known = [spell(s, f.name) for s in SECTIONS for f in dataclasses.fields(getattr(cfg, s))]
+    return did_you_mean(spell(section, key), [*known, *also])
 
 
 def preset_names() -> list[str]:
@@ -589,7 +620,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         else:
             resource = resources.files("pgolf") / "presets" / f"{name_or_path}.toml"
             if not resource.is_file():
-                raise PgolfError(f"unknown preset {name_or_path!r} (known: {', '.join(preset_names())})")
+                raise PgolfError(f"unknown preset {name_or_path!r}" + did_you_mean(name_or_path, preset_names())
+                                 + f" (known: {', '.join(preset_names())})")
             text = resource.read_text(encoding="utf-8")
         return tomllib.loads(text)
     except OSError as exc:
@@ -642,7 +674,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> list[tuple[str, s
         section, _, key = name[len("PGOLF_"):].lower().partition("_")
         if section not in SECTIONS or not key:
             raise PgolfError(f"environment {name}: not PGOLF_<SECTION>_<FIELD> with a known section "
-                             f"({', '.join(s.upper() for s in SECTIONS)})")
+                             f"({', '.join(s.upper() for s in SECTIONS)})"
+                             + _closest(section, key, env_name, also=NON_CONFIG_ENV))
         out.append((section, key, value))
     return out
 
@@ -660,7 +693,7 @@ def build_config(preset: str = "baseline", overrides: list[str] | None = None,
         for key, value in values.items():
             _assign(cfg, section, key, value, source=f"preset {preset}", old=old)
     for section, key, value in env_overrides(environ):
-        _assign(cfg, section, key, value, source=f"environment PGOLF_{section.upper()}_{key.upper()}", old=old)
+        _assign(cfg, section, key, value, source=f"environment {env_name(section, key)}", old=old, spell=env_name)
     _apply_sets(cfg, overrides or [], old)
     _note_old_names(old)
     cfg.validate()

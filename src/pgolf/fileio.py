@@ -79,3 +79,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON (with a trailing newline) to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def refuse_existing(paths, overwrite: bool) -> None:
+    """PgolfError naming the first of `paths` that exists, unless `overwrite`: a command never replaces what an
+    earlier run wrote without being told (`--overwrite`)."""
+    if overwrite:
+        return
+    for path in paths:
+        if os.path.lexists(path):
+            raise PgolfError(f"{path} exists: pass --overwrite to replace it")

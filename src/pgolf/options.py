@@ -1,38 +1,43 @@
-"""Resolve a run's config and check every named choice against the code that implements it.
+"""Resolve a run's config and check every named choice against the names its implementing code runs.
 
 `pgolf.config` defines the settings and checks what is about the settings themselves (shapes that divide, ranges);
-whether a named choice exists (an eval mode, a codec, a loader, an attention gate) is known only to the module that
-implements it, which keeps its allowed values beside its code. This module sits above all of them and asks each one,
-so a bad value is refused with one line before a run starts, while `pgolf.config` imports none of them.
+whether a named choice exists (an eval mode, a codec, a loader, an attention gate) is the business of the stage that
+implements it. Each stage keeps its names and the parsers of its option strings in a torch-free module,
+`pgolf/<stage>/choices.py` (`pgolf.runtime_choices` for the runtime, `pgolf.eval.names` for the eval modes), which
+the implementing modules import: one list per choice, the one the code runs. This module sits above them all and
+asks each one, so a bad value is refused with one line before a run starts, `pgolf.config` imports none of them,
+and none of this imports torch: `pgolf config show` and every config error answer in a fraction of a second
+(tests/test_options.py runs them in a fresh interpreter and checks that torch stays unimported). Where a registry of
+implementations must stay beside its code (the loaders, the codecs), a test holds its names equal to the torch-free
+list.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-from pgolf.artifact.codecs import check_codec
+from pgolf.artifact.choices import check_codec
 from pgolf.config import Config, build_config
-from pgolf.data.loader import LOADERS, check_loader_schedule
+from pgolf.data.choices import LOADER_NAMES, check_loader_schedule
 from pgolf.errors import PgolfError
+from pgolf.eval.choices import PHASE_DOCS, lora_targets, short_doc_chunks
 from pgolf.eval.names import EVAL_MODES
-from pgolf.eval.ttt_lora import PHASE_DOCS, lora_targets, short_doc_chunks
-from pgolf.model.attention import ATTN_GATES
-from pgolf.model.gpt import MLP_ACTIVATIONS, PARALLEL_MODES
-from pgolf.model.kernels import KERNEL_MODES
-from pgolf.model.precision import BODY_DTYPES
-from pgolf.optim.clip import CLIP_SCOPES
-from pgolf.optim.muon import NS_COEFFICIENTS
+from pgolf.model.choices import ATTN_GATES, BODY_DTYPES, KERNEL_MODES, MLP_ACTIVATIONS, PARALLEL_MODES
+from pgolf.optim.choices import CLIP_SCOPES, MATRIX_OPTIMIZERS, NS_COEFFICIENTS, check_soap
 from pgolf.optim.schedule import parse_seq_len_schedule
-from pgolf.optim.soap import MATRIX_OPTIMIZERS, check_soap
-from pgolf.quant.grid import CLIP_METHODS
-from pgolf.quant.gptq import CALIB_RESERVES, CALIBRATION_SOURCES
-from pgolf.quant.recipe import EXPORT_SCHEMES, parse_group_values
-from pgolf.runtime import COMPILE_MODES, DEVICES
+from pgolf.quant.choices import CALIB_RESERVES, CALIBRATION_SOURCES, CLIP_METHODS, EXPORT_SCHEMES, parse_group_values
+from pgolf.runtime_choices import COMPILE_MODES, DEVICES
+from pgolf.suggest import did_you_mean
+
+
+def _refuse(what: str, value: str, allowed) -> PgolfError:
+    """One line: `what` (e.g. "eval.mode='slidng'") must be one of `allowed`, and the closest if any is close."""
+    return PgolfError(f"config: {what} must be one of {', '.join(allowed)}" + did_you_mean(value, allowed, quote=True))
 
 
 def _one_of(value: str, allowed, key: str) -> None:
     if value not in allowed:
-        raise PgolfError(f"config: {key}={value!r} must be one of {', '.join(allowed)}")
+        raise _refuse(f"{key}={value!r}", value, allowed)
 
 
 def check_options(cfg: Config) -> Config:
@@ -45,7 +50,7 @@ def check_options(cfg: Config) -> Config:
     _one_of(o.matrix_optimizer, MATRIX_OPTIMIZERS, "optim.matrix_optimizer")
     check_soap(o)  # SOAP needs heavyball and unsharded Muon
     _one_of(o.grad_clip_scope, CLIP_SCOPES, "optim.grad_clip_scope")
-    _one_of(t.loader, LOADERS, "train.loader")
+    _one_of(t.loader, LOADER_NAMES, "train.loader")
     parse_seq_len_schedule(t.seq_len_schedule, t.train_seq_len, t.micro_batch_tokens)
     check_loader_schedule(t.loader, t.seq_len_schedule)
     _one_of(t.compile, COMPILE_MODES, "train.compile")
@@ -69,8 +74,7 @@ def check_options(cfg: Config) -> Config:
     _one_of(e.compile, COMPILE_MODES, "eval.compile")
     for name in (m.strip() for m in e.report_modes.split(",")):  # as the trainer splits it; empty entries skipped
         if name and name not in EVAL_MODES:
-            raise PgolfError(f"config: eval.report_modes={e.report_modes!r}: {name!r} must be one of "
-                             f"{', '.join(EVAL_MODES)}")
+            raise _refuse(f"eval.report_modes={e.report_modes!r}: {name!r}", name, EVAL_MODES)
     lora_targets(cfg.ttt.targets)
     _one_of(q.calib_reserve, CALIB_RESERVES, "quant.calib_reserve")
     _one_of(cfg.ttt.phase_docs, PHASE_DOCS, "ttt.phase_docs")

@@ -22,12 +22,13 @@ from pgolf.bundle.build import LEFT_OUT, NOT_AT_TRAIN_TIME, Bundle, analyse, bui
 
 from conftest import TINY_MODEL_SETS
 
-# A gate a little above today's bundles (67,756 bytes for the record preset on 2026-12-08, after issue 22 added the
+# A gate a little above today's bundles (70,435 bytes for the record preset on 2026-12-08, after issue 22 added the
 # n-gram tilt, AsymLogit, AWQ-lite, the measured GPTQ reserve, SOAP, progressive context and short-document chunks,
-# and issue 23 the val split's identity): a module pulled in by accident, or a left-out path (LEFT_OUT) coming back,
-# fails it. Sizes are tracked in docs/BENCHMARKS.md; they shrink by leaving out what a
-# submission never runs, never by shaping the library.
-BUNDLE_BOUND = 69_000
+# issue 23 the val split's identity, and issue 24 the torch-free choices with "did you mean", progress lines, the
+# command budget, the official flow's data view and the row-sliced TTT): a module pulled in by accident, or a
+# left-out path (LEFT_OUT, NOT_AT_TRAIN_TIME such as the trackers) coming back, fails it. Sizes are tracked in
+# docs/BENCHMARKS.md; they shrink by leaving out what a submission never runs, never by shaping the library.
+BUNDLE_BOUND = 72_000
 # The goal (issue 21): the official naive baseline's train_gpt.py, 47,642 bytes. Not reached yet, so its test is a
 # strict xfail: the day both bundles are under it, the test fails and this becomes BUNDLE_BOUND.
 OFFICIAL_BASELINE_BYTES = 47_642

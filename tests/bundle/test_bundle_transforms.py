@@ -183,7 +183,7 @@ def test_a_stale_left_out_entry_stops_the_build(monkeypatch):
 def test_an_excluded_module_imported_at_run_time_is_one_clear_error(tmp_path):
     """A NOT_AT_TRAIN_TIME module that kept code imports inside a function ships as a stub: taking that path in a
     bundle raises PgolfError (one `pgolf: error:` line from the CLI), not ModuleNotFoundError or NameError."""
-    closure = analyse((("pgolf.cli", "_cmd_data_fineweb"),))
+    closure = analyse((("pgolf.data.commands", "_cmd_data_fineweb"),))
     assert closure.excluded == {"pgolf.data.hub"}
     sources = minified_sources(closure)
     assert "is left out of this train_gpt.py bundle" in sources["pgolf/data/hub.py"]
@@ -193,9 +193,9 @@ def test_an_excluded_module_imported_at_run_time_is_one_clear_error(tmp_path):
     driver = textwrap.dedent(f"""
         import runpy
         runpy.run_path({str(path)!r}, run_name="not_main")  # installs the bundle's finder, runs nothing
-        import pgolf.cli
+        import pgolf.data.commands
         try:
-            pgolf.cli._cmd_data_fineweb(None)
+            pgolf.data.commands._cmd_data_fineweb(None)
         except Exception as exc:  # the bundle's PgolfError, under its short bundle name
             print(type(exc).__module__, exc)
     """)

@@ -185,6 +185,37 @@ def test_documents_of_a_batch_adapt_independently(model):
         assert (np.abs(before[later] - after[later]).max() > 1e-6) == later_moves
 
 
+def _rows_and_scores(mode, model, tokens, trim: bool) -> tuple[list[int], np.ndarray]:
+    """Rows of every yielded chunk, and every position's nats, with the CPU's row trimming on or off."""
+    setup = mode._setup
+
+    def set_up(model_, device):
+        setup(model_, device)
+        mode._trim = trim
+
+    mode._setup = set_up
+    rows, out = [], np.full(len(tokens), np.nan)
+    with torch.no_grad():
+        for chunk in mode.run(copy.deepcopy(model), tokens, device=CPU, batch_tokens=4096):
+            rows.append(chunk.mask.size(0))
+            out[chunk.positions[chunk.mask].numpy()] = chunk.nats[chunk.mask].double().numpy()
+    return rows, out
+
+
+@pytest.mark.parametrize("index,warm", [(0, False), (0, True), (2, False)],
+                         ids=["lora-ttt", "lora-ttt-warm-start-a", "phased-ttt"])
+def test_leaving_finished_documents_out_changes_no_score(model, index, warm):
+    """On the CPU the forward and the AdamW step run only on the rows of documents with chunks left: every score
+    is bit for bit the whole batch's (one thread), also with warm-start A, momentum and weight decay carried from
+    a batch with an empty row and rows whose documents ended early into the batch that continues its A."""
+    tokens = _stream(docs=7, seed=4)  # 3 batches of 3 documents (the longest alone) of 3-5 chunks of 16
+    kw = dict(batch_docs=3, warm_start_a=warm, beta1=0.9, chains=2)  # batch 2 continues the A of batch 0
+    trimmed_rows, trimmed = _rows_and_scores(_modes(**kw)[index], model, tokens, True)
+    whole_rows, whole = _rows_and_scores(_modes(**kw)[index], model, tokens, False)
+    assert set(whole_rows) == {3} and min(trimmed_rows) == 1 and sum(trimmed_rows) < sum(whole_rows)
+    assert not np.isnan(whole[1:]).any() and np.array_equal(trimmed[1:], whole[1:])
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_split_the_batches(model, world):
     """Without phases no rank talks to another: the shares of `world` ranks are one process's scores."""

@@ -55,9 +55,9 @@ class _Watching(PhasedLoRAMode):
     """Records the caps' values after every adapter step and every global phase, and whether that step gave them
     a gradient."""
 
-    def _chunk_step(self, logp, train_mask, values):
+    def _chunk_step(self, *args):
         self._clear()
-        super()._chunk_step(logp, train_mask, values)
+        super()._chunk_step(*args)
         self.events.append(("chunk", *self._caps()))
 
     def _phase_sgd(self, model, docs, values):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -36,14 +37,21 @@ def test_an_unsupported_official_name_is_an_error():
         official_run({"CONTROL_TENSOR_NAME_PATTERNS": "attn_scale"})
 
 
+def _snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
 def test_no_arguments_trains_from_the_environment(tiny_data, tmp_path, monkeypatch, capsys):
-    """An official-style folder (shards and tokenizer, no manifest) is adopted and trained on."""
+    """An official-style folder (shards and tokenizer, no manifest) is trained on without being written to; the run
+    writes what the official script writes: logs/RUN_ID.txt with the official lines, the artifact beside it."""
     official = tmp_path / "datasets"
     official.mkdir()
     for f in tiny_data.glob("fineweb_*.bin"):
         shutil.copy(f, official / f.name)
     tok = next(tiny_data.glob("*.model"))
+    before = _snapshot(official)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for text in TINY_MODEL_SETS:
         key, value = text.split("=", 1)
         monkeypatch.setenv(key.split(".", 1)[1].upper(), value)
@@ -52,10 +60,19 @@ def test_no_arguments_trains_from_the_environment(tiny_data, tmp_path, monkeypat
     monkeypatch.setenv("RUN_ID", "official")
     monkeypatch.setenv("SEED", "5")
     assert train_main([], preset="cpu-smoke") == 0
-    result = json.loads((tmp_path / "runs" / "official" / "result.json").read_text())
+    result = json.loads((tmp_path / "logs" / "official" / "result.json").read_text())
     assert result["steps"] == 6 and result["seed"] == 5
-    assert (official / "manifest.json").is_file()
+    assert _snapshot(official) == before  # nothing written, nothing touched
+    log = (tmp_path / "logs" / "official.txt").read_text()
+    assert re.search(r"^Code size: \d+ bytes", log, re.M) and "final_int8_zlib_roundtrip_exact val_loss:" in log
+    assert (tmp_path / "logs" / "official" / "artifact.pgolf").is_file() and not (tmp_path / "runs").exists()
     assert "official environment: data" in capsys.readouterr().err
+    assert len(list((tmp_path / "cache" / "pgolf" / "data-views").iterdir())) == 1
+
+    monkeypatch.delenv("RUN_ID")  # as the official script: a fresh UUID, a second run beside the first
+    assert train_main([], preset="cpu-smoke") == 0
+    assert len(list((tmp_path / "logs").glob("*.txt"))) == 2
+    assert _snapshot(official) == before
 
     monkeypatch.setenv("INT8_KEEP_FLOAT_FP32_NAME_PATTERNS", "x")
     assert train_main([], preset="cpu-smoke") == 2

@@ -72,6 +72,11 @@ def test_all_figures(tmp_path, capsys):
     for name in printed:
         _check_png(Path(name))
     assert sorted(p.name for p in out.iterdir()) == ["ablation.png", "bytes.png", "curves.png"]  # no temp files
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["plot", *map(str, runs), "--out", str(out), "--figures", "bytes"]) == 2  # no silent replacement
+    assert "bytes.png exists: pass --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["plot", *map(str, runs), "--out", str(out), "--figures", "bytes", "--overwrite"]) == 0
 
 
 def test_curves_from_metrics_and_from_log(tmp_path):
@@ -112,3 +117,42 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     one_error([str(good), "--out", str(tmp_path / "o")], "matplotlib is not installed")
     assert not (tmp_path / "o").exists()
+
+
+def test_labels_and_legends_cover_neither_each_other_nor_the_data(tmp_path, monkeypatch):
+    """Six configurations with long labels: the ablation's labels do not overlap one another and stay inside the
+    figure, and the curves' legend lies outside every axes (it covered the curves before)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pgolf.submit import plots
+
+    figures = {}
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and real_save(fig, path))
+    variants = [(), ("model.mlp_mult=3.0",), ("optim.matrix_lr=0.03", "train.warmup_steps=5"),
+                ("model.num_layers=11", "model.xsa_last_n=4"), ("model.smear_gate=true",), ("optim.ema_decay=0.997",)]
+    runs = []
+    for i, sets in enumerate(variants):
+        for seed in (1, 2):
+            runs.append(fake_run(tmp_path / f"v{i}", seed, 1.10 + i / 200 + seed / 1000, sets=sets))
+            _metrics(runs[-1], [7.0 - i / 10, 6.0, 5.5], [(2, 1.5 - i / 100), (3, 1.3)])
+    assert main(["plot", *map(str, runs), "--out", str(tmp_path / "fig"), "--figures", "curves,ablation"]) == 0
+
+    def drawn(fig):  # pyplot let go of the figure when it was closed: draw it again on its own canvas
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        return canvas.get_renderer()
+
+    ablation = figures["ablation.png"]
+    renderer = drawn(ablation)
+    labels = [t.get_window_extent(renderer) for t in ablation.axes[0].get_yticklabels()]
+    assert len(labels) == len(variants)
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    assert all(box.x0 >= 0 and box.y0 >= 0 and box.y1 <= ablation.bbox.y1 for box in labels)
+
+    curves = figures["curves.png"]
+    renderer = drawn(curves)
+    (legend,) = curves.legends
+    box = legend.get_window_extent(renderer)
+    assert len(legend.get_texts()) == len(runs) and box.x1 <= curves.bbox.x1 + 1
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in curves.axes)

@@ -1,9 +1,11 @@
-"""`pgolf seeds`: one run directory per seed, trained in order, resumable, then the stats table."""
+"""`pgolf seeds`: one run directory per seed, trained in order (or by the worker pool), resumable, then the stats
+table."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -99,3 +101,30 @@ def test_seeds_resume_an_interrupted_seed_from_its_checkpoint(tmp_path, capsys, 
     text = capsys.readouterr().out
     assert "== seed 1 (1/2): " in text and text.count("(resuming from its checkpoint)") == 1
     assert fake_train.existing == ["resume", "overwrite"]
+
+
+@pytest.mark.slow  # four real trainings, two of them as `pgolf train` processes (torch import each): ~20-40 s
+def test_seeds_with_two_workers_give_the_same_runs_as_one(tiny_data, tmp_path, capsys):
+    """--workers 2 trains each seed as a `pgolf train` child pinned to its own core; at a fixed thread count
+    (TINY_MODEL_SETS has train.threads=1) every seed's score is the same, bit for bit, as in one process."""
+    from conftest import TINY_MODEL_SETS
+
+    sets = [*TINY_MODEL_SETS, "train.iterations=3"]
+    one = run_seeds("cpu-smoke", [5, 6], sets, tiny_data, tmp_path / "one", echo=None)
+    two = run_seeds("cpu-smoke", [5, 6], sets, tiny_data, tmp_path / "two", echo=sys.stdout, workers=2)
+    assert [d.name for d in two] == ["seed5", "seed6"]
+    for a, b in zip(one, two):
+        ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
+        assert (ra["seed"], ra["steps"], ra["val_bpb"]) == (rb["seed"], rb["steps"], rb["val_bpb"])
+        assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    text = capsys.readouterr().out
+    assert "== seed 5: " in text and " on worker 1 (cpu" in text and "   seed 6: val_bpb " in text
+    # a second call finds both finished: nothing is trained
+    assert run_seeds("cpu-smoke", [5, 6], sets, tiny_data, tmp_path / "two", echo=sys.stdout, workers=2) == two
+    assert "already finished, not retrained: seed 5, 6" in capsys.readouterr().out
+
+
+def test_a_seed_that_fails_in_the_pool_is_one_error_naming_it(tmp_path):
+    with pytest.raises(PgolfError, match=r"seeds: 2 of 2 run\(s\) failed; seed 1 .*seed1.*console.txt") as info:
+        run_seeds("cpu-smoke", [1, 2], [], tmp_path / "no-data", tmp_path / "out", echo=None, workers=2)
+    assert "\n" not in str(info.value) and "no-data" in str(info.value)

@@ -205,16 +205,21 @@ def test_missing_files(tmp_path, capsys):
     (folder / "train_seed2.log").unlink()
     code, _, err = verify(folder, capsys)
     assert code == 1 and "pgolf: verify: FAIL files: missing train_seed2.log" in err
-    (folder / "submission.json").unlink()
+    (folder / "submission.json").unlink()  # nothing to verify: bad input, exit 2 (a failed check is exit 1)
     code, _, err = verify(folder, capsys)
-    assert code == 1 and err == [f"pgolf: verify: FAIL submission.json: {folder / 'submission.json'} is missing"]
+    assert code == 2 and err == [f"pgolf: error: {folder / 'submission.json'} is missing: {folder} is not a records "
+                                 "folder (pgolf pack writes one)"]
+    (folder / "submission.json").write_text("{not json")
+    code, _, err = verify(folder, capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"pgolf: error: {folder / 'submission.json'} is not a "
+                                                             "valid submission (")
     code, _, err = verify(tmp_path / "nowhere", capsys)
     assert code == 2 and err == [f"pgolf: error: {tmp_path / 'nowhere'}: no such folder"]
     (folder / "submission.json").write_text(json.dumps({"val_loss": 1, "val_bpb": 1, "bytes_total": 1, "bytes_code": 1,
                                                         "seed_results": [{"seed": 1, "artifact": "../x.pgolf"}]}))
     code, _, err = verify(folder, capsys)
-    assert code == 1 and err == [f"pgolf: verify: FAIL submission.json: {folder / 'submission.json'} is not a valid "
-                                 "submission (seed 1: artifact '../x.pgolf' is not a file name in the folder)"]
+    assert code == 2 and err == [f"pgolf: error: {folder / 'submission.json'} is not a valid submission (seed 1: "
+                                 "artifact '../x.pgolf' is not a file name in the folder)"]
     assert main(["verify", str(folder), "--run"]) == 2  # --run needs --data
     assert "--run needs --data" in capsys.readouterr().err
 

@@ -35,3 +35,17 @@ def test_ablate_writes_a_table_of_real_runs(tiny_data, tmp_path, capsys):
     assert "| preset |" in table and "| + xsa |" in table and "| + ema |" in table
     assert (tmp_path / "ab" / "01-with-xsa" / "result.json").is_file()
     assert table in capsys.readouterr().out
+
+
+@pytest.mark.slow  # four real trainings, two of them as `pgolf train` processes (torch import each): ~20-40 s
+def test_ablate_with_two_workers_gives_the_same_table(tiny_data, tmp_path):
+    """--workers 2: each variant a `pgolf train` child on its own core; at a fixed thread count (train.threads=1
+    in TINY_MODEL_SETS) the table's scores are those of one process, bit for bit."""
+    from pgolf.train.ablate import ablate
+
+    sets = [*TINY_MODEL_SETS, "train.val_loss_every=0", "train.iterations=3"]
+    one = ablate("cpu-smoke", ["xsa"], tiny_data, tmp_path / "one", sets=sets, echo=None)
+    two = ablate("cpu-smoke", ["xsa"], tiny_data, tmp_path / "two", sets=sets, echo=None, workers=2)
+    rows = lambda table: [line.split("|")[1:5] for line in table.splitlines() if line.startswith("| ")]  # noqa: E731
+    assert rows(one) == rows(two) and len(rows(one)) == 3  # header, preset, + xsa: label, settings, val_bpb, delta
+    assert (tmp_path / "two" / "01-with-xsa" / "console.txt").is_file()

@@ -1,9 +1,11 @@
-"""`pgolf bench`: its figures exist, are consistent with each other, and reach JSON and a markdown row; the FLOP
-count runs on shapes alone, equals a real eager step's count, and counts packed attention per segment."""
+"""`pgolf bench`: its figures exist, are consistent with each other, and reach a readable table (the CPU named by its
+model), JSON and a markdown row; the FLOP count runs on shapes alone, equals a real eager step's count, and counts
+packed attention per segment."""
 
 from __future__ import annotations
 
 import json
+import platform
 import resource
 
 import numpy as np
@@ -15,7 +17,8 @@ from pgolf.cli import main
 from pgolf.data.segments import document_segments
 from pgolf.model.gpt import GPT
 from pgolf.options import resolve_config
-from pgolf.train.bench import attention_flops, count_step_flops, counting_model, markdown_row, synthetic_tokens
+from pgolf.train.bench import (attention_flops, count_step_flops, counting_model, cpu_model, device_name, markdown_row,
+                               synthetic_tokens)
 from tests.conftest import TINY_MODEL_SETS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,7 +42,12 @@ def test_bench_reports_training_eval_and_ttt(tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     captured = capsys.readouterr()
-    assert json.loads(captured.out.strip().splitlines()[-1]) == result
+    table = captured.out.strip().splitlines()  # --json FILE: the file holds the JSON, stdout the readable table
+    assert table[0].startswith(f"bench cpu-smoke on {cpu_model()} (torch {torch.__version__}")
+    assert f"{result['train']['tokens_per_s']:,.0f} tokens/s" in captured.out
+    assert f"{result['eval']['ttt_tokens_per_s']:,.0f} tokens/s" in captured.out
+    assert [line.split()[0] for line in table[1:]] == ["training:", "warm-up", "step", "throughput", "model",
+                                                       "achieved", "MFU", "peak", "eval:", "flat", "lora-ttt"]
     err = captured.err.splitlines()
     starts = [line for line in err if line.startswith("bench: ") and " started " in line]
     assert [line.split()[1] for line in starts] == ["training", "eval"]
@@ -59,14 +67,26 @@ def test_bench_reports_training_eval_and_ttt(tmp_path, capsys):
 def test_bench_no_train_runs_only_the_eval_stage(tmp_path, capsys):
     md = tmp_path / "BENCH.md"
     code = main(["bench", "--preset", "cpu-smoke", *SETS, "--no-train", "--no-ttt", "--eval-tokens", "256",
-                 "--device", "cpu", "--markdown", str(md)])
+                 "--device", "cpu", "--markdown", str(md), "--json"])
     assert code == 0
     captured = capsys.readouterr()
-    result = json.loads(captured.out)  # one JSON object
+    result = json.loads(captured.out)  # --json alone: stdout is one JSON object instead of the table
     assert "train" not in result and result["eval"]["flat_tokens_per_s"] > 0
     assert "bench: eval started " in captured.err and "training started" not in captured.err
     cells = [c.strip() for c in md.read_text().strip().strip("|").split("|")]
     assert cells[2:7] == ["n/a"] * 5 and cells[7] != "n/a" and cells[8] == "n/a"  # train columns, TTT
+
+
+def test_the_cpu_is_named_by_its_model(tmp_path):
+    """`device` is the CPU's model from /proc/cpuinfo (x86 `model name`, ARM `Model`), not the machine type."""
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)  Gold 6130\n\n"
+                   "processor\t: 1\nmodel name\t: Intel(R) Xeon(R)  Gold 6130\n")
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\nModel\t: Raspberry Pi 4 Model B\n")
+    assert cpu_model(x86) == "Intel(R) Xeon(R) Gold 6130"
+    assert cpu_model(arm) == "Raspberry Pi 4 Model B"
+    assert cpu_model(tmp_path / "none") == (platform.processor() or platform.machine() or "cpu")
+    assert device_name(torch.device("cpu")) == cpu_model()
 
 
 def test_markdown_row_without_either_stage():

@@ -43,6 +43,8 @@ import zlib
 from typing import Callable, NamedTuple
 
 from pgolf.artifact.ans_container import ans2_compress, ans2_decompress, ans_compress, ans_decompress
+# Each codec's level range and the checks, torch- and numpy-free for pgolf.options (check_codec re-exported).
+from pgolf.artifact.choices import LEVELS, check_codec, check_level as _check_level  # noqa: F401
 # Segment is re-exported: the layout vocabulary belongs to the registry's interface (`format` imports it here).
 from pgolf.artifact.codec_base import (Layout, Segment, from_brotli, itemsize, layout_pieces, room,  # noqa: F401
                                        to_brotli)
@@ -61,25 +63,6 @@ class Codec(NamedTuple):
 
     compress: Callable[[bytes, int, Layout], bytes]
     decompress: Callable[[bytes, Layout, int | None], bytes]
-
-
-# Valid `level` range of each codec (zlib/lzma presets, zstd levels, brotli qualities; `none` ignores it).
-LEVELS: dict[str, tuple[int, int]] = {"none": (-(2 ** 31), 2 ** 31), "zlib": (0, 9), "lzma": (0, 9), "zstd": (0, 22),
-                                      "brotli": (0, 11), "bshf-brotli": (0, 11), "ans": (0, 11),
-                                      "ans2": (0, 11)}
-
-
-def check_codec(name: str, level: int) -> None:
-    """PgolfError unless `name` is a codec and `level` is valid for it (checked when a config is built, so a bad
-    pair fails before training rather than at export)."""
-    get_codec(name)
-    _check_level(name, level, *LEVELS[name])
-
-
-def _check_level(codec: str, level: int, lo: int, hi: int) -> int:
-    if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
-        raise PgolfError(f"codec {codec}: level must be an integer {lo}..{hi}, got {level!r}")
-    return level
 
 
 def _none_compress(data: bytes, level: int, layout: Layout = ()) -> bytes:

@@ -55,6 +55,7 @@ NOT_AT_TRAIN_TIME = {
     "pgolf.data.hub": "downloads the official export from the Hugging Face Hub",
     "pgolf.train.ablate": "runs technique ablations, not one training run",
     "pgolf.bundle.build": "this tool; a running bundle counts its own file instead",
+    "pgolf.train.tracking": "TensorBoard and W&B tracking (train.tensorboard, train.wandb_project)",
 }
 # Top-level functions a submission never runs, shipped as stubs that raise one PgolfError naming the function and
 # why: (module, function) -> what it is for. A submission runs `python train_gpt.py` the official way

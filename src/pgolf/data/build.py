@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from pgolf.data.bytes import byte_tables, stream_bytes
 from pgolf.data.caseops import SIDECAR_SPLIT, encode_caseops, encode_with_sidecars, operator_ids
@@ -33,6 +31,7 @@ from pgolf.data.shards import ShardWriter, read_shard, shard_paths
 from pgolf.data.tokenizer import check_encodable, encode_documents, load_tokenizer, train_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_output, atomic_write_json
+from pgolf.progress import progress_bar, track
 
 _ENCODE_BATCH = 2048
 
@@ -127,7 +126,7 @@ def _build(texts: list[str], out_dir: Path, paths: list[Path], tokenizer, sp, vo
     tables = byte_tables(sp)
     splits = {}
     checksums: dict[str, str] = {}
-    bar = tqdm(total=len(texts), desc="tokenizing", unit="doc", disable=not progress, file=sys.stderr)
+    bar = progress_bar(len(texts), "tokenizing", "doc", enabled=progress)
     for split, part in (("val", texts[:val_docs]), ("train", texts[val_docs:])):
         total_bytes = 0
         prev_last: int | None = None
@@ -216,7 +215,7 @@ def manifest_from_shards(data_dir: str | Path, tokenizer_path: str | Path, docs:
         files = shard_paths(data_dir, split)
         n_docs = n_tokens = n_bytes = 0
         prev: int | None = None
-        for f in tqdm(files, desc=f"counting {split}", disable=not progress, file=sys.stderr):
+        for f in track(files, f"counting {split}", "file", enabled=progress):
             toks = read_shard(f)
             if len(toks) == 0:
                 continue

@@ -22,6 +22,12 @@ verify` compares; hashed while the files are read for counting) and `overlap`, w
 with the val documents found (`pgolf.data.overlap`: the data is given, so a leak is reported, not refused); on any
 failure nothing is written and the error is one line.
 
+`into=VIEW` leaves the official folder untouched (a submission run the official way must not write into the
+user's data folder): the manifest, the tokenizer copy and one symbolic link per shard and sidecar go into VIEW, a
+data directory of its own that every pgolf reader takes as it takes DIR. `view_dir(DIR)` is where the official
+flow keeps it: under `$XDG_CACHE_HOME/pgolf/data-views/` (default `~/.cache`), one per folder, reused while the
+shards it links to are unchanged.
+
 Totals, as `pgolf.data.build.manifest_from_shards` counts them: documents are BOS tokens; bytes follow the byte rule
 over each split's stream, across shard boundaries. For CaseOps the val bytes are the sidecar's sum (what
 `pgolf.data.manifest.load_val_sidecar` checks), and the train bytes, which no sidecar covers and nothing scores, are
@@ -30,16 +36,16 @@ the byte rule with the operators charged 0 (equal to the original bytes wherever
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm import tqdm
 
 from pgolf.data.bytes import ByteTables, byte_tables, stream_bytes
 from pgolf.data.caseops import OPERATORS, SIDECAR_SPLIT, operator_ids
@@ -49,6 +55,7 @@ from pgolf.data.shards import read_header, read_shard, shard_name, shard_sha256
 from pgolf.data.tokenizer import check_encodable, load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_output, atomic_write_json
+from pgolf.progress import track
 
 _CHUNK = 1 << 22
 _FOLDER_RE = re.compile(r"fineweb10B_sp(\d+)(.*)")
@@ -104,7 +111,7 @@ def _count_split(files: list[Path], tables: ByteTables, bos: int, vocab: int, pr
     file's SHA-256 goes into `checksums`."""
     n_tokens = n_docs = n_bytes = 0
     prev: int | None = None
-    for f in tqdm(files, desc=f"checking {split}", disable=not progress, file=sys.stderr):
+    for f in track(files, f"checking {split}", "file", enabled=progress):
         checksums[f.name] = shard_sha256(f)  # first: the read below then finds the file in the page cache
         toks = read_shard(f)
         for start in range(0, len(toks), _CHUNK):
@@ -160,13 +167,37 @@ def _reusable(data_dir: Path, tok: Path, names: dict[str, list[str]], overlap: b
     return manifest if same else None
 
 
+def view_dir(data_dir: str | Path) -> Path:
+    """Where the official flow keeps the data view of `data_dir` (`import_data_dir(into=...)`): a cache folder
+    named after the folder and a hash of its absolute path."""
+    resolved = Path(data_dir).resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    return cache / "pgolf" / "data-views" / f"{resolved.name}-{tag}"
+
+
+def _link_shards(view: Path, files: dict[str, list[Path]]) -> None:
+    """One symbolic link in `view` per shard and sidecar, to the official file (absolute), replacing a stale one."""
+    view.mkdir(parents=True, exist_ok=True)
+    for f in (f for group in files.values() for f in group):
+        link = view / f.name
+        target = f.resolve()
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            continue
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+
+
 def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *, progress: bool = True,
-                    source: dict | None = None, reuse: bool = False, overlap: bool = True) -> dict:
+                    source: dict | None = None, reuse: bool = False, overlap: bool = True,
+                    into: str | Path | None = None) -> dict:
     """Validate an official data folder and write its `manifest.json`; returns the manifest. `tokenizer`: the
     SentencePiece model (default: found as the module docstring says). `source` is recorded in the manifest.
     `reuse`: keep a manifest already there that describes exactly these files and passes `check_data_dir`.
     `overlap`: compare the train and val documents (false: a bundle run the official way adopting its data folder,
-    which `pgolf data verify` checks instead; its manifest then records no overlap)."""
+    which `pgolf data verify` checks instead; its manifest then records no overlap). `into`: write nothing into
+    `data_dir`; the manifest, tokenizer and links to the shards go into this data view instead."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise PgolfError(f"{data_dir}: data directory does not exist" if not data_dir.exists()
@@ -192,10 +223,14 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
         if op is not None:
             raise PgolfError(f"{tok}: a CaseOps tokenizer (it reserves U+{ord(op):04X}) but {data_dir} has no val byte "
                              f"sidecar fineweb_val_bytes_NNNNNN.bin: BPB would count the operators' bytes")
-    local_tok = data_dir / tok.name
+    out = data_dir if into is None else Path(into)
+    if into is not None:
+        _link_shards(out, files)
+    local_tok = out / tok.name
     names = {split: [f.name for f in group] for split, group in files.items()}
-    if reuse and local_tok.is_file() and local_tok.resolve() == tok.resolve() and \
-            (kept := _reusable(data_dir, local_tok, names, overlap)) is not None:
+    same_tok = local_tok.is_file() and (local_tok.resolve() == tok.resolve() or
+                                        (into is not None and local_tok.read_bytes() == tok.read_bytes()))
+    if reuse and same_tok and (kept := _reusable(out, local_tok, names, overlap)) is not None:
         return kept
 
     checksums: dict[str, str] = {}
@@ -207,7 +242,7 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     train = _count_split(files["train"], train_tables, bos, vocab, progress, "train", checksums)
     found = compare_splits(files["train"], [files["val"]], bos, progress=progress)[0] if overlap else None
 
-    if not (local_tok.exists() and local_tok.resolve() == tok.resolve()):
+    if not same_tok:
         with atomic_output(local_tok) as tmp:
             shutil.copyfile(tok, tmp)
     manifest = {"format": FORMAT, "tokenizer": tokenizer_entry(local_tok, sp), "splits": {"train": train, "val": val}}
@@ -217,5 +252,5 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     manifest[CHECKSUMS] = checksums
     if found is not None:
         manifest[OVERLAP] = found.to_manifest()
-    atomic_write_json(data_dir / MANIFEST, manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     return manifest

@@ -15,6 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from pgolf.data.choices import check_loader_schedule  # noqa: F401  (re-exported; defined torch-free there)
 from pgolf.data.segments import Segments, document_segments
 from pgolf.data.shards import read_shard, shard_paths
 from pgolf.errors import PgolfError, choose
@@ -251,7 +252,8 @@ class PrefetchingLoader:
         self._pool.shutdown(wait=True)
 
 
-# `train.loader` -> loader factory (cfg, data_dir, rank, world_size); pgolf.options checks the name against it.
+# `train.loader` -> loader factory (cfg, data_dir, rank, world_size); pgolf.options checks the name against
+# choices.LOADER_NAMES, torch-free, which tests/test_options.py holds equal to these keys.
 LOADERS = {
     "sequential": lambda cfg, data_dir, rank, world: DistributedTokenLoader(data_dir, "train", rank, world,
                                                                             cfg.model.vocab_size),
@@ -260,12 +262,6 @@ LOADERS = {
     "packed": lambda cfg, data_dir, rank, world: DocumentPackingLoader(data_dir, "train", rank, world,
                                                                        cfg.model.vocab_size, cfg.model.bos_id),
 }
-
-
-def check_loader_schedule(loader: str, seq_len_schedule: str) -> None:
-    """The shuffled loader cuts fixed windows at train_seq_len, so it cannot follow a sequence-length schedule."""
-    if loader == "shuffled" and seq_len_schedule:
-        raise PgolfError("config: the shuffled loader cuts fixed windows; it cannot follow train.seq_len_schedule")
 
 
 def make_loader(cfg, data_dir: str | Path, rank: int, world_size: int, pin: bool = False):

@@ -220,7 +220,7 @@ def verify_data_dir(data_dir: str | Path, progress: bool = False) -> Verificatio
     """Check every file of a data directory and report every problem (not only the first): the tokenizer's hash,
     each shard's and sidecar's presence, header and size, the split token counts, and, when the manifest has
     `shard_sha256`, each file's full SHA-256. A manifest that cannot be read is one PgolfError."""
-    from tqdm import tqdm
+    from pgolf.progress import track
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
@@ -234,7 +234,7 @@ def verify_data_dir(data_dir: str | Path, progress: bool = False) -> Verificatio
     start = time.perf_counter()
     counts: dict[str, int | None] = {}
     names = data_files(manifest)
-    for name in tqdm(names, desc="verifying", unit="file", disable=not progress, file=sys.stderr):
+    for name in track(names, "verifying", "file", enabled=progress):
         path = data_dir / name
         try:
             counts[name] = read_header(path)

@@ -245,7 +245,7 @@ def compare_splits(train_files: Sequence[str | Path], val_sets: Sequence[Sequenc
     """Compare the documents of one train split (its shards in order, streamed one at a time) with each of several
     val splits (each a list of shards, held in memory) in one pass over train; one `Overlap` per val split.
     `against[k]` names where val split k came from when it is not the train split's own directory."""
-    from tqdm import tqdm
+    from pgolf.progress import track
 
     start = time.perf_counter()
     indexes = [_ValIndex(_read_split([Path(f) for f in files]), bos, (against or [None] * len(val_sets))[k])
@@ -286,8 +286,7 @@ def compare_splits(train_files: Sequence[str | Path], val_sets: Sequence[Sequenc
     open_parts: list[np.ndarray] = []  # the document still open at the end of the last shard (tokens after BOS)
     open_headed = False  # whether it began with a BOS (only the stream's first document may not)
     open_exists = False
-    for f in tqdm([Path(f) for f in train_files], desc="overlap", unit="shard", disable=not progress,
-                  file=sys.stderr):
+    for f in track([Path(f) for f in train_files], "overlap", "shard", enabled=progress):
         tokens = np.asarray(read_shard(f))
         counts["tokens"] += len(tokens)
         pos = _bos_positions(tokens, bos)

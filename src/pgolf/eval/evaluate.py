@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.bpb import bpb_from_sums
 from pgolf.eval.modes import EvalMode, FlatMode, ScoredChunk, make_mode  # noqa: F401  (re-exported)
 from pgolf.eval.names import EVAL_MODES  # noqa: F401  (re-exported: every mode `score_stream` runs)
+from pgolf.progress import progress_bar
 from pgolf.eval.tilt import with_tilt
 from pgolf.eval.windows import sliding_plan
 from pgolf.runtime import COMPILE_MODES, DistContext, PhaseClock
@@ -87,7 +87,8 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
                  batch_tokens: int, device: torch.device, ctx: DistContext | None = None,
                  max_seconds: float = 0.0, progress: bool = False) -> EvalResult:
     """Score every target tokens[1:] exactly once with `mode`, split across ranks; `batch_tokens` is global.
-    `progress`: a progress bar of scored tokens on stderr (rank 0; it reads each chunk's count, a device sync).
+    `progress`: report scored tokens on stderr (rank 0; a bar on a terminal, periodic lines elsewhere,
+    `pgolf.progress`; it reads each chunk's count, a device sync).
 
     `target_bytes[i]` is the byte count charged to target tokens[i+1] (from `pgolf.data.bytes.token_bytes`).
     `max_seconds` > 0 caps the scoring time (PgolfError on every rank when any rank exceeds it).
@@ -100,11 +101,8 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
         raise PgolfError(f"internal: {len(target_bytes)} byte counts for {n_targets} targets")
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
     totals = _Totals(target_bytes, device)
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-        bar = tqdm(total=n_targets if world == 1 else None, desc=f"scoring {mode.name}", unit="tok",
-                   file=sys.stderr)
+    bar = progress_bar(n_targets if world == 1 else None, f"scoring {mode.name}", "tok",
+                       enabled=progress and rank == 0)
     over_budget = False
     was_training = model.training
     model.eval()
@@ -113,15 +111,14 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
             for chunk in mode.run(model, tokens, device=device, batch_tokens=max(1, batch_tokens // world),
                                   rank=rank, world_size=world):
                 totals.add(chunk)
-                if bar is not None:
+                if progress and rank == 0:
                     bar.update(int(chunk.mask.sum()))
                 if max_seconds > 0 and time.perf_counter() - start > max_seconds:
                     over_budget = True
                     break
     finally:
         model.train(was_training)
-        if bar is not None:
-            bar.close()
+        bar.close()
     elapsed = torch.tensor([time.perf_counter() - start, float(over_budget)], dtype=torch.float64, device=device)
     if ctx is not None:
         ctx.all_reduce_max(elapsed)
@@ -243,6 +240,17 @@ def model_from_artifact(artifact, path: str | Path, device: torch.device) -> tup
         raise PgolfError(f"{path}: tensor shapes do not match the embedded config: "
                          f"{str(exc).splitlines()[-1].strip()}") from None
     return model.to(device), cfg
+
+
+CPU_FINAL_TOKENS = 131_072  # eval.max_tokens=-1 on CPU: covers the demo (66,244) and 50-document CaseOps splits
+
+
+def final_score_tokens(max_tokens: int, device: torch.device) -> int:
+    """The `max_tokens` of a run's final score for `eval.max_tokens` (0 = the whole split): -1 is the whole split on
+    CUDA and at most CPU_FINAL_TOKENS on CPU, where scoring the official 47-62M tokens would take hours."""
+    if max_tokens == -1:
+        return 0 if device.type == "cuda" else CPU_FINAL_TOKENS
+    return max_tokens
 
 
 SCORING_SECTIONS = ("eval", "ttt")  # what may change when an artifact is scored (the model is the artifact's)

@@ -26,7 +26,9 @@ of `pgolf.eval.ttt_gate`:
 
 Under torchrun the batches are dealt round-robin to the ranks, each phase's sequences are split across ranks with
 the gradients all-reduced, and the evaluator sums the nats, tokens and bytes: the score equals one process's up to
-float summation order. The knobs are `pgolf.config.TTTConfig` (`[ttt]`).
+float summation order. On the CPU the batched forward and the AdamW step run only on the rows whose document still
+has chunks (`BatchedLoRA.take`, `RowAdamW`): no score changes, and a batch of a few documents costs what they do,
+not what 64 rows would. The knobs are `pgolf.config.TTTConfig` (`[ttt]`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from torch import nn
 
 from pgolf.config import TTTConfig
 from pgolf.errors import PgolfError
+# the [ttt] names and option parsers, torch-free for pgolf.options (re-exported: LEGACY_TARGETS)
+from pgolf.eval.choices import LEGACY_TARGETS, PHASE_DOCS, batch_chunk, lora_targets, short_doc_chunks  # noqa: F401
 from pgolf.eval.modes import PAD_TOKEN, EvalMode, ScoredChunk
 from pgolf.eval.ttt_gate import ScoredPositions
 from pgolf.eval.ttt_optim import cosine_lr, frozen, make_optimizer, requires_grad, set_lr
@@ -53,48 +57,6 @@ from pgolf.runtime import DistContext, autocast_for, should_compile
 PAD_MULTIPLE = 256  # compiled TTT windows are padded to a multiple of this (a few fixed shapes)
 PHASE_BATCH_SEQS = 256  # sequences per global-phase SGD step (the record: 32 per rank x 8 ranks)
 PHASE_CLIP = 1.0
-PHASE_DOCS = ("scored-order", "batch-index")  # `ttt.phase_docs`: which scored documents a global phase trains on
-LEGACY_TARGETS = {"attn.c_q": "q", "attn.c_k": "k", "attn.c_v": "v", "attn.proj": "o"}  # earlier linear-layer names
-
-
-def lora_targets(text: str) -> tuple[str, ...]:
-    """`ttt.targets` ("q,v,head") as a tuple of `pgolf.model.lora.LORA_TARGETS`, refused with one line if a name is
-    unknown (the earlier linear-layer names `attn.c_q`... still read)."""
-    from pgolf.model.lora import LORA_TARGETS
-
-    targets = tuple(LEGACY_TARGETS.get(t.strip(), t.strip()) for t in text.split(",") if t.strip())
-    if not targets or set(targets) - set(LORA_TARGETS):
-        raise PgolfError(f"config: ttt.targets={text!r} must name some of {', '.join(LORA_TARGETS)}")
-    return targets
-
-
-def short_doc_chunks(text: str) -> tuple[tuple[int, int], ...]:
-    """`ttt.short_doc_chunks` ("256:8,2000:24") as ((LENGTH, CHUNK), ...) sorted by LENGTH, as PR #2014's
-    `_parse_short_score_first_steps` (in `eval_val_ttt_phased`) reads TTT_SHORT_SCORE_FIRST_STEPS; empty entries
-    skipped, anything but pairs of positive integers refused with one line."""
-    rules = []
-    for part in filter(None, (p.strip() for p in str(text).split(","))):
-        length, sep, chunk = part.partition(":")
-        try:
-            rule = (int(length), int(chunk)) if sep else (0, 0)
-        except ValueError:
-            rule = (0, 0)
-        if min(rule) < 1:
-            raise PgolfError(f"config: ttt.short_doc_chunks={text!r} must be LENGTH:CHUNK pairs of positive "
-                             "integers, e.g. '256:8,2000:24'")
-        rules.append(rule)
-    return tuple(sorted(rules, key=lambda r: r[0]))
-
-
-def batch_chunk(longest: int, rules: tuple[tuple[int, int], ...], chunk: int) -> int:
-    """The chunk size of a whole batch whose longest document has `longest` targets: the CHUNK of the first rule
-    (by increasing LENGTH) with longest + 1 <= LENGTH, else `chunk`. As PR #2014's `_score_first_chunk_for_doc(
-    max_doc_len)`: one size per batch, from its longest document, counted in tokens with its BOS (`_find_docs`'
-    doc_len = targets + 1), so "256:8" means fewer than 256 targets."""
-    for length, size in rules:
-        if longest + 1 <= length:
-            return size
-    return chunk
 
 
 @dataclass(frozen=True)
@@ -280,13 +242,15 @@ class BatchedLoRAMode(EvalMode):
         self.lora = lora = BatchedLoRA(model.cfg, rows=s.batch_docs, rank=s.rank, slots=model.slots,
                                        targets=self.targets, alpha=s.alpha, device=device)
 
-        def forward(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        def forward(x: torch.Tensor, cols: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
+            adapters = lora if rows is None else lora.take(*rows)  # rows: the adapters of x's rows (eager only)
             with autocast_for(x.device):
-                h = model.hidden(x, lora)
+                h = model.hidden(x, adapters)
                 h = h.gather(1, cols[..., None].expand(-1, -1, h.size(-1)))
-                return F.log_softmax(model.head(h, lora).float(), dim=-1)
+                return F.log_softmax(model.head(h, adapters).float(), dim=-1)
 
         self._pad, self._compiled = s.pad_multiple, should_compile(self.compile, device)
+        self._trim = device.type == "cpu" and not self._compiled  # forward only the rows of unfinished documents
         self._forward = forward
         if self._compiled:
             self._pad = self._pad or PAD_MULTIPLE
@@ -338,18 +302,23 @@ class BatchedLoRAMode(EvalMode):
         size = batch_chunk(int(n.max()), self.rules, s.chunk)  # s.chunk unless short_doc_chunks says otherwise
         n_chunks = -(-n // size)
         for c in range(int(n_chunks.max())):
-            chunk_end = np.minimum((c + 1) * size, n)
+            # On the CPU only the rows whose document still has chunks (a contiguous range: the batch is sorted by
+            # length), since the others' loss is masked out; compiled, or on CUDA, every row (fixed shapes).
+            live = np.flatnonzero(c < n_chunks)
+            lo, hi = (int(live[0]), int(live[-1]) + 1) if self._trim else (0, rows)
+            a_c, n_c, chunks_c = a[lo:hi], n[lo:hi], n_chunks[lo:hi]
+            chunk_end = np.minimum((c + 1) * size, n_c)
             win_start = np.maximum(0, chunk_end - self.seq_len)
-            win_len = np.where(c < n_chunks, chunk_end - win_start, 0)
+            win_len = np.where(c < chunks_c, chunk_end - win_start, 0)
             score_from = c * size - win_start
-            count = np.where(c < n_chunks, chunk_end - c * size, 0)
-            train = c < n_chunks - 1  # a document's last chunk is not trained on: nothing of it is left
+            count = np.where(c < chunks_c, chunk_end - c * size, 0)
+            train = c < chunks_c - 1  # a document's last chunk is not trained on: nothing of it is left
             width = max(1, int(win_len.max()))
             if self._pad:
                 width = min(self.seq_len, -(-width // self._pad) * self._pad)
             t = torch.from_numpy
             col = torch.arange(width, device=device)[None, :]
-            first = t(a + win_start).to(device)[:, None]
+            first = t(a_c + win_start).to(device)[:, None]
             real = col < t(win_len).to(device)[:, None]
             idx = torch.where(real, first + col, 0)
             x = torch.where(real, self._stream[idx], PAD_TOKEN)
@@ -359,14 +328,14 @@ class BatchedLoRAMode(EvalMode):
             positions = torch.where(mask, first + cols + 1, 0)
             targets = torch.where(mask, self._stream[positions], PAD_TOKEN)
             with torch.set_grad_enabled(bool(train.any()) or self._compiled):  # compiled: one graph per width
-                logp = self._forward(x, cols)
+                logp = self._forward(x, cols, None if hi - lo == rows else (lo, hi))
             nats = -logp.detach().gather(-1, targets[..., None]).squeeze(-1)
             yield ScoredChunk(positions=positions, targets=targets, log_probs=logp.detach(), nats=nats, mask=mask)
             scored = positions[mask].cpu().numpy()
             self._gate.add(scored)
             if train.any():
                 train_mask = mask & t(train).to(device)[:, None]
-                self._pending = functools.partial(self._chunk_step, logp, train_mask)
+                self._pending = functools.partial(self._chunk_step, logp, train_mask, (lo, hi))
                 released = positions[train_mask].cpu().numpy()
                 self.adapt(model, released, self._tokens[released])
             del logp
@@ -378,8 +347,12 @@ class BatchedLoRAMode(EvalMode):
         learn, self._pending = self._pending, None
         learn(values)
 
-    def _chunk_step(self, logp: torch.Tensor, train_mask: torch.Tensor, values: torch.Tensor) -> None:
-        """One AdamW step on every training row's mean loss over its chunk (rows are independent documents)."""
+    def _chunk_step(self, logp: torch.Tensor, train_mask: torch.Tensor, rows: tuple[int, int],
+                    values: torch.Tensor) -> None:
+        """One AdamW step on every training row's mean loss over its chunk (rows are independent documents). Only
+        the forward's rows lo..hi-1 are stepped: rows from hi on are empty, and nothing reads the adapters of the
+        rows before lo (documents done) again, except, with warm-start A, their A, which a later batch continues,
+        so every row of A is stepped then, as AdamW over the whole batch would."""
         if int(train_mask.sum()) != len(values):
             raise PgolfError(f"internal: {self.name}: {len(values)} released tokens for {int(train_mask.sum())} slots")
         with torch.enable_grad():
@@ -389,7 +362,12 @@ class BatchedLoRAMode(EvalMode):
             per_doc = (nats * train_mask).sum(1) / train_mask.sum(1).clamp(min=1)
             self.opt.zero_grad(set_to_none=True)
             per_doc.sum().backward()
-        self.opt.step()
+        lo, hi = rows
+        if hi - lo == self.s.batch_docs:
+            self.opt.step()
+        else:
+            stepped = self.lora.b.values() if self.s.warm_start_a else self.lora.parameters()
+            self.opt.step(rows={p: slice(lo, hi) for p in stepped})
 
     # ------------------------------------------------------------------------------------- global SGD phases
     def _global_phase(self, model: nn.Module, j: int, phase: int, start: float) -> None:

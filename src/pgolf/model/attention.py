@@ -12,9 +12,8 @@ from torch import nn
 from pgolf.config import ModelConfig
 from pgolf.data.segments import Segments
 from pgolf.model.layers import CastedLinear
+from pgolf.model.choices import ATTN_GATES  # noqa: F401  (re-exported; `model.attn_gate`: see AttentionGate)
 from pgolf.model.lora import Adapter, with_adapter
-
-ATTN_GATES = ("none", "out", "gated", "sparse")  # `model.attn_gate`: see AttentionGate
 
 
 def rope_inv_freq(base: float, rope_dims: int) -> torch.Tensor:

@@ -55,15 +55,11 @@ from pgolf.errors import PgolfError
 from pgolf.model.attention import Attention, Rotary, exclude_self_value  # noqa: F401  (re-exported)
 from pgolf.model import kernels
 from pgolf.model.bigram import BigramHash
+from pgolf.model.choices import MLP_ACTIVATIONS, PARALLEL_MODES  # noqa: F401  (PARALLEL_MODES re-exported)
 from pgolf.model.layers import CastedLinear
 from pgolf.model.lora import Adapter, with_adapter
 from pgolf.model.recurrence import max_skips, unet_split, virtual_layers
 from pgolf.model.smear import SmearGate
-
-# `model.mlp_activation` -> the negative slope of the leaky ReLU that is squared (0: Primer's relu^2).
-MLP_ACTIVATIONS = {"relu2": 0.0, "leaky_relu2": 0.5}
-# `model.parallel_mode`: how attention and MLP are wired from layer `parallel_start` on (see Block).
-PARALLEL_MODES = ("none", "gptj", "two_lane")
 
 
 class MLP(nn.Module):

@@ -24,15 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.errors import PgolfError
+from pgolf.model.choices import KERNEL_MODES  # noqa: F401  (re-exported; `train.kernels`: see wanted)
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - triton is optional
     triton = None
-
-
-KERNEL_MODES = ("auto", "on", "off")  # `train.kernels`
 
 
 def wanted(mode: str, device: torch.device) -> bool:

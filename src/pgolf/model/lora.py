@@ -13,7 +13,8 @@ record's `BatchedTTTLoRA` (PR #1855, after PRs #1530/#1767) does:
   head is the tied embedding, so it cannot take a weight hook).
 
 delta(x) = (alpha / rank) * (x A^T) B^T, A [rows, rank, in] ~ U(-1/sqrt(in), 1/sqrt(in)), B [rows, out, rank] = 0,
-so fresh adapters change nothing.
+so fresh adapters change nothing. `BatchedLoRA.take` gives a range of the rows alone, for a forward over only those
+documents (TTT on the CPU leaves finished documents out).
 """
 
 from __future__ import annotations
@@ -26,14 +27,10 @@ import torch
 from torch import nn
 
 from pgolf.config import ModelConfig
+# Target -> the role of the weight whose output the adapter corrects; the targets (`ttt.targets`) are checked
+# without torch, so both are defined in pgolf.model.choices.
+from pgolf.model.choices import LORA_TARGET_ROLES, LORA_TARGETS
 from pgolf.model.roles import Role
-
-# Target -> the role of the weight whose output the adapter corrects (every adapter reads a model_dim-wide input).
-# `o` and `mlp` go around the whole attention and MLP, so they end where their output projection does; `head` is
-# the untied head or, tied, the embedding (EMBED) used as one. The adapters themselves have role LORA.
-LORA_TARGET_ROLES: dict[str, Role] = {"q": Role.ATTN_Q, "k": Role.ATTN_K, "v": Role.ATTN_V, "o": Role.ATTN_PROJ,
-                                      "mlp": Role.MLP_PROJ, "head": Role.HEAD}
-LORA_TARGETS = tuple(LORA_TARGET_ROLES)
 
 # An adapter as the layers see it: (target name, input) -> correction to add to that target's output, or None.
 Adapter = Callable[[str, torch.Tensor], "torch.Tensor | None"]
@@ -80,16 +77,35 @@ class BatchedLoRA(nn.Module):
             bound = 1.0 / math.sqrt(a.size(-1))
             a.copy_(torch.empty(a.shape).uniform_(-bound, bound, generator=generator))
 
-    def at(self, slot: int) -> Adapter:
-        """The adapter of virtual-layer `slot`, as the layers call it."""
-        return functools.partial(self.delta, slot=slot)
+    def at(self, slot: int, rows: slice | None = None) -> Adapter:
+        """The adapter of virtual-layer `slot`, as the layers call it (`rows`: of those rows only)."""
+        return functools.partial(self.delta, slot=slot, rows=rows)
 
-    def delta(self, target: str, x: torch.Tensor, slot: int = 0) -> torch.Tensor | None:
+    def delta(self, target: str, x: torch.Tensor, slot: int = 0, rows: slice | None = None) -> torch.Tensor | None:
         key = _key(target, slot)
         if key not in self.a:
             return None
-        a, b = self.a[key].to(x.dtype), self.b[key].to(x.dtype)
+        a, b = self.a[key], self.b[key]
+        if rows is not None:
+            a, b = a[rows], b[rows]
+        a, b = a.to(x.dtype), b.to(x.dtype)
         return torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * self.scale
+
+    def take(self, lo: int, hi: int) -> LoRARows:
+        """Rows lo..hi-1 alone, for a forward over only those documents (`GPT.hidden`/`GPT.head` take it as they
+        take the whole): each row's correction reads only its own adapters, so those rows compute what they would
+        in the whole batch, and the other rows get zero gradients."""
+        return LoRARows(self, slice(lo, hi))
+
+
+class LoRARows:
+    """A row range of a `BatchedLoRA` (its `take`): the same adapters, sliced; no copy, gradients reach the whole."""
+
+    def __init__(self, lora: BatchedLoRA, rows: slice) -> None:
+        self.lora, self.rows = lora, rows
+
+    def at(self, slot: int) -> Adapter:
+        return self.lora.at(slot, self.rows)
 
 
 def with_adapter(y: torch.Tensor, adapter: Adapter | None, target: str, x: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from pgolf.model.layers import CastedLinear
+from pgolf.model.choices import BODY_DTYPES  # noqa: F401  (re-exported; `train.body_dtype`: see body_dtype)
 from pgolf.model.roles import is_control
-
-BODY_DTYPES = ("auto", "fp32", "bf16")  # `train.body_dtype`
 
 
 def body_dtype(mode: str, device: torch.device) -> torch.dtype:

@@ -13,9 +13,8 @@ from typing import Iterable
 import torch
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from pgolf.optim.choices import CLIP_SCOPES  # noqa: F401  (re-exported; `optim.grad_clip_scope`)
 from pgolf.runtime import DistContext
-
-CLIP_SCOPES = ("global", "rank")  # `optim.grad_clip_scope`
 
 
 def clip_then_average(params: Iterable[torch.nn.Parameter], max_norm: float, ctx: DistContext) -> None:

@@ -25,9 +25,9 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from pgolf.optim.choices import NS_COEFFICIENTS  # noqa: F401  (re-exported; `optim.muon_ns`: see ns_schedule)
 from pgolf.runtime import should_compile
 
-NS_COEFFICIENTS = ("classic", "polar_express")  # `optim.muon_ns`: see ns_schedule
 CLASSIC_NS5 = (3.4445, -4.7750, 2.0315)
 # Per-iteration coefficients for 5 steps (docs/techniques.md#polar-express, as used by PR #1787).
 POLAR_EXPRESS = (

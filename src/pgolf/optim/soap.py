@@ -36,21 +36,12 @@ import torch
 
 from pgolf.config import OptimConfig
 from pgolf.errors import PgolfError
+# `optim.matrix_optimizer` and its check, torch-free for pgolf.options (re-exported)
+from pgolf.optim.choices import MATRIX_OPTIMIZERS, check_soap  # noqa: F401
 from pgolf.runtime import should_compile
 
-MATRIX_OPTIMIZERS = ("muon", "soap")  # `optim.matrix_optimizer`
 HEAVYBALL_COMPILE_MODE = "max-autotune-no-cudagraphs"  # heavyball 3's own default for `utils.compile_mode`
 _SET_KEYS = ("is_initialized",)  # heavyball's per-view state that is a set (a list in pgolf's checkpoints)
-
-
-def check_soap(cfg: OptimConfig) -> None:
-    """PgolfError (one line) for SOAP with sharded Muon or without heavyball (`optim.matrix_optimizer` itself is
-    checked against MATRIX_OPTIMIZERS by pgolf.options)."""
-    if cfg.matrix_optimizer == "soap":
-        if cfg.muon_sharded:
-            raise PgolfError("config: optim.matrix_optimizer=soap trains the matrices without Muon; "
-                             "set optim.muon_sharded=false")
-        _heavyball()
 
 
 def _heavyball():

@@ -36,12 +36,10 @@ from torch import nn
 
 from pgolf.errors import PgolfError
 from pgolf.model.roles import shared_input
+# `quant.calib`, `quant.calib_reserve`, defined torch-free there (re-exported)
+from pgolf.quant.choices import CALIB_RESERVES, CALIBRATION_SOURCES  # noqa: F401
 from pgolf.quant.grid import round_to_grid
 from pgolf.quant.schemes import qmax
-
-# `quant.calib`: where the Hessians' inputs come from (training batches inside the budget, or self-generated).
-CALIBRATION_SOURCES = ("train", "self")
-CALIB_RESERVES = ("fixed", "measured")  # `quant.calib_reserve`: how much of the training clock calibration keeps
 
 
 class HessianCollector:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 
 from pgolf.errors import PgolfError
+from pgolf.quant.choices import CLIP_METHODS  # `quant.clip`, defined torch-free there
 from pgolf.quant.schemes import clip_quantile, qmax
 
-CLIP_METHODS = ("percentile", "search", "sdclip", "absmean")
 SEARCH_QUANTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 BASELINE_QUANTILE = 0.9999984
 MIN_SCALE = 2.0 ** -14  # smallest normal fp16: a zero row gets this scale and all-zero integers

@@ -22,7 +22,7 @@ plans and calls `quantize_mixed` with the one it picks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ import torch
 from pgolf.errors import PgolfError
 from pgolf.model.roles import keeps_fp32
 from pgolf.quant.awq import fine_columns, group_saliency, select_groups
+# `quant.scheme` and the parser of `quant.bits`/`quant.clip_k`, defined torch-free there
+from pgolf.quant.choices import EXPORT_SCHEMES, parse_group_values
 from pgolf.quant.gptq import FineColumns, hessian_error, rtn_or_gptq
 from pgolf.quant.grid import row_scales
 from pgolf.quant.groups import GROUPS, tensor_group
@@ -37,31 +39,8 @@ from pgolf.quant.lqer import lqer_correction
 from pgolf.quant.schemes import (QuantizedModel, QuantizedTensor, awq_scheme, quantize_state_dict, quantize_tensor,
                                  row_integers)
 
-EXPORT_SCHEMES = ("int8", "mixed")  # `quant.scheme`: the baseline's int8 export, or the records' mixed recipe
-
 if TYPE_CHECKING:
     from pgolf.config import QuantConfig
-
-
-def parse_group_values(spec: str, cast: Callable[[str], Any], what: str, *, lo: float, hi: float) -> dict[str, Any]:
-    """Parse "embed=7,attn=6,default=6" into {key: value}; keys are groups or group prefixes (`attn` covers
-    `attn.q` ...) or `default`. PgolfError for a bad key, value or range."""
-    out: dict[str, Any] = {}
-    prefixes = {g.split(".")[0] for g in GROUPS}
-    for part in (p.strip() for p in str(spec).split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or (key not in GROUPS and key not in prefixes and key != "default"):
-            raise PgolfError(f"config: {what}: {part!r} is not GROUP=VALUE with GROUP one of "
-                             f"{', '.join(sorted(set(GROUPS) | prefixes | {'default'}))}")
-        try:
-            v = cast(value.strip())
-        except ValueError:
-            raise PgolfError(f"config: {what}: {value.strip()!r} is not a valid {cast.__name__}") from None
-        if not lo <= v <= hi:
-            raise PgolfError(f"config: {what}: {key}={v} is outside [{lo}, {hi}]")
-        out[key] = v
-    return out
 
 
 def group_value(values: dict[str, Any], group: str, fallback: Any) -> Any:

@@ -100,6 +100,9 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- verify
+VERIFY_FAILED = 1  # `pgolf verify`'s exit code for a folder that was read but failed a check (bad input: 2)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from pgolf.submit.verify import verify_folder
 
@@ -109,7 +112,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(report.table())
     for check in report.failures:
         print(f"pgolf: verify: FAIL {check.name}: {check.detail}", file=sys.stderr)
-    return 0 if report.passed else 1
+    return 0 if report.passed else VERIFY_FAILED
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -119,10 +122,13 @@ def _cmd_seeds(args: argparse.Namespace) -> int:
     sets = list(args.set or [])
     if args.max_steps is not None:
         sets.append(f"train.iterations={args.max_steps}")
-    if args.max_seconds is not None:
-        sets.append(f"train.max_wallclock_seconds={args.max_seconds}")
+    if args.max_seconds is not None:  # as pgolf train's: the whole run of each seed (0: no bound, no training cap)
+        sets.append(f"train.max_total_seconds={args.max_seconds}")
+        if args.max_seconds == 0:
+            sets.append("train.max_wallclock_seconds=0")
     dirs = run_seeds(args.preset, args.seeds, sets, args.data, args.out,
-                     echo=sys.stderr if args.json else sys.stdout)  # --json: stdout holds only the JSON
+                     echo=sys.stderr if args.json else sys.stdout, workers=args.workers,
+                     nproc_per_node=args.nproc_per_node)  # --json: stdout holds only the JSON
     args.runs = [str(d) for d in dirs]
     stats = _stats_of(args)
     if args.json:
@@ -147,7 +153,8 @@ def _figure_list(text: str) -> tuple[str, ...]:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from pgolf.submit.plots import FIGURES, make_plots
 
-    written = make_plots(args.runs, args.out, args.figures or FIGURES, group_by=args.group_by)
+    written = make_plots(args.runs, args.out, args.figures or FIGURES, group_by=args.group_by,
+                         overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0
@@ -207,7 +214,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--legality", type=Path, help="the saved output of `pgolf legality` for the eval mode")
     p.set_defaults(func=_cmd_pack)
 
-    p = sub.add_parser("verify", help="recount a records folder's bytes, times and scores against submission.json")
+    p = sub.add_parser("verify", help="recount a records folder's bytes, times and scores against submission.json",
+                       description="Recount a records folder's bytes, times and scores against its submission.json. "
+                                   f"Exit code: 0 verified, {VERIFY_FAILED} a check failed, 2 bad input (a bad "
+                                   "command line, no such folder, a missing or unreadable submission.json).")
     p.add_argument("folder", type=Path, help="a records folder (pgolf pack)")
     p.add_argument("--data", type=Path, help="also re-score each artifact on this data directory, in a fresh process")
     p.add_argument("--tolerance", type=_float(0.0, "a BPB tolerance >= 0"), default=1e-5,
@@ -227,9 +237,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="override a config field for every seed (pgolf config show lists them)")
     p.add_argument("--max-steps", type=_positive_int, help="stop after N steps (sets train.iterations)")
     p.add_argument("--max-seconds", type=_float(0.0, "a number of seconds >= 0 (0 = no limit)"),
-                   help="wall-clock training cap in seconds (sets train.max_wallclock_seconds)")
+                   help="bound each seed's whole run to about N s, as pgolf train (sets train.max_total_seconds; 0 = "
+                        "no bound and no training cap)")
     p.add_argument("--data", type=Path, required=True, help="data directory (with manifest.json)")
     p.add_argument("--out", type=Path, required=True, help="parent of the run directories seedS")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="seeds at once, each a pgolf train process on its own GPU(s) or cores (default 1)")
+    p.add_argument("--nproc-per-node", type=_positive_int, default=1, help="GPUs per seed, under torchrun (default 1)")
     _add_stats_options(p)
     p.set_defaults(func=_cmd_seeds)
 
@@ -237,6 +251,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "ablation bars with seed error bars")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (or train logs)")
     p.add_argument("--out", type=Path, required=True, help="folder for curves.png, bytes.png, ablation.png")
+    p.add_argument("--overwrite", action="store_true", help="replace figures already in --out")
     p.add_argument("--figures", type=_figure_list, help="comma-separated subset of curves,bytes,ablation (default all)")
     p.add_argument("--group-by", choices=("config", "preset"), default="config",
                    help="ablation bars: one per config up to the seed (default), or per preset name")

@@ -5,7 +5,10 @@
 - `bytes.png`: the compressed bytes of each tensor group of each run's artifact (`describe_artifact`, the data of
   `pgolf inspect --json`; the per-tensor sizes are each tensor compressed alone, an estimate of its share);
 - `ablation.png`: mean final val_bpb per configuration (`pgolf.submit.compare.group_runs`) with the seeds' sample
-  standard deviation as error bars, and the seeds as dots.
+  standard deviation as error bars, and the seeds as dots; horizontal bars, so that each configuration's label (the
+  settings that differ) is wrapped beside its bar instead of overlapping its neighbours under the axis.
+
+Legends sit outside the axes (matplotlib's constrained layout makes room for them), so they never cover the data.
 
 Every figure is written atomically (`pgolf.fileio.atomic_write_bytes`).
 """
@@ -15,11 +18,12 @@ from __future__ import annotations
 import io
 import json
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgolf.errors import PgolfError
-from pgolf.fileio import atomic_write_bytes
+from pgolf.fileio import atomic_write_bytes, refuse_existing
 from pgolf.submit.compare import group_runs
 from pgolf.submit.runs import Run, load_runs
 from pgolf.submit.stats import mean, sample_std
@@ -100,14 +104,28 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _curve_labels(runs: list[Run]) -> list[str]:
+    """Each run's legend entry: `_run_label`, or with several configurations among the runs, its configuration's
+    label (`group_runs`) and seed, so that two runs of the same preset and seed can be told apart."""
+    groups = group_runs(runs, width=48)
+    if len(groups) < 2:
+        return [_run_label(run) for run in runs]
+    label = {id(run): g.label for g in groups for run in g.runs}
+    return [f"{label[id(run)]}, seed {run.seed}" if run.seed is not None else f"{label[id(run)]} ({run.name})"
+            for run in runs]
+
+
 def plot_curves(plt, data: list[tuple[Run, Curves, float | None]], path: Path) -> Path | None:
-    """`data`: (run, its curves, its tokens per step) triples."""
+    """`data`: (run, its curves, its tokens per step) triples. The legend sits outside the four axes, on the right,
+    so that it never covers a curve."""
     data = [d for d in data if d[1].train or d[1].val]
     if not data:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), squeeze=False)
+    labels = _curve_labels([run for run, _, _ in data])
+    fig, axes = plt.subplots(2, 2, figsize=(11 + 0.06 * max(map(len, labels)), 7.5), squeeze=False,
+                             layout="constrained")
     for i, (run, curves, tps) in enumerate(data):
-        label, color = _run_label(run), f"C{i % 10}"
+        label, color = labels[i], f"C{i % 10}"
         for row, points in ((0, curves.train), (1, curves.val)):
             if not points:
                 continue
@@ -121,9 +139,9 @@ def plot_curves(plt, data: list[tuple[Run, Curves, float | None]], path: Path) -
         axes[row][1].set(xlabel="training tokens", ylabel=what)
         for ax in axes[row]:
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=8,
+               ncols=1 if len(data) <= 24 else 2)
     fig.suptitle("training curves")
-    fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
     return out
@@ -175,37 +193,42 @@ def plot_bytes(plt, data: list[tuple[Run, dict[str, int]]], path: Path) -> Path 
 
 # ---------------------------------------------------------------------------------------------- ablation
 def plot_ablation(plt, runs: list[Run], path: Path, group_by: str = "config") -> Path:
-    groups = group_runs(runs, by=group_by, width=40)
+    """One horizontal bar per configuration, its label (the settings that differ, `group_runs`) wrapped beside it
+    on the left, where a long label has room and never overlaps the next one."""
+    groups = group_runs(runs, by=group_by, width=400)
     means = [mean([r.val_bpb for r in g.runs]) for g in groups]
     stds = [sample_std([r.val_bpb for r in g.runs]) or 0.0 for g in groups]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 2), 4.8))
-    xs = list(range(len(groups)))
-    ax.bar(xs, means, yerr=stds, capsize=6, color="#8fb3d9", edgecolor="#2a5783")
-    for x, g in zip(xs, groups):
-        ax.plot([x] * len(g.runs), [r.val_bpb for r in g.runs], "k.", markersize=6)
+    labels = [textwrap.fill(g.label, 44) + f"\n(n={len(g.runs)})" for g in groups]
+    row_inches = max(0.45, 0.16 * max(label.count("\n") + 1 for label in labels))
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 1.4 + row_inches * len(groups))), layout="constrained")
+    ys = list(range(len(groups)))
+    ax.barh(ys, means, xerr=stds, capsize=5, height=0.6, color="#8fb3d9", edgecolor="#2a5783")
+    for y, g in zip(ys, groups):
+        ax.plot([r.val_bpb for r in g.runs], [y] * len(g.runs), "k.", markersize=6)
     lo = min(min(r.val_bpb for r in g.runs) for g in groups)
     hi = max(max(m + s, max(r.val_bpb for r in g.runs)) for m, s, g in zip(means, stds, groups))
     pad = max(hi - lo, 1e-3) * 0.5
-    ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xticks(xs, [f"{g.label}\n(n={len(g.runs)})" for g in groups], fontsize=8, rotation=15 if len(groups) > 3
-                  else 0)
-    ax.set_ylabel("final val_bpb (mean ± sample std)")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.invert_yaxis()  # the first configuration on top
+    ax.set_xlabel("final val_bpb (mean ± sample std; dots: the runs)")
     ax.set_title("ablation: final val_bpb per configuration")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    ax.grid(axis="x", alpha=0.3)
     out = _save(fig, path)
     plt.close(fig)
     return out
 
 
 def make_plots(paths: list[str | Path], out: str | Path, figures: tuple[str, ...] = FIGURES,
-               group_by: str = "config") -> list[Path]:
-    """Write the figures of the runs at `paths` into `out`; the paths written (a figure with no data is skipped)."""
+               group_by: str = "config", overwrite: bool = False) -> list[Path]:
+    """Write the figures of the runs at `paths` into `out`; the paths written (a figure with no data is skipped).
+    A figure already in `out` is refused unless `overwrite`."""
     runs = load_runs(paths)
     plt = _matplotlib()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PgolfError(f"{out}: is a file, not a directory")
+    refuse_existing([out / f"{name}.png" for name in figures], overwrite)
     # read everything first, so that a bad file leaves no figure half-written
     curves = [(r, read_curves(r), tokens_per_step(r)) for r in runs] if "curves" in figures else []
     nbytes = ([(r, group_bytes(r.artifact_path)) for r in runs if r.artifact_path is not None]

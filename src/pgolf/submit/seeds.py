@@ -1,5 +1,6 @@
-"""`pgolf seeds`: train one configuration under several seeds, one after another, each in its own run directory
-(`OUT/seedS`), then summarize them with `pgolf stats`.
+"""`pgolf seeds`: train one configuration under several seeds, each in its own run directory (`OUT/seedS`), then
+summarize them with `pgolf stats`. One after another in this process, or with `workers` > 1 (or `nproc_per_node` > 1)
+as `pgolf train` children of the worker pool (pgolf/train/pool.py), K at once, each on its own GPU(s) or cores.
 
 Every seed's config is resolved (and checked) before the first run starts. A seed whose run directory already
 holds a finished run (result.json) of the very same config is not trained again, so an interrupted series resumes
@@ -42,8 +43,9 @@ def _checkpoint_config(run_dir: Path) -> dict | None:
 
 
 def run_seeds(preset: str, seeds: list[int], sets: list[str], data: str | Path, out: str | Path, *,
-              echo: TextIO | None = STDOUT) -> list[Path]:
-    """Train `preset` with `sets` once per seed into `out/seedS`; returns the run directories in seed order."""
+              echo: TextIO | None = STDOUT, workers: int = 1, nproc_per_node: int = 1) -> list[Path]:
+    """Train `preset` with `sets` once per seed into `out/seedS`; returns the run directories in seed order.
+    `workers` > 1 or `nproc_per_node` > 1: through the worker pool (module docstring)."""
     from pgolf.options import resolve_config
     from pgolf.train import trainer
 
@@ -68,6 +70,10 @@ def run_seeds(preset: str, seeds: list[int], sets: list[str], data: str | Path, 
         else:
             todo.append((seed, cfg, run_dir))
     dirs = [seed_dir(out, seed) for seed in seeds]
+    if workers > 1 or nproc_per_node > 1:
+        _train_in_pool(preset, sets, data, todo, echo, workers, nproc_per_node)
+        _say_skipped(seeds, todo, echo)
+        return dirs
     from tqdm import tqdm
 
     bar = tqdm(todo, desc="seeds", unit="run", file=sys.stderr, disable=not sys.stderr.isatty())
@@ -77,7 +83,45 @@ def run_seeds(preset: str, seeds: list[int], sets: list[str], data: str | Path, 
             print(f"== seed {seed} ({index}/{len(todo)}): {run_dir}"
                   + (" (resuming from its checkpoint)" if existing == "resume" else ""), file=echo, flush=True)
         trainer.train(cfg, data, run_dir, echo=echo, existing=existing)
+    _say_skipped(seeds, todo, echo)
+    return dirs
+
+
+def _say_skipped(seeds: list[int], todo: list, echo: TextIO | None) -> None:
     if echo is not None and len(todo) < len(seeds):
         skipped = [str(s) for s in seeds if s not in {t[0] for t in todo}]
         print(f"== already finished, not retrained: seed {', '.join(skipped)}", file=echo, flush=True)
-    return dirs
+
+
+def _train_in_pool(preset: str, sets: list[str], data: str | Path, todo: list, echo: TextIO | None, workers: int,
+                   nproc_per_node: int) -> None:
+    """Train the unfinished seeds as `pgolf train` children, `workers` at once; a failed seed is one PgolfError
+    naming it and its own last error line, after the others have finished."""
+    from pgolf.train.pool import Job, exit_reason, last_error, plan_slots, run_jobs, CONSOLE
+
+    jobs = []
+    for seed, cfg, run_dir in todo:
+        if _checkpoint_config(run_dir) == _as_json(cfg.to_dict()):
+            args, label = ["--resume", str(run_dir), "--data", str(data)], f"seed {seed} (resuming its checkpoint)"
+        else:
+            args = ["--preset", preset, *(f"--set={s}" for s in [*sets, f"train.seed={seed}"]), "--data", str(data),
+                    "--run-dir", str(run_dir), "--overwrite"]
+            label = f"seed {seed}"
+        jobs.append(Job(label, args, run_dir))
+    if not jobs:
+        return
+    slots = plan_slots(min(workers, len(jobs)), device=todo[0][1].train.device, nproc_per_node=nproc_per_node)
+
+    def done(job: Job) -> None:
+        if echo is not None:
+            result = job.run_dir / "result.json"
+            what = (f"val_bpb {json.loads(result.read_text(encoding='utf-8'))['val_bpb']:.8f}" if job.code == 0
+                    and result.is_file() else f"failed ({exit_reason(job.code)}): {last_error(job.run_dir / CONSOLE)}")
+            print(f"   {job.label}: {what}", file=echo, flush=True)
+
+    run_jobs(jobs, slots, nproc_per_node=nproc_per_node, echo=echo, on_done=done)
+    failed = [job for job in jobs if job.code != 0 or not (job.run_dir / "result.json").is_file()]
+    if failed:
+        job = failed[0]
+        raise PgolfError(f"seeds: {len(failed)} of {len(jobs)} run(s) failed; {job.label} ({job.run_dir}): "
+                         f"{last_error(job.run_dir / CONSOLE)} ({exit_reason(job.code)}; see {job.run_dir / CONSOLE})")

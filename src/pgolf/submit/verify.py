@@ -8,6 +8,10 @@ the means and standard deviation from the per-seed rows, the compliance flags, w
 when the folder has one. With `--data DIR` each artifact is also re-scored in a fresh process
 (`python -m pgolf eval`) and compared with the claimed score. The folder's own train_gpt.py is never executed
 unless `--run` asks for it (it then retrains each seed from the bundle and compares the scores).
+
+`pgolf verify` exits 0 when every check passed (or had nothing to check), 1 when the folder was read but a check
+failed (each failure also one `pgolf: verify: FAIL` line), and 2, with one `pgolf: error:` line, for bad input: a
+bad command line, no such folder, or a submission.json that is missing or cannot be read as a submission.
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ class _Checks:
 def verify_folder(folder: str | Path, *, data: str | Path | None = None, tolerance: float = 1e-5,
                   run: bool = False, run_tolerance: float = 0.005, eval_args: list[str] | None = None,
                   python: str = sys.executable) -> Report:
-    """Check the records folder `folder`; see the module docstring. Never raises for a bad folder: every problem
-    is a failed check."""
+    """Check the records folder `folder`; see the module docstring. PgolfError when there is nothing to verify (no
+    such folder, a submission.json that is missing or cannot be read as a submission); after that every problem is a
+    failed check of the report."""
     folder = Path(folder)
     checks = _Checks()
     if not folder.is_dir():
@@ -106,11 +111,11 @@ def verify_folder(folder: str | Path, *, data: str | Path | None = None, toleran
             if not isinstance(sub.get(key), (int, float)):
                 raise ValueError(f"no numeric {key}")
     except FileNotFoundError:
-        checks.add("submission.json", [f"{sub_path} is missing"], "")
-        return Report(folder, checks.items)
+        raise PgolfError(f"{sub_path} is missing: {folder} is not a records folder (pgolf pack writes one)") from None
+    except OSError as exc:
+        raise PgolfError(f"{sub_path}: cannot read it ({exc.strerror or exc})") from None
     except (ValueError, KeyError, TypeError) as exc:
-        checks.add("submission.json", [f"{sub_path} is not a valid submission ({exc})"], "")
-        return Report(folder, checks.items)
+        raise PgolfError(f"{sub_path} is not a valid submission ({exc})") from None
     checks.add("submission.json", [], f"{len(seeds)} seed(s)")
 
     missing = [n for n in ("README.md", BUNDLE, "requirements.txt") if not (folder / n).is_file()]

@@ -2,13 +2,16 @@
 budget, and tabulate post-roundtrip val_bpb, its delta and the step time (`pgolf ablate`).
 
 Flipping means: if the preset has the technique on, turn it off (its baseline value); if off, turn it on with the
-records' value. Every variant is an ordinary run directory, so any row can be re-scored or inspected.
+records' value. Every variant is an ordinary run directory, so any row can be re-scored or inspected. The variants
+train one after another in this process, or with `workers` > 1 (or `nproc_per_node` > 1) as `pgolf train` children of
+the worker pool (pgolf/train/pool.py), K at once, each on its own GPU(s) or cores; the table is the same either way.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
@@ -102,10 +105,9 @@ def flip(cfg: Config, name: str) -> tuple[list[str], str]:
 
 
 def ablate(preset: str, toggles: list[str], data_dir: str | Path, out_dir: str | Path, *,
-           sets: list[str] | None = None, echo: TextIO | None = STDOUT) -> str:
+           sets: list[str] | None = None, echo: TextIO | None = STDOUT, workers: int = 1,
+           nproc_per_node: int = 1) -> str:
     """Train the preset and one flipped variant per technique; write and return `ablation.md`."""
-    from pgolf.train.trainer import train
-
     out_dir = Path(out_dir)
     sets = list(sets or [])
     base = resolve_config(preset, sets)
@@ -113,23 +115,16 @@ def ablate(preset: str, toggles: list[str], data_dir: str | Path, out_dir: str |
     for i, name in enumerate(toggles, 1):
         extra, label = flip(base, name)
         variants.append((label, extra, f"{i:02d}-{'without' if label.startswith('-') else 'with'}-{name}"))
+    configs = [resolve_config(preset, sets + extra) for _, extra, _ in variants]  # every one checked first
+    if workers > 1 or nproc_per_node > 1:
+        _train_in_pool(preset, sets, variants, configs[0].train.device, data_dir, out_dir, echo, workers,
+                       nproc_per_node)
+    else:
+        _train_here(preset, variants, configs, data_dir, out_dir, echo)
     rows = []
-    from tqdm import tqdm
-
-    for label, extra, slug in tqdm(variants, desc="ablate", unit="run", file=sys.stderr,
-                                   disable=not sys.stderr.isatty()):
-        run_dir = out_dir / slug
-        if echo:
-            print(f"== ablate {preset}: {label} {' '.join(extra)} -> {run_dir}", file=echo, flush=True)
-        try:
-            train(resolve_config(preset, sets + extra), data_dir, run_dir, echo=None)
-        except PgolfError as exc:
-            if not (run_dir / "result.json").is_file():
-                raise
-            if echo:
-                print(f"   note: {exc}", file=echo)
-        result = json.loads((run_dir / "result.json").read_text())
-        rows.append((label, extra, result, run_dir.name))
+    for label, extra, slug in variants:
+        result = json.loads((out_dir / slug / "result.json").read_text())
+        rows.append((label, extra, result, slug))
     ref = rows[0][2]["val_bpb"]
     lines = [f"Ablation of `{preset}` ({' '.join(sets) or 'no overrides'}); data `{data_dir}`; "
              f"{rows[0][2]['device']}, {rows[0][2]['world_size']} process(es).", "",
@@ -142,3 +137,50 @@ def ablate(preset: str, toggles: list[str], data_dir: str | Path, out_dir: str |
     table = "\n".join(lines) + "\n"
     atomic_write_text(out_dir / "ablation.md", table)
     return table
+
+
+def _train_here(preset: str, variants: list, configs: list[Config], data_dir: str | Path, out_dir: Path,
+                echo: TextIO | None) -> None:
+    """One variant after another in this process; a run that wrote its result and then failed a check (over the
+    cap) is a note, not an error."""
+    from tqdm import tqdm
+
+    from pgolf.train.trainer import train
+
+    for (label, extra, slug), cfg in tqdm(list(zip(variants, configs)), desc="ablate", unit="run", file=sys.stderr,
+                                          disable=not sys.stderr.isatty()):
+        run_dir = out_dir / slug
+        if echo:
+            print(f"== ablate {preset}: {label} {' '.join(extra)} -> {run_dir}", file=echo, flush=True)
+        try:
+            train(cfg, data_dir, run_dir, echo=None)
+        except PgolfError as exc:
+            if not (run_dir / "result.json").is_file():
+                raise
+            if echo:
+                print(f"   note: {exc}", file=echo)
+
+
+def _train_in_pool(preset: str, sets: list[str], variants: list, device: str, data_dir: str | Path, out_dir: Path,
+                   echo: TextIO | None, workers: int, nproc_per_node: int) -> None:
+    """Every variant as a `pgolf train` child, `workers` at once; as in `_train_here`, a run with a result is a
+    note when it failed after writing it, and one without is one PgolfError once the others are done."""
+    from pgolf.train.pool import CONSOLE, Job, exit_reason, last_error, plan_slots, run_jobs
+
+    jobs = [Job(f"ablate {preset}: {label} {' '.join(extra)}".rstrip(),
+                ["--preset", preset, *(f"--set={s}" for s in sets + extra), "--data", str(data_dir),
+                 "--run-dir", str(out_dir / slug), "--overwrite"], out_dir / slug)
+            for label, extra, slug in variants]
+    slots = plan_slots(min(workers, len(jobs)), device=device, nproc_per_node=nproc_per_node)
+    started = time.time()
+    run_jobs(jobs, slots, nproc_per_node=nproc_per_node, echo=echo)
+    # a result.json from before this ablation (a run that failed before it cleared its directory) is not this run's
+    missing = [job for job in jobs if not (job.run_dir / "result.json").is_file()
+               or (job.code != 0 and (job.run_dir / "result.json").stat().st_mtime < started)]
+    if missing:
+        job = missing[0]
+        raise PgolfError(f"ablate: {len(missing)} of {len(jobs)} run(s) failed; {job.label} ({job.run_dir}): "
+                         f"{last_error(job.run_dir / CONSOLE)} ({exit_reason(job.code)}; see {job.run_dir / CONSOLE})")
+    for job in jobs:
+        if job.code != 0 and echo:
+            print(f"   note: {job.label}: {last_error(job.run_dir / CONSOLE)}", file=echo)

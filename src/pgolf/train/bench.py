@@ -19,8 +19,9 @@ FlopCounterMode; attention is counted per segment by `attention_flops`, in FlopC
 because neither path the model takes is countable as it runs: variable-length flash attention (packed batches on
 CUDA) is a custom op with no formula in torch 2.11 and, off CUDA, packed attention gathers padded segments.
 
-The result is one JSON object and, with `--markdown FILE`, one table row appended to FILE (docs/BENCHMARKS.md) with
-hardware, torch version, date and commit.
+The result is printed as a table (`format_result`; the device is the CUDA device's name or the CPU's model), or as
+one JSON object with `--json` (`--json FILE` writes it to FILE instead), and with `--markdown FILE` one table row is
+appended to FILE (docs/BENCHMARKS.md) with hardware, torch version, date and commit.
 """
 
 from __future__ import annotations
@@ -53,8 +54,24 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def device_name(device: torch.device) -> str:
+    """The CUDA device's name, or the CPU's model (`cpu_model`)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name as Linux reports it (`model name`, or `Model`/`Hardware` on ARM boards, in
+    /proc/cpuinfo), else what `platform` knows (on Linux `platform.processor()` is only the machine type)."""
+    try:
+        lines = Path(cpuinfo).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for wanted in ("model name", "Model", "Hardware"):
+        for line in lines:
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == wanted and value.strip():
+                return " ".join(value.split())
     return platform.processor() or platform.machine() or "cpu"
 
 
@@ -343,7 +360,7 @@ def run_bench(cfg: Config, *, device: torch.device, steps: int, warmup: int, eva
     if train:
         _stage("training")
         result["train"] = bench_training(cfg, device, steps, warmup)
-        # On stderr (stdout stays one JSON object): kept in a log even if the eval below runs out of time.
+        # On stderr, as JSON (stdout holds the result at the end): kept in a log even if the eval runs out of time.
         print(json.dumps({"train": result["train"]}), file=sys.stderr, flush=True)
     if eval_tokens > 0:
         _stage("eval")
@@ -370,6 +387,7 @@ MARKDOWN_HEADER = ("| preset | device | ms/step | train tok/s | MFU | peak GiB |
 
 
 def write_outputs(result: dict, json_path: Path | None, markdown_path: Path | None) -> None:
+    """The result as JSON in `json_path` and as one row appended to `markdown_path` (either may be None)."""
     from pgolf.fileio import atomic_write_json
 
     if json_path is not None:
@@ -377,4 +395,33 @@ def write_outputs(result: dict, json_path: Path | None, markdown_path: Path | No
     if markdown_path is not None:
         with open(markdown_path, "a", encoding="utf-8") as f:
             f.write(markdown_row(result) + "\n")
-    print(json.dumps(result))
+
+
+def format_result(result: dict) -> str:
+    """The result for people, as `pgolf bench` prints it: a heading line, then one aligned row per figure of each
+    stage that ran (`--json` prints the same figures as JSON)."""
+    t, e = result.get("train"), result.get("eval")
+    rows: list[tuple[str, str]] = []
+    if t:
+        rows.append((f"training: micro-batch {t['micro_batch_tokens']:,} tokens, rows of {t['seq_len']:,}, "
+                     f"{t['params']:,} parameters", ""))
+        rows += [("warm-up", f"{t['warmup_steps']} step(s) in {t['warmup_seconds']:.1f} s (compiled: "
+                             f"{'yes' if t['compiled'] else 'no'}, Triton kernels: {'yes' if t['kernels'] else 'no'})"),
+                 ("step time", f"{t['ms_per_step']:,.1f} ms (mean of {t['steps']} step(s))"),
+                 ("throughput", f"{t['tokens_per_s']:,.0f} tokens/s"),
+                 ("model FLOPs", f"{t['flops_per_step']:.3e} per step (attention {t['attention_flops_per_step']:.3e})"),
+                 ("achieved", f"{t['achieved_tflops']:.3f} TFLOP/s"),
+                 ("MFU", f"{100 * t['mfu']:.1f}% of the dense bf16 peak" if t.get("mfu") else "n/a (no known peak)"),
+                 ("peak memory", f"{t['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in t else "n/a (CUDA only)")]
+    if e:
+        rows.append((f"eval: {e['eval_tokens']:,} synthetic tokens, batches of {e['eval_batch_tokens']:,}", ""))
+        for label in ("flat", "ttt"):
+            if f"{label}_mode" in e:
+                rows.append((f"{e[f'{label}_mode']} eval",
+                             f"{e[f'{label}_tokens_per_s']:,.0f} tokens/s ({e[f'{label}_seconds']:.2f} s; compile "
+                             f"warm-up {e[f'{label}_compile_seconds']:.1f} s)"))
+    width = max((len(name) for name, value in rows if value), default=0)
+    lines = [f"bench {result['preset']} on {result['device']} (torch {result['torch']}, {result['threads']} "
+             f"thread(s), commit {result['commit']}, {result['date']})"]
+    lines += [f"  {name:<{width}}  {value}" if value else name for name, value in rows]
+    return "\n".join(lines)

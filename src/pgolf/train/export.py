@@ -14,7 +14,7 @@ inside `train.max_wallclock_seconds`, with the calibration reserve kept and whet
 from __future__ import annotations
 
 import platform
-import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,17 +59,30 @@ def _awq_report(qm, log: Callable[[str], None]) -> dict:
     return {"awq": awq}
 
 
+def stored_bytes_by_group(qm) -> dict[str, int]:
+    """The quantized arrays' bytes per tensor group (pgolf.quant.groups), before compression: free to count, unlike
+    each group's compressed share (`pgolf inspect` compresses every tensor alone for that estimate)."""
+    from pgolf.quant.groups import tensor_group
+
+    out: dict[str, int] = {}
+    for qt in qm.tensors:
+        group = tensor_group(qt.name)
+        out[group] = out.get(group, 0) + sum(int(a.nbytes) for a in qt.arrays.values())
+    return dict(sorted(out.items()))
+
+
 def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ctx: DistContext, run_dir: Path,
                      data_dir: Path, data_manifest: dict, clock: PhaseClock, log: RunLog, n_params: int,
                      hessians: dict[str, torch.Tensor] | None, calibration: dict | None,
-                     act_rms: dict[str, torch.Tensor] | None = None) -> dict | None:
+                     act_rms: dict[str, torch.Tensor] | None = None, started: float | None = None) -> dict | None:
     """Write the artifact of `model` after training (`state`: where the run ended), score it on every rank and
     return result.json's content on rank 0 (None elsewhere). Raises PgolfError, after writing result.json with
-    `within_cap: false`, when artifact + code exceed the cap."""
+    `within_cap: false`, when artifact + code exceed the cap. `started` (a `perf_counter` time): when the run
+    began, for the train.max_total_seconds report."""
     from pgolf.artifact.format import CAP_BYTES, encode_artifact
     from pgolf.bundle.code_bytes import count_code_bytes
     from pgolf.data.val_split import describe as describe_split
-    from pgolf.eval.evaluate import score_artifact
+    from pgolf.eval.evaluate import final_score_tokens, score_artifact
 
     steps = state.step
     path = run_dir / ARTIFACT_NAME
@@ -102,18 +115,31 @@ def export_and_score(model: torch.nn.Module, state: RunState, *, cfg: Config, ct
         log.line(f"Serialized model {tag}: {len(data)} bytes")
         log.line(f"Code size: {code_bytes} bytes ({method})")  # the official script's line, then how it was counted
         log.line(f"Total submission size {tag}: {len(data) + code_bytes} bytes")
+        log.metric(step=steps, artifact_bytes=len(data), code_bytes=code_bytes, total_bytes=len(data) + code_bytes,
+                   stored_bytes=stored_bytes_by_group(qm))
     ctx.barrier()
     report_modes = [m.strip() for m in cfg.eval.report_modes.split(",") if m.strip()]
+    max_tokens = final_score_tokens(cfg.eval.max_tokens, ctx.device)
+    if max_tokens and max_tokens < data_manifest["splits"]["val"]["tokens"]:
+        log.line(f"final score on the first {max_tokens:,} of {data_manifest['splits']['val']['tokens']:,} val tokens "
+                 f"(eval.max_tokens={cfg.eval.max_tokens}; eval.max_tokens=0 scores the whole split)")
     scored = score_artifact(path, data_dir, device=ctx.device, ctx=ctx, clock=clock, code_bytes=code_bytes,
-                            enforce_cap=False, report_modes=report_modes, log=log.line,
-                            progress=ctx.is_main and sys.stderr.isatty())
+                            enforce_cap=False, report_modes=report_modes, log=log.line, max_tokens=max_tokens,
+                            progress=ctx.is_main)
     name = f"final_{cfg.quant.scheme}_{cfg.quant.codec}_roundtrip"
     eval_ms = 1000 * clock.seconds.get("scoring", 0.0)
     log.line(f"{name} val_loss:{scored['val_loss']:.4f} val_bpb:{scored['val_bpb']:.4f} eval_time:{eval_ms:.0f}ms")
     log.line(f"{name}_exact val_loss:{scored['val_loss']:.8f} val_bpb:{scored['val_bpb']:.8f}")
     log.line(describe_split(scored["val_split"]))
+    for entry in scored["evals"]:  # every scored mode (eval.report_modes, then eval.mode)
+        log.metric(step=steps, eval_mode=entry["mode"], val_loss=entry["val_loss"], val_bpb=entry["val_bpb"],
+                   eval_time_ms=entry["eval_time_ms"])
     log.metric(step=steps, val_loss=scored["val_loss"], val_bpb=scored["val_bpb"], roundtrip=True)
     log.line("phases: " + " ".join(f"{k}:{v:.1f}s" for k, v in clock.seconds.items()))
+    if started is not None and cfg.train.max_total_seconds > 0:
+        used, budget = time.perf_counter() - started, cfg.train.max_total_seconds
+        log.line(f"command_budget: {used:.1f}s of {budget:.0f}s (train.max_total_seconds)"
+                 + (f", over by {used - budget:.1f}s" if used > budget else ""))
     result = None
     if ctx.is_main:
         quant = quant_report | ({"calibration": calibration} if hessians else {})

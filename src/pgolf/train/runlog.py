@@ -5,6 +5,9 @@ The human log keeps the line formats reviewers grep for (`step:S/N train_loss:..
 
 A resumed run (`pgolf train --resume`) appends to log.txt, which thus keeps the interrupted process's lines too, and
 cuts metrics.jsonl back to the records written up to the checkpoint, so every step has exactly one record.
+
+Every metric record also goes to the run's trackers (`tracking`: TensorBoard, W&B; pgolf/train/tracking.py) when
+`train.tensorboard` or `train.wandb_project` turns them on, so they show exactly what metrics.jsonl holds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from pgolf.config import Config
 from pgolf.errors import PgolfError
 
 
@@ -41,6 +45,7 @@ class RunLog:
         self.enabled = enabled
         self.echo = echo
         self.metric_records = 0
+        self.tracking = None  # a pgolf.train.tracking.Tracking once `track` opened trackers
         self._log = self._metrics = None
         if enabled and run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +60,14 @@ class RunLog:
                 self.metric_records = len(kept)
             self._metrics = open(run_dir / "metrics.jsonl", "a" if resume else "w", encoding="utf-8")
 
+    def track(self, cfg: Config, run_dir: Path, resume_step: int | None = None) -> None:
+        """Open the trackers `cfg` turns on (none by default), on the logging rank only; `resume_step`: the step a
+        resumed run continues from."""
+        if self.enabled and _tracked(cfg):
+            from pgolf.train.tracking import open_tracking
+
+            self.tracking = open_tracking(cfg, run_dir, resume_step)
+
     def line(self, text: str) -> None:
         if not self.enabled:
             return
@@ -67,6 +80,8 @@ class RunLog:
         if self.enabled and self._metrics is not None:
             self._write("_metrics", json.dumps(record))
             self.metric_records += 1
+            if self.tracking is not None:
+                self.tracking.metric(record)
 
     def _write(self, which: str, text: str) -> None:
         """Append one line; a full disk (or any write error) is one PgolfError naming the file, raised once: the
@@ -81,11 +96,29 @@ class RunLog:
             raise PgolfError(f"{f.name}: cannot write ({exc.strerror or exc}); the run stops; a checkpoint written "
                              "before this is intact: free space, then continue with pgolf train --resume") from None
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the files and finish the trackers (`failed`: the run ends with an error); a second call does
+        nothing."""
         for f in (self._log, self._metrics):
             if f is not None:
                 _close_quietly(f)
         self._log = self._metrics = None
+        tracking, self.tracking = self.tracking, None
+        if tracking is not None:
+            tracking.close(failed=failed)
+
+
+def _tracked(cfg: Config) -> bool:
+    return cfg.train.tensorboard or bool(cfg.train.wandb_project)
+
+
+def check_tracking(cfg: Config) -> None:
+    """One PgolfError naming the extra to install when a tracker `cfg` turns on lacks its package. The tracking
+    module is imported only when one is on, so a run without (and the submission bundle) never loads it."""
+    if _tracked(cfg):
+        from pgolf.train.tracking import check_installed
+
+        check_installed(cfg)
 
 
 def _close_quietly(f) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from pgolf.config import Config
 from pgolf.data.loader import make_loader
 from pgolf.data.manifest import check_data_dir
 from pgolf.errors import PgolfError
-from pgolf.eval.evaluate import ValidationData
+from pgolf.eval.evaluate import ValidationData, final_score_tokens
 from pgolf.fileio import atomic_write_json
 from pgolf.model.gpt import GPT
 from pgolf.model.kernels import wanted
@@ -51,9 +52,10 @@ from pgolf.train import checkpoint as ckpt
 from pgolf.train.calibration import calibrate, calibrates_on_train, probe_calibration, reserve_seconds
 from pgolf.train.export import export_and_score
 from pgolf.train.resume import check_resume, load_checkpoint, save_checkpoint
-from pgolf.train.runlog import STDOUT, RunLog
+from pgolf.train.runlog import STDOUT, RunLog, check_tracking
 from pgolf.train.state import RunParts, RunState
 from pgolf.train.sync import GradSync
+TOTAL_TRAIN_SHARE = 0.75  # of train.max_total_seconds, until training stops; the rest is calibration, export, scoring
 EXISTING = ("refuse", "overwrite", "resume")  # what `Trainer(existing=...)` does with a run directory's old content
 
 
@@ -81,18 +83,19 @@ class Trainer:
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
         if existing not in EXISTING:
             raise ValueError(f"existing={existing!r} is not one of {EXISTING}")
         if cfg.train.checkpoint_every < 0:
             raise PgolfError(f"config: train.checkpoint_every={cfg.train.checkpoint_every} must be >= 0 (0 = only on "
                              "SIGINT/SIGTERM)")
+        check_tracking(cfg)  # a missing optional package (TensorBoard, W&B): one line, before anything is written
         self.ctx: DistContext = init_distributed(env or launch_env(), cfg.train.device)
         # Host-side flags (wall clock reached, signal caught) travel on a CPU group, read one step late (`_agree`).
         self._flag_group = torch.distributed.new_group(backend="gloo") if self.ctx.distributed else None
         self._flags_in_flight = None
         device = self.ctx.device
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
         self.clock = PhaseClock(sync=torch.cuda.synchronize if device.type == "cuda" else None)
         self.accum = cfg.grad_accum_steps(self.ctx.world_size)
         problem = ckpt.run_dir_problem(self.run_dir, existing) if self.ctx.is_main else None
@@ -135,6 +138,7 @@ class Trainer:
         self.val = None
         if cfg.train.val_loss_every > 0:
             self.val = ValidationData(self.data_dir, cfg.model.vocab_size, max_tokens=cfg.train.val_max_tokens)
+        self.log.track(cfg, self.run_dir, self.resume_from["step"] if self.resume_from else None)  # rank 0
         self.clock.add("startup", time.perf_counter() - self.start_time)
         n_params = sum(p.numel() for p in self.base_model.parameters())
         self.log.line(f"pgolf {pgolf.__version__} preset:{cfg.preset} params:{n_params} world_size:{self.ctx.world_size} "
@@ -142,8 +146,11 @@ class Trainer:
         self.log.line(f"data:{self.data_dir} train_tokens:{self.manifest['splits']['train']['tokens']} "
                       f"val_tokens:{self.manifest['splits']['val']['tokens']}")
         if self.val is not None and not self.val.full:
+            final = final_score_tokens(cfg.eval.max_tokens, device)
+            final_part = (f"the first {final:,} (eval.max_tokens)" if 0 < final < self.manifest["splits"]["val"]["tokens"]
+                          else "the whole val split")
             self.log.line(f"periodic validation scores the first {len(self.val.tokens)} val tokens only "
-                          "(train.val_max_tokens); the final score uses the whole val split")
+                          f"(train.val_max_tokens); the final score uses {final_part}")
         self.n_params = n_params
 
     # ------------------------------------------------------------------ one optimizer step
@@ -215,6 +222,8 @@ class Trainer:
         t = cfg.train
         self.reserve = self._reserve(sync)
         budget_s = self.train_budget_seconds()
+        self.deadline = self._command_deadline()
+        self._last_step_end: float | None = None
         if self.resume_from is not None:
             load_checkpoint(self.resume_from, state, self.parts, cfg=cfg, ctx=ctx, run_dir=self.run_dir,
                             clock=self.clock, log=self.log)
@@ -234,8 +243,9 @@ class Trainer:
         sync()
         self.clock.add("training", state.train_ms / 1000)
         if state.stop_after is not None and state.stop_after < t.iterations:
-            self.log.line(f"stopping_early: wallclock_cap train_time:{state.train_ms:.0f}ms "
-                          f"step:{state.step}/{t.iterations}")
+            by_clock = t.max_wallclock_seconds > 0 and state.train_ms >= 1000 * budget_s
+            cap = "wallclock_cap" if by_clock else "command_budget"
+            self.log.line(f"stopping_early: {cap} train_time:{state.train_ms:.0f}ms step:{state.step}/{t.iterations}")
         if ctx.device.type == "cuda":
             mib = torch.cuda.max_memory_allocated() // 2**20
             self.log.line(f"peak memory allocated: {mib} MiB")
@@ -244,7 +254,7 @@ class Trainer:
         return export_and_score(self.base_model, state, cfg=cfg, ctx=ctx, run_dir=self.run_dir,
                                 data_dir=self.data_dir, data_manifest=self.manifest, clock=self.clock, log=self.log,
                                 n_params=self.n_params, hessians=calib.hessians, calibration=calib.report,
-                                act_rms=calib.act_rms)
+                                act_rms=calib.act_rms, started=self.start_time)
 
     def _train_loop(self, budget_s: float, sync) -> None:
         """Steps until `iterations` or the wall clock, validating on the way; advances `self.state`."""
@@ -299,7 +309,7 @@ class Trainer:
                               f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
                 self.log.metric(step=step, train_loss=loss_value, time_s=approx_ms / 1000, lr_mul=lr_mul)
             approx_ms = state.train_ms + 1000 * (time.perf_counter() - t0)
-            reached = budget_s > 0 and approx_ms >= 1000 * budget_s
+            reached = (budget_s > 0 and approx_ms >= 1000 * budget_s) or self._next_step_misses_deadline()
             reached, signalled = self._agree(reached and state.stop_after is None, self._signal is not None)
             if reached:
                 state.stop_after = step
@@ -399,6 +409,28 @@ class Trainer:
             return max(1e-3, t.max_wallclock_seconds - kept)
         return t.max_wallclock_seconds
 
+    def _next_step_misses_deadline(self) -> bool:
+        """Whether another step, as long as the last one, would end past the command deadline (the training
+        clock instead stops after the step that reaches it, as the official script does)."""
+        now = time.perf_counter()
+        last, self._last_step_end = now - (self._last_step_end or now), now
+        return self.deadline is not None and now + last >= self.deadline
+
+    def _command_deadline(self) -> float | None:
+        """`train.max_total_seconds` as a `perf_counter` time at which training stops: TOTAL_TRAIN_SHARE of the
+        budget from the trainer's start (start-up and warm-up included), the rest left for calibration, export and
+        the final score (on CPU a bounded val subset, eval.max_tokens). None when the run has no such bound."""
+        total = self.cfg.train.max_total_seconds
+        if total <= 0:
+            return None
+        training = TOTAL_TRAIN_SHARE * total
+        deadline = self.start_time + training
+        left = max(deadline - time.perf_counter(), 0.0)
+        self.log.line(f"command_budget: {total:.0f}s (train.max_total_seconds): training stops {training:.0f}s after "
+                      f"the start ({left:.1f}s from now, validations included), leaving {total - training:.0f}s for "
+                      "calibration, export and scoring")
+        return deadline
+
     def _reserve(self, sync) -> dict | None:
         """What the clock keeps for calibration on training data under a wall-clock cap ({"mode", "seconds"} and,
         measured, the probe's timings; pgolf/train/calibration.py), None when nothing is kept. The probe runs
@@ -426,5 +458,5 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, *, env: Launch
     try:
         return trainer.run()
     finally:
-        trainer.log.close()
+        trainer.log.close(failed=sys.exc_info()[0] is not None)  # finishes the trackers (a W&B run as failed)
         trainer.ctx.shutdown()
