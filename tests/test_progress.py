@@ -101,3 +101,10 @@ def test_a_bad_period_falls_back_or_clamps(monkeypatch, bad):
     monkeypatch.setenv("PGOLF_PROGRESS_SECONDS", bad)
     bar = progress_bar(1, "x", "it", file=io.StringIO())
     assert bar.every == (30.0 if bad == "soon" else 0.0)
+
+
+def test_the_period_variable_is_not_a_config_override():
+    from pgolf.config import env_overrides
+
+    assert env_overrides({"PGOLF_PROGRESS_SECONDS": "5", "PGOLF_TRAIN_SEED": "7"}) == [("train", "seed", "7")]
+

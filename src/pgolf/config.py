@@ -658,9 +658,9 @@ def parse_override(text: str) -> tuple[str, str, str]:
     return section, name, value.strip()
 
 
-NON_CONFIG_ENV = ("PGOLF_SHARED_DATA", "PGOLF_DIST_TIMEOUT", "PGOLF_TEST_RANK_EXIT")
+NON_CONFIG_ENV = ("PGOLF_SHARED_DATA", "PGOLF_DIST_TIMEOUT", "PGOLF_TEST_RANK_EXIT", "PGOLF_PROGRESS_SECONDS")
 """`PGOLF_` variables that are not config overrides (the test suite's shared data folder, the process group's
-collective timeout and the rank-death test hook of `pgolf.runtime`)."""
+collective timeout, the rank-death test hook of `pgolf.runtime` and the period of `pgolf.progress`'s lines)."""
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
