@@ -19,7 +19,7 @@ PACKAGE = Path(pgolf.__file__).resolve().parent
 # Bottom to top, as drawn in docs/architecture.md. A module matches the longest prefix listed.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.progress", "pgolf.suggest", "pgolf.config",
-                    "pgolf.config_docs", "pgolf.runtime_choices", "pgolf.runtime", "pgolf.official_env")),
+                    "pgolf.config_sources", "pgolf.config_docs", "pgolf.runtime_choices", "pgolf.runtime", "pgolf.official_env")),
     ("data", ("pgolf.data",)),
     ("model", ("pgolf.model",)),
     ("optim", ("pgolf.optim",)),

@@ -310,7 +310,7 @@ def test_misspelled_environment_section_is_one_clear_error(monkeypatch, capsys):
 
 
 def test_presets_lists_each_shipped_preset_with_its_description(capsys):
-    from pgolf.config import preset_names
+    from pgolf.config_sources import preset_names
 
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()

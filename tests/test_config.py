@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from pgolf.config import SECTIONS, Config, env_overrides, preset_names
+from pgolf.config import SECTIONS, Config
+from pgolf.config_sources import env_overrides, preset_names
 from pgolf.runtime import launch_env
 from pgolf.config_docs import describe_config, field_docs, preset_description
 from pgolf.errors import PgolfError

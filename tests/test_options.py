@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from pgolf.config import NON_CONFIG_ENV
+from pgolf.config_sources import NON_CONFIG_ENV
 from pgolf.errors import PgolfError
 from pgolf.eval.names import EVAL_MODES
 from pgolf.options import resolve_config

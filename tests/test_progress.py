@@ -104,7 +104,7 @@ def test_a_bad_period_falls_back_or_clamps(monkeypatch, bad):
 
 
 def test_the_period_variable_is_not_a_config_override():
-    from pgolf.config import env_overrides
+    from pgolf.config_sources import env_overrides
 
     assert env_overrides({"PGOLF_PROGRESS_SECONDS": "5", "PGOLF_TRAIN_SEED": "7"}) == [("train", "seed", "7")]
 

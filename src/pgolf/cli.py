@@ -179,7 +179,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from pgolf.config import preset_names
+    from pgolf.config_sources import preset_names
     from pgolf.config_docs import preset_description
 
     names = preset_names()

@@ -1,29 +1,22 @@
 """Typed configuration: the single source of truth for every knob.
 
-A run's configuration is built in three layers, each overriding the last:
-
-1. the dataclass defaults below (which are the official naive baseline);
-2. a preset, a TOML file in `pgolf/presets/` (or any path) with one table per section;
-3. overrides: `PGOLF_<SECTION>_<FIELD>` environment variables (the challenge's torchrun convention), then
-   `--set section.field=value` from the command line.
+The dataclass defaults below are the official naive baseline; `pgolf.config_sources` layers a preset, `PGOLF_*`
+variables and `--set` overrides over them, each setting assigned here (`assign_setting`: the field's type, the old
+names, "did you mean" for an unknown one) and the whole checked by `Config.validate`.
 
 A renamed setting still reads under its old name, with one note on stderr: the `[ttt]` fields were `eval.ttt_*`
 (`LEGACY_TTT_PREFIX`), in presets, overrides, environment variables and the configs embedded in older artifacts.
 
-This is the only module that reads the environment. The resolved config is written to the run directory and
-embedded in the artifact, so a score can always be traced to the exact settings that produced it.
+The resolved config is written to the run directory and embedded in the artifact, so a score can always be traced
+to the exact settings that produced it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Mapping
 
 from pgolf.errors import PgolfError
@@ -415,8 +408,8 @@ class Config:
             if section == "preset":
                 continue
             for key, value in dict(values).items():
-                _assign(cfg, section, key, value, source="config", old=old)
-        _note_old_names(old)
+                assign_setting(cfg, section, key, value, source="config", old=old)
+        note_old_names(old)
         cfg.validate()
         return cfg
 
@@ -561,7 +554,7 @@ def current_name(section: str, key: str) -> tuple[str, str]:
     return section, key
 
 
-def _note_old_names(old: list[str]) -> None:
+def note_old_names(old: list[str]) -> None:
     """One line on stderr (rank 0 under torchrun) naming the old setting names that were read."""
     if old and os.environ.get("RANK", "0") == "0":
         print(f"pgolf: note: deprecated setting names read as [ttt] fields (eval.ttt_<field> is now ttt.<field>): "
@@ -577,7 +570,7 @@ def _dotted(section: str, key: str) -> str:
     return f"{section}.{key}"
 
 
-def _assign(cfg: Config, section: str, key: str, value: Any, source: str, old: list[str] | None = None,
+def assign_setting(cfg: Config, section: str, key: str, value: Any, source: str, old: list[str] | None = None,
             spell=_dotted) -> None:
     """Set one field from a preset, override or JSON value; an old name is mapped and appended to `old`. An unknown
     name is refused with the closest known ones, spelled by `spell(section, field)` (`env_name` for a variable)."""
@@ -588,113 +581,18 @@ def _assign(cfg: Config, section: str, key: str, value: Any, source: str, old: l
         section, key = new
     if section not in SECTIONS:
         raise PgolfError(f"{source}: unknown config section {section!r}"
-                         + (_closest(section, key, spell) or f" (known: {', '.join(SECTIONS)})"))
+                         + (closest_settings(section, key, spell) or f" (known: {', '.join(SECTIONS)})"))
     obj = getattr(cfg, section)
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if key not in fields:
         raise PgolfError(f"{source}: unknown setting {section}.{key}"
-                         + (_closest(section, key, spell) or f" (known: {', '.join(sorted(fields))})"))
+                         + (closest_settings(section, key, spell) or f" (known: {', '.join(sorted(fields))})"))
     setattr(obj, key, _coerce(value, fields[key].type, f"{source}: {section}.{key}"))
 
 
-def _closest(section: str, key: str, spell, also: tuple[str, ...] = ()) -> str:
+def closest_settings(section: str, key: str, spell, also: tuple[str, ...] = ()) -> str:
     """"; did you mean train.iterations?": the settings of every section (and `also`) closest to `section.key`, all
     spelled by `spell`; "" when none is close."""
     cfg = Config()
     known = [spell(s, f.name) for s in SECTIONS for f in dataclasses.fields(getattr(cfg, s))]
     return did_you_mean(spell(section, key), [*known, *also])
-
-
-def preset_names() -> list[str]:
-    """Names of the presets shipped with pgolf."""
-    folder = resources.files("pgolf") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-def load_preset(name_or_path: str) -> dict[str, Any]:
-    """Read a preset by shipped name (`baseline`) or by path to a TOML file."""
-    path = Path(name_or_path)
-    try:
-        if path.suffix == ".toml" or path.exists():
-            text = path.read_text(encoding="utf-8")
-        else:
-            resource = resources.files("pgolf") / "presets" / f"{name_or_path}.toml"
-            if not resource.is_file():
-                raise PgolfError(f"unknown preset {name_or_path!r}" + did_you_mean(name_or_path, preset_names())
-                                 + f" (known: {', '.join(preset_names())})")
-            text = resource.read_text(encoding="utf-8")
-        return tomllib.loads(text)
-    except OSError as exc:
-        raise PgolfError(f"{path}: cannot read preset: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PgolfError(f"{name_or_path}: invalid TOML: {exc}") from None
-
-
-def _apply_sets(cfg: Config, overrides: list[str], old: list[str], sections: tuple[str, ...] | None = None,
-                refusal: str = "") -> None:
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if sections is not None and current_name(section, key)[0] not in sections:
-            raise PgolfError(f"--set {text}: {refusal or 'section not allowed here'}")
-        _assign(cfg, section, key, value, source=f"--set {text}", old=old)
-
-
-def apply_overrides(cfg: Config, overrides: list[str], sections: tuple[str, ...] | None = None,
-                    refusal: str = "") -> None:
-    """`--set section.field=value` texts on a built config (e.g. an artifact's), in order, then `validate`; an
-    override outside `sections` (None: any) is refused with the reason `refusal`."""
-    old: list[str] = []
-    _apply_sets(cfg, overrides, old, sections, refusal)
-    _note_old_names(old)
-    cfg.validate()
-
-
-def parse_override(text: str) -> tuple[str, str, str]:
-    """Split `section.field=value`."""
-    if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise PgolfError(f"--set {text!r}: expected section.field=value, e.g. model.num_layers=11")
-    key, value = text.split("=", 1)
-    section, name = key.strip().split(".", 1)
-    return section, name, value.strip()
-
-
-NON_CONFIG_ENV = ("PGOLF_SHARED_DATA", "PGOLF_DIST_TIMEOUT", "PGOLF_TEST_RANK_EXIT", "PGOLF_PROGRESS_SECONDS")
-"""`PGOLF_` variables that are not config overrides (the test suite's shared data folder, the process group's
-collective timeout, the rank-death test hook of `pgolf.runtime` and the period of `pgolf.progress`'s lines)."""
-
-
-def env_overrides(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """`PGOLF_<SECTION>_<FIELD>=value` variables as (section, field, value), e.g. PGOLF_TRAIN_SEED=7. Any other
-    `PGOLF_` variable (except NON_CONFIG_ENV) is a PgolfError, so a misspelled section is not silently ignored."""
-    environ = os.environ if environ is None else environ
-    out = []
-    for name, value in sorted(environ.items()):
-        if not name.startswith("PGOLF_") or name in NON_CONFIG_ENV:
-            continue
-        section, _, key = name[len("PGOLF_"):].lower().partition("_")
-        if section not in SECTIONS or not key:
-            raise PgolfError(f"environment {name}: not PGOLF_<SECTION>_<FIELD> with a known section "
-                             f"({', '.join(s.upper() for s in SECTIONS)})"
-                             + _closest(section, key, env_name, also=NON_CONFIG_ENV))
-        out.append((section, key, value))
-    return out
-
-
-def build_config(preset: str = "baseline", overrides: list[str] | None = None,
-                 environ: Mapping[str, str] | None = None) -> Config:
-    """Defaults, then the preset, then environment variables, then `--set` overrides; `validate`d. Named choices are
-    checked by `pgolf.options.resolve_config`, which is what commands use."""
-    data = load_preset(preset)
-    cfg = Config(preset=Path(preset).stem if preset.endswith(".toml") else preset)
-    old: list[str] = []  # old setting names read (one note for all of them)
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            raise PgolfError(f"preset {preset}: top-level key {section!r} must be a table like [model]")
-        for key, value in values.items():
-            _assign(cfg, section, key, value, source=f"preset {preset}", old=old)
-    for section, key, value in env_overrides(environ):
-        _assign(cfg, section, key, value, source=f"environment {env_name(section, key)}", old=old, spell=env_name)
-    _apply_sets(cfg, overrides or [], old)
-    _note_old_names(old)
-    cfg.validate()
-    return cfg

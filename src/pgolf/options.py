@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from pgolf.artifact.choices import check_codec
-from pgolf.config import Config, build_config
+from pgolf.config import Config
+from pgolf.config_sources import build_config
 from pgolf.data.choices import LOADER_NAMES, check_loader_schedule
 from pgolf.errors import PgolfError
 from pgolf.eval.choices import PHASE_DOCS, lora_targets, short_doc_chunks

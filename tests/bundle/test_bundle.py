@@ -22,7 +22,7 @@ from pgolf.bundle.build import LEFT_OUT, NOT_AT_TRAIN_TIME, Bundle, analyse, bui
 
 from conftest import TINY_MODEL_SETS
 
-# A gate a little above today's bundles (70,435 bytes for the record preset on 2026-12-08, after issue 22 added the
+# A gate a little above today's bundles (70,585 bytes for the record preset on 2026-12-08, after issue 22 added the
 # n-gram tilt, AsymLogit, AWQ-lite, the measured GPTQ reserve, SOAP, progressive context and short-document chunks,
 # issue 23 the val split's identity, and issue 24 the torch-free choices with "did you mean", progress lines, the
 # command budget, the official flow's data view and the row-sliced TTT): a module pulled in by accident, or a
@@ -70,7 +70,7 @@ def test_bundle_stays_within_its_bound(bundles, preset):
     assert size < BUNDLE_BOUND, f"{preset} bundle {size} bytes"
 
 
-@pytest.mark.xfail(strict=True, reason="about 68 KB on 2026-12-08; docs/BENCHMARKS.md#pgolf-bundle-sizes")
+@pytest.mark.xfail(strict=True, reason="about 70 KB on 2026-12-08; docs/BENCHMARKS.md#pgolf-bundle-sizes")
 @pytest.mark.parametrize("preset", ["baseline", "record"])
 def test_bundle_is_under_the_official_baseline_script(bundles, preset):
     size = bundles[preset].stat().st_size

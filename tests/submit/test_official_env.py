@@ -25,7 +25,7 @@ def test_official_and_record_names_map_to_fields():
 
 
 def test_every_official_name_is_a_real_field():
-    from pgolf.config import parse_override
+    from pgolf.config_sources import parse_override
     from pgolf.options import resolve_config
     for name, field in OFFICIAL_FIELDS.items():
         section, key, _ = parse_override(f"{field}=1")

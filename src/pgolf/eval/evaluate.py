@@ -258,7 +258,7 @@ SCORING_SECTIONS = ("eval", "ttt")  # what may change when an artifact is scored
 
 def apply_eval_overrides(cfg, overrides: list[str]) -> None:
     """`--set eval.FIELD=VALUE` or `ttt.FIELD=VALUE` at scoring time (`SCORING_SECTIONS`)."""
-    from pgolf.config import apply_overrides
+    from pgolf.config_sources import apply_overrides
 
     apply_overrides(cfg, overrides, sections=SCORING_SECTIONS,
                     refusal="only eval.* and ttt.* settings can change when scoring an artifact")
