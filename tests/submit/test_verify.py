@@ -270,3 +270,20 @@ def test_real_run_packs_verifies_and_rescores(tiny_data, tiny_config, tmp_path, 
     assert code == 1
     assert any(line.startswith("pgolf: verify: FAIL rescore seed 1: re-scored val_bpb ") and "1.00e-03 > 1e-05" in line
                for line in err)
+
+
+def test_a_bounded_final_score_is_rescored_on_the_same_tokens(tiny_data, tiny_config, tmp_path, capsys, monkeypatch):
+    """A run whose final score covered the first N val tokens (eval.max_tokens, a CPU run's default bound) verifies:
+    the re-score covers those N tokens, same digest, same score; the whole split would score differently."""
+    from pgolf.train.trainer import train
+
+    monkeypatch.delenv("PGOLF_SHARED_DATA", raising=False)
+    run = tmp_path / "seed1"
+    result = train(tiny_config("train.seed=1", "eval.max_tokens=3000"), tiny_data, run, echo=None)
+    assert result["val_split"]["full"] is False and result["val_split"]["tokens"] == 3000
+    folder = tmp_path / "records"
+    assert main(["pack", str(run), "--out", str(folder), "--non-record"]) == 0
+    capsys.readouterr()
+    code, out, err = verify(folder, capsys, "--data", str(tiny_data), "--threads", "1")
+    assert code == 0, err
+    assert re.search(r"\| rescore seed 1 +\| pass", out)
