@@ -37,6 +37,7 @@ TINY_MODEL_SETS = [
     "train.train_seq_len=64", "train.train_batch_tokens=1024", "train.micro_batch_tokens=512",
     "train.iterations=6", "train.warmup_steps=2", "train.val_loss_every=3", "train.train_log_every=1",
     "train.val_batch_tokens=4096", "train.val_max_tokens=4096", "train.max_wallclock_seconds=0",
+    "train.max_total_seconds=0",  # cpu-smoke bounds itself to 180 s; a test's run stops at its steps, however slow
     "train.threads=1", "eval.batch_tokens=4096", "optim.muon_momentum_warmup_steps=5", "train.warmdown_iters=3",
 ]
 
