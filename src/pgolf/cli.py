@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from pgolf.cli_args import budget_sets, count, number, positive, seconds
 from pgolf.errors import PgolfError
 from pgolf.fileio import refuse_existing
 from pgolf.eval.names import EVAL_MODES
@@ -28,22 +29,6 @@ class _Parser(argparse.ArgumentParser):
         raise PgolfError(f"{where + ': ' if where else ''}{message} (see --help)")
 
 
-def _number(cast, lowest, what: str):
-    """An argparse type: `cast(text)`, refused with one line unless it is at least `lowest` (NaN never is)."""
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not value >= lowest:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-_positive = _number(int, 1, "a positive integer")
-_count = _number(int, 0, "an integer >= 0")
-_seconds = _number(float, 0.0, "a number of seconds >= 0 (0 = no limit)")
 
 
 def _out_dir(path: Path, what: str) -> Path:
@@ -54,17 +39,6 @@ def _out_dir(path: Path, what: str) -> Path:
                 raise PgolfError(f"{what} {path}: {p} is a file, not a directory")
             break
     return path
-
-
-def _budget_sets(args: argparse.Namespace) -> list[str]:
-    """`--set` overrides plus the ones the budget flags (and --seed, where the command has it) stand for."""
-    sets = list(args.set or [])
-    for flag, key in (("max_steps", "iterations"), ("max_seconds", "max_total_seconds"), ("seed", "seed")):
-        if getattr(args, flag, None) is not None:
-            sets.append(f"train.{key}={getattr(args, flag)}")
-    if getattr(args, "max_seconds", None) == 0:  # no bound at all: the training clock's cap goes too
-        sets.append("train.max_wallclock_seconds=0")
-    return sets
 
 
 def _fresh_run_dir(base: Path) -> Path:
@@ -83,7 +57,7 @@ def _train_and_report(args: argparse.Namespace, data_dir: Path, default_run_dir:
     from pgolf.options import resolve_config
     from pgolf.train.trainer import train
 
-    cfg = resolve_config(args.preset, _budget_sets(args))
+    cfg = resolve_config(args.preset, budget_sets(args))
     if args.run_dir is not None:
         run_dir, existing = _out_dir(args.run_dir, "run directory"), "overwrite" if args.overwrite else "refuse"
     else:
@@ -126,7 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         (cfg, run_dir), existing = _resumed_config(args), "resume"
     else:
-        cfg = resolve_config(args.preset or args.default_preset, _budget_sets(args))
+        cfg = resolve_config(args.preset or args.default_preset, budget_sets(args))
         run_dir = _out_dir(args.run_dir or Path("runs") / f"{cfg.preset}-seed{cfg.train.seed}", "run directory")
         existing = "overwrite" if args.overwrite else "refuse"
     try:
@@ -160,7 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"building the offline demo corpus in {data_dir}")
         build_demo(data_dir, progress=not args.quiet)
     if not any(s.split("=", 1)[0].strip() == "train.threads" for s in args.set or []):
-        from pgolf.runtime import cpu_threads
+        from pgolf.train.pool import cpu_threads
 
         threads, why = cpu_threads(0)  # the demo must learn on a busy laptop too: one thread per free core
         args.set = [*(args.set or []), f"train.threads={threads}"]
@@ -173,7 +147,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
     toggles = [t.strip() for t in args.toggle.split(",") if t.strip()]
     out = _out_dir(args.run_dir or Path("runs") / f"ablate-{Path(args.preset).stem}", "run directory")
-    print(ablate(args.preset, toggles, args.data, out, sets=_budget_sets(args), workers=args.workers,
+    print(ablate(args.preset, toggles, args.data, out, sets=budget_sets(args), workers=args.workers,
                  nproc_per_node=args.nproc_per_node))
     return 0
 
@@ -317,8 +291,8 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
 
 
 def _add_budget_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-steps", type=_positive, help="stop after N steps (sets train.iterations)")
-    p.add_argument("--max-seconds", type=_seconds,
+    p.add_argument("--max-steps", type=positive, help="stop after N steps (sets train.iterations)")
+    p.add_argument("--max-seconds", type=seconds,
                    help="bound the whole command (warm-up, training, calibration, export, scoring) to about N s: "
                         "training stops at 75%% of it (sets train.max_total_seconds; 0 = no bound and no training "
                         "cap)")
@@ -328,7 +302,7 @@ def _add_budget_options(p: argparse.ArgumentParser) -> None:
 def _add_train_options(p: argparse.ArgumentParser, default_preset: str) -> None:
     _add_config_options(p, default_preset)
     _add_budget_options(p)
-    p.add_argument("--seed", type=_count, help="random seed (sets train.seed)")
+    p.add_argument("--seed", type=count, help="random seed (sets train.seed)")
 
 
 def _add_data_option(p: argparse.ArgumentParser, default: Path | None = None, old: str | None = None) -> None:
@@ -424,9 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_option(p)
     _add_budget_options(p)
     p.add_argument("--out", dest="run_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--workers", type=positive, default=1,
                    help="variants at once, each a pgolf train process on its own GPU(s) or cores (default 1)")
-    p.add_argument("--nproc-per-node", type=_positive, default=1, help="GPUs per variant, under torchrun (default 1)")
+    p.add_argument("--nproc-per-node", type=positive, default=1, help="GPUs per variant, under torchrun (default 1)")
     p.set_defaults(func=_cmd_ablate)
 
     sub.add_parser("presets", help="list the shipped presets").set_defaults(func=_cmd_presets)
@@ -441,16 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_option(p)
     p.add_argument("--mode", choices=EVAL_MODES,
                    help="default: the artifact's eval.mode; sliding and doc take --stride")
-    p.add_argument("--seq-len", type=_positive, help="default: the artifact's eval/train sequence length")
-    p.add_argument("--stride", type=_positive, help="sliding/doc window stride (default: 64, capped at seq-len)")
-    p.add_argument("--max-seconds", type=_seconds, help="fail if scoring takes longer (default: eval.max_seconds)")
-    p.add_argument("--max-tokens", type=_positive, help="score only the first N val tokens (not a score)")
+    p.add_argument("--seq-len", type=positive, help="default: the artifact's eval/train sequence length")
+    p.add_argument("--stride", type=positive, help="sliding/doc window stride (default: 64, capped at seq-len)")
+    p.add_argument("--max-seconds", type=seconds, help="fail if scoring takes longer (default: eval.max_seconds)")
+    p.add_argument("--max-tokens", type=positive, help="score only the first N val tokens (not a score)")
     p.add_argument("--set", action="append", metavar="eval.FIELD=VALUE",
                    help="override an eval or ttt setting of the artifact's config (e.g. ttt.lr=0.005)")
-    p.add_argument("--batch-tokens", type=_positive, help="tokens per scoring batch (default: eval.batch_tokens)")
+    p.add_argument("--batch-tokens", type=positive, help="tokens per scoring batch (default: eval.batch_tokens)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to score (default auto: CUDA when present)")
-    p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive, help="CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_eval)
 
@@ -459,17 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_option(p)
     p.add_argument("--mode", required=True,
                    help=f"an eval mode ({', '.join(EVAL_MODES)}) or a fixture of pgolf/eval/fixtures.py")
-    p.add_argument("--tokens", type=_positive, default=4096, help="val tokens checked (from the start of val)")
-    p.add_argument("--seq-len", type=_positive, help="default: the artifact's eval/train sequence length")
-    p.add_argument("--stride", type=_positive, help="sliding/doc window stride (default: the artifact's)")
-    p.add_argument("--batch-tokens", type=_positive, default=16_384, help="tokens per scoring batch (default 16,384)")
-    p.add_argument("--perturbations", type=_positive, default=8, help="tokens changed, one per rerun, for C1")
-    p.add_argument("--tolerance", type=_number(float, 0.0, "a number >= 0"), default=1e-4,
+    p.add_argument("--tokens", type=positive, default=4096, help="val tokens checked (from the start of val)")
+    p.add_argument("--seq-len", type=positive, help="default: the artifact's eval/train sequence length")
+    p.add_argument("--stride", type=positive, help="sliding/doc window stride (default: the artifact's)")
+    p.add_argument("--batch-tokens", type=positive, default=16_384, help="tokens per scoring batch (default 16,384)")
+    p.add_argument("--perturbations", type=positive, default=8, help="tokens changed, one per rerun, for C1")
+    p.add_argument("--tolerance", type=number(float, 0.0, "a number >= 0"), default=1e-4,
                    help="largest numerical difference that counts as none (C1's changed log-probs, C2's "
                         "normalisation; default 1e-4)")
-    p.add_argument("--seed", type=_count, default=0, help="seed of the perturbed positions and tokens (default 0)")
+    p.add_argument("--seed", type=count, default=0, help="seed of the perturbed positions and tokens (default 0)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run the mode (default cpu)")
-    p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive, help="CPU threads (default: torch's)")
     p.set_defaults(func=_cmd_legality)
 
     p = sub.add_parser("bench", help="step time, tokens/s, MFU, memory, eval and TTT tokens/s of a preset here")

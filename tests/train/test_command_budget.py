@@ -56,7 +56,7 @@ def test_the_final_score_covers_the_first_max_tokens(tiny_config, tiny_data, tmp
 
 def test_the_demo_takes_one_thread_per_free_core(monkeypatch):
     """pgolf run's thread count: cores less the load average, shared by local ranks, at least 1; a request wins."""
-    from pgolf.runtime import cpu_threads
+    from pgolf.train.pool import cpu_threads
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert cpu_threads(0, local_world_size=1, load=0.1)[0] == 4

@@ -15,26 +15,10 @@ import os
 import sys
 from pathlib import Path
 
+from pgolf.cli_args import count, positive
 from pgolf.errors import PgolfError
 
 DEMO_DATA = Path("data/demo")  # `data demo --out` and `pgolf run --data` by default
-
-
-def _at_least(lowest: int, what: str):
-    """An argparse type: an integer of at least `lowest`, refused with one line otherwise."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = lowest - 1
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-_positive = _at_least(1, "a positive integer")
-_count = _at_least(0, "an integer >= 0")
 
 
 def _not_a_file(out: Path) -> Path:
@@ -156,7 +140,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                                                        required=True)
     p = data.add_parser("demo", help="offline English corpus (Python's own docs) -> tokenizer + shards + manifest")
     p.add_argument("--out", type=Path, default=DEMO_DATA, help=f"data directory (default {DEMO_DATA})")
-    p.add_argument("--vocab-size", type=_positive, default=1024, help="tokenizer vocabulary (default 1024)")
+    p.add_argument("--vocab-size", type=positive, default=1024, help="tokenizer vocabulary (default 1024)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true", help="rebuild a non-empty --out in place")
     p.set_defaults(func=_cmd_data_demo)
@@ -165,11 +149,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--docs", type=Path, action="append", required=True, help=".jsonl[.gz|.xz], .txt or .parquet")
     p.add_argument("--out", type=Path, required=True, help="the data directory to write (new or empty)")
     p.add_argument("--tokenizer", type=Path, help="an existing SentencePiece .model")
-    p.add_argument("--vocab-size", type=_positive, help="train a tokenizer with the official settings")
-    p.add_argument("--val-docs", type=_positive,
+    p.add_argument("--vocab-size", type=positive, help="train a tokenizer with the official settings")
+    p.add_argument("--val-docs", type=positive,
                    help="the first N documents are the val split (default 50,000, the official split)")
-    p.add_argument("--workers", type=_positive, help="tokenizer processes (default: all cores)")
-    p.add_argument("--shard-size", type=_positive, default=10**8, help="tokens per shard (official: 10^8)")
+    p.add_argument("--workers", type=positive, help="tokenizer processes (default: all cores)")
+    p.add_argument("--shard-size", type=positive, default=10**8, help="tokens per shard (official: 10^8)")
     p.add_argument("--caseops", action="store_true",
                    help="CaseOps: tokenize case-folded text with operator symbols, write the val byte sidecar")
     p.add_argument("--allow-overlap", action="store_true",
@@ -182,7 +166,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="sp1024", metavar="{sp1024,sp4096,sp8192,sp8192-caseops}",
                    help="a hosted export (each has its own repository; default sp1024), or another variant in the "
                         "manifest of --repo-id")
-    p.add_argument("--train-shards", type=_count, default=80,
+    p.add_argument("--train-shards", type=count, default=80,
                    help="train shards to download, 10^8 tokens each (default 80, the official 8B tokens)")
     p.add_argument("--out", type=Path, default=Path("data"),
                    help="folder to download into, laid out as the repository (default data)")

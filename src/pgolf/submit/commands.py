@@ -12,29 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from pgolf.cli_args import budget_sets, number, positive
 from pgolf.errors import PgolfError
-
-
-def _float(lowest: float, what: str, strict: bool = False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value > lowest if strict else value >= lowest):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _seed_list(text: str) -> list[int]:
@@ -73,12 +52,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _add_stats_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--against", nargs="+", metavar="RUN", help="the baseline's runs (run directories or logs)")
-    p.add_argument("--sota-bpb", type=_float(0.0, "a BPB > 0", strict=True), help="a published mean val_bpb")
-    p.add_argument("--sota-std", type=_float(0.0, "a standard deviation >= 0"), help="its sample std (BPB)")
-    p.add_argument("--sota-n", type=_positive_int, help="its number of seeds")
-    p.add_argument("--margin", type=_float(0.0, "nats >= 0"), default=0.005,
+    p.add_argument("--sota-bpb", type=number(float, 0.0, "a BPB > 0", strict=True), help="a published mean val_bpb")
+    p.add_argument("--sota-std", type=number(float, 0.0, "a standard deviation >= 0"), help="its sample std (BPB)")
+    p.add_argument("--sota-n", type=positive, help="its number of seeds")
+    p.add_argument("--margin", type=number(float, 0.0, "nats >= 0"), default=0.005,
                    help="required improvement in nats per token (default 0.005)")
-    p.add_argument("--alpha", type=_float(0.0, "a p-value threshold in (0, 1)", strict=True), default=0.01,
+    p.add_argument("--alpha", type=number(float, 0.0, "a p-value threshold in (0, 1)", strict=True), default=0.01,
                    help="significance level (default 0.01)")
     p.add_argument("--json", action="store_true", help="JSON instead of markdown")
 
@@ -119,14 +98,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_seeds(args: argparse.Namespace) -> int:
     from pgolf.submit.seeds import run_seeds
 
-    sets = list(args.set or [])
-    if args.max_steps is not None:
-        sets.append(f"train.iterations={args.max_steps}")
-    if args.max_seconds is not None:  # as pgolf train's: the whole run of each seed (0: no bound, no training cap)
-        sets.append(f"train.max_total_seconds={args.max_seconds}")
-        if args.max_seconds == 0:
-            sets.append("train.max_wallclock_seconds=0")
-    dirs = run_seeds(args.preset, args.seeds, sets, args.data, args.out,
+    dirs = run_seeds(args.preset, args.seeds, budget_sets(args), args.data, args.out,
                      echo=sys.stderr if args.json else sys.stdout, workers=args.workers,
                      nproc_per_node=args.nproc_per_node)  # --json: stdout holds only the JSON
     args.runs = [str(d) for d in dirs]
@@ -220,13 +192,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "command line, no such folder, a missing or unreadable submission.json).")
     p.add_argument("folder", type=Path, help="a records folder (pgolf pack)")
     p.add_argument("--data", type=Path, help="also re-score each artifact on this data directory, in a fresh process")
-    p.add_argument("--tolerance", type=_float(0.0, "a BPB tolerance >= 0"), default=1e-5,
+    p.add_argument("--tolerance", type=number(float, 0.0, "a BPB tolerance >= 0"), default=1e-5,
                    help="largest accepted |re-scored - claimed| val_bpb (default 1e-5)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="device of the re-score")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads of the re-score")
+    p.add_argument("--threads", type=positive, help="CPU threads of the re-score")
     p.add_argument("--run", action="store_true",
                    help="also execute the folder's train_gpt.py for every seed (needs --data) and compare scores")
-    p.add_argument("--run-tolerance", type=_float(0.0, "a BPB tolerance >= 0"), default=0.005,
+    p.add_argument("--run-tolerance", type=number(float, 0.0, "a BPB tolerance >= 0"), default=0.005,
                    help="largest accepted |retrained - claimed| val_bpb with --run (default 0.005)")
     p.set_defaults(func=_cmd_verify)
 
@@ -235,15 +207,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_seed_list, required=True, help="comma-separated, e.g. 1337,42,2025")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override a config field for every seed (pgolf config show lists them)")
-    p.add_argument("--max-steps", type=_positive_int, help="stop after N steps (sets train.iterations)")
-    p.add_argument("--max-seconds", type=_float(0.0, "a number of seconds >= 0 (0 = no limit)"),
+    p.add_argument("--max-steps", type=positive, help="stop after N steps (sets train.iterations)")
+    p.add_argument("--max-seconds", type=number(float, 0.0, "a number of seconds >= 0 (0 = no limit)"),
                    help="bound each seed's whole run to about N s, as pgolf train (sets train.max_total_seconds; 0 = "
                         "no bound and no training cap)")
     p.add_argument("--data", type=Path, required=True, help="data directory (with manifest.json)")
     p.add_argument("--out", type=Path, required=True, help="parent of the run directories seedS")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive, default=1,
                    help="seeds at once, each a pgolf train process on its own GPU(s) or cores (default 1)")
-    p.add_argument("--nproc-per-node", type=_positive_int, default=1, help="GPUs per seed, under torchrun (default 1)")
+    p.add_argument("--nproc-per-node", type=positive, default=1, help="GPUs per seed, under torchrun (default 1)")
     _add_stats_options(p)
     p.set_defaults(func=_cmd_seeds)
 
@@ -272,8 +244,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
     p.add_argument("--group-by", choices=("config", "preset"), default="config",
                    help="group runs by config up to the seed (default), or by preset name")
-    p.add_argument("--margin", type=_float(0.0, "nats >= 0"), default=0.005,
+    p.add_argument("--margin", type=number(float, 0.0, "nats >= 0"), default=0.005,
                    help="required improvement in nats per token (default 0.005)")
-    p.add_argument("--alpha", type=_float(0.0, "a p-value threshold in (0, 1)", strict=True), default=0.01,
+    p.add_argument("--alpha", type=number(float, 0.0, "a p-value threshold in (0, 1)", strict=True), default=0.01,
                    help="significance level (default 0.01)")
     p.set_defaults(func=_cmd_leaderboard)

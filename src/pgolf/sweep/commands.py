@@ -9,22 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pgolf.cli_args import number, positive
 from pgolf.errors import PgolfError
-
-
-def _number(cast, lowest: float, what: str, *, below: float | None = None, strict: bool = False):
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value > lowest if strict else value >= lowest) or (below is not None and not value < below):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-_positive = _number(int, 1, "a positive integer")
 
 
 def default_study_name(preset: str, space: Path) -> str:
@@ -32,6 +18,8 @@ def default_study_name(preset: str, space: Path) -> str:
 
 
 def _budget_sets(args: argparse.Namespace) -> list[str]:
+    """Unlike `pgolf.cli_args.budget_sets`, --max-seconds is each trial's training clock (train.max_wallclock_seconds):
+    the pruner measures budget fractions on it, which a bound on the whole command would not keep comparable."""
     sets = list(args.set or [])
     if args.max_steps is not None:
         sets.append(f"train.iterations={args.max_steps}")
@@ -139,39 +127,39 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "Any number of pgolf sweep processes on one --storage and --study cooperate.")
     p.add_argument("--preset", help="preset name (pgolf presets) or TOML path: the base of every trial")
     p.add_argument("--space", type=Path, help="the search space: a TOML file of --set fields (docs/sweep.md)")
-    p.add_argument("--trials", type=_positive, help="finished trials the study should hold in all (every worker "
+    p.add_argument("--trials", type=positive, help="finished trials the study should hold in all (every worker "
                                                     "stops there; a later run with a larger N continues the study)")
     p.add_argument("--data", type=Path, help="data directory (with manifest.json)")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="a fixed override of every trial (e.g. a short budget)")
-    p.add_argument("--max-steps", type=_positive, help="every trial stops after N steps (sets train.iterations)")
-    p.add_argument("--max-seconds", type=_number(float, 0.0, "a number of seconds >= 0 (0 = no limit)"),
+    p.add_argument("--max-steps", type=positive, help="every trial stops after N steps (sets train.iterations)")
+    p.add_argument("--max-seconds", type=number(float, 0.0, "a number of seconds >= 0 (0 = no limit)"),
                    help="every trial's wall-clock cap (sets train.max_wallclock_seconds)")
     p.add_argument("--study", help="study name (default PRESET-SPACE, from the two file names)")
     p.add_argument("--out", type=Path, help="the study's folder: trials/NNNN run directories, sweep.json, the default "
                                             "SQLite storage (default sweeps/STUDY)")
     p.add_argument("--storage", help="journal:PATH (a shared file system) or a database URL (postgresql://...); "
                                      "default sqlite in the study's folder")
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--workers", type=positive, default=1,
                    help="trials at once in this process, each on its own GPU (or GPUs) or its own CPU cores")
-    p.add_argument("--nproc-per-node", type=_positive, default=1,
+    p.add_argument("--nproc-per-node", type=positive, default=1,
                    help="GPUs per trial: each trial runs under torchrun --nproc_per_node=G (default 1)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default) or random")
-    p.add_argument("--startup-trials", type=_positive, default=10,
+    p.add_argument("--startup-trials", type=positive, default=10,
                    help="TPE samples at random until the study has this many trials (default 10)")
     p.add_argument("--seed", type=int, help="the sampler's seed (one worker: a repeatable sequence of trials)")
     p.add_argument("--pruner", choices=PRUNERS, default="sha",
                    help="sha: successive halving (default), hyperband, median, or none")
-    p.add_argument("--prune-from", type=_number(float, 0.0, "a fraction in (0, 1)", below=1.0, strict=True),
+    p.add_argument("--prune-from", type=number(float, 0.0, "a fraction in (0, 1)", below=1.0, strict=True),
                    default=0.2, help="the pruner's first decision, as a fraction of the training budget (default 0.2)")
-    p.add_argument("--reduction-factor", type=_number(int, 2, "an integer >= 2"), default=3,
+    p.add_argument("--reduction-factor", type=number(int, 2, "an integer >= 2"), default=3,
                    help="sha/hyperband: keep the best 1/F at each rung (default 3)")
     p.add_argument("--objective", choices=OBJECTIVES, default="artifact",
                    help="artifact: val_bpb of the artifact file, the run's score (default); pre-quant: the last "
                         "periodic validation before quantization (a proxy)")
-    p.add_argument("--heartbeat", type=_number(float, 0.1, "seconds >= 0.1"), default=30.0,
+    p.add_argument("--heartbeat", type=number(float, 0.1, "seconds >= 0.1"), default=30.0,
                    help="seconds between a running trial's signs of life (default 30)")
-    p.add_argument("--grace", type=_number(float, 0.1, "seconds >= 0.1"),
+    p.add_argument("--grace", type=number(float, 0.1, "seconds >= 0.1"),
                    help="a running trial silent this long is its dead worker's: failed and retried (default 4 x "
                         "--heartbeat)")
     p.set_defaults(func=_cmd_sweep, sweep_command=None)
@@ -180,5 +168,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="the study's folder (pgolf sweep --out)")
     r.add_argument("--storage", help="the study's storage (default: the one its sweep.json names)")
     r.add_argument("--study", dest="report_study", help="the study's name (default: its sweep.json's)")
-    r.add_argument("--top", type=_positive, default=10, help="trials in the table (default 10)")
+    r.add_argument("--top", type=positive, default=10, help="trials in the table (default 10)")
     r.add_argument("--no-figures", action="store_true", help="no PNG figures")

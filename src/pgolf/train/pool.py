@@ -106,6 +106,26 @@ def usable_cores() -> tuple[int, ...]:
     return tuple(range(os.cpu_count() or 1))
 
 
+def cpu_threads(requested: int, local_world_size: int | None = None,
+                load: float | None = None) -> tuple[int, str]:
+    """(torch CPU threads, why) for `pgolf run`'s demo: a positive request as given; 0 = the cores this process can
+    have: the machine's cores less the 1-minute load average (other jobs), shared among the local ranks, at least 1.
+    On a busy 2-core machine torch's default of one thread per core is an order of magnitude slower than one thread
+    (its threads wait for each other while the scheduler runs someone else: 1.0 s against 9-14 s per cpu-smoke step
+    at load 4.8, docs/BENCHMARKS.md). Not `pgolf train`'s default: the thread count changes float sums (gradients
+    differ by ~5e-9 between 1 and 2 threads), and a run's result must not depend on the machine's load."""
+    if requested > 0:
+        return requested, "train.threads"
+    cores = len(usable_cores())
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if local_world_size is None:
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun sets it
+    free = max(1, int(cores - load + 0.5))
+    threads = max(1, min(cores, free) // max(local_world_size, 1))
+    return threads, f"auto: {cores} cores, load average {load:.1f}, {local_world_size} local rank(s)"
+
+
 def visible_gpus(environ: Mapping[str, str] | None = None) -> tuple[int, ...]:
     """The GPU ids this process may hand out: CUDA_VISIBLE_DEVICES when set, else every device torch sees."""
     environ = os.environ if environ is None else environ
