@@ -224,8 +224,6 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
             raise PgolfError(f"{tok}: a CaseOps tokenizer (it reserves U+{ord(op):04X}) but {data_dir} has no val byte "
                              f"sidecar fineweb_val_bytes_NNNNNN.bin: BPB would count the operators' bytes")
     out = data_dir if into is None else Path(into)
-    if into is not None:
-        _link_shards(out, files)
     local_tok = out / tok.name
     names = {split: [f.name for f in group] for split, group in files.items()}
     same_tok = local_tok.is_file() and (local_tok.resolve() == tok.resolve() or
@@ -242,6 +240,8 @@ def import_data_dir(data_dir: str | Path, tokenizer: str | Path | None = None, *
     train = _count_split(files["train"], train_tables, bos, vocab, progress, "train", checksums)
     found = compare_splits(files["train"], [files["val"]], bos, progress=progress)[0] if overlap else None
 
+    if into is not None:  # after every check, as the manifest: a view is written whole or not at all
+        _link_shards(out, files)
     if not same_tok:
         with atomic_output(local_tok) as tmp:
             shutil.copyfile(tok, tmp)

@@ -101,8 +101,8 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
         raise PgolfError(f"internal: {len(target_bytes)} byte counts for {n_targets} targets")
     rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
     totals = _Totals(target_bytes, device)
-    bar = progress_bar(n_targets if world == 1 else None, f"scoring {mode.name}", "tok",
-                       enabled=progress and rank == 0)
+    report_progress = progress and rank == 0
+    bar = progress_bar(n_targets if world == 1 else None, f"scoring {mode.name}", "tok", enabled=report_progress)
     over_budget = False
     was_training = model.training
     model.eval()
@@ -111,7 +111,7 @@ def score_stream(model: torch.nn.Module, tokens: np.ndarray, target_bytes: np.nd
             for chunk in mode.run(model, tokens, device=device, batch_tokens=max(1, batch_tokens // world),
                                   rank=rank, world_size=world):
                 totals.add(chunk)
-                if progress and rank == 0:
+                if report_progress:  # counting the chunk's targets syncs the device: only when reported
                     bar.update(int(chunk.mask.sum()))
                 if max_seconds > 0 and time.perf_counter() - start > max_seconds:
                     over_budget = True
